@@ -1,0 +1,143 @@
+"""The `Adapter` contract: everything vlmflow needs to know about one VLM architecture.
+
+An adapter builds the model's own chat prompt as ``(role, text)`` segments, runs the model's processor on a
+left-padded batch, labels every position with a role (``vlmflow.roles.roles_from_segments``), names the decoder whose
+attention modules carry ``layer_idx`` (where ``vlmflow.attention`` is installed), and maps image tokens to pixel boxes
+(``vlmflow.adapters.geometry``). ``vlmflow.model.VLM`` talks to models only through this class; adding an
+architecture = one subclass registered with ``@register_adapter`` (see ``vlmflow.adapters``).
+
+Subclasses set ``name``, ``model_types`` and implement ``segments`` and ``geometry``; the rest has working
+defaults for transformers 5 ``*ForConditionalGeneration`` models (``model.model.language_model``).
+"""
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from vlmflow.errors import ImageReadError, UnsupportedModelError
+from vlmflow.roles import TokenRoles, roles_from_segments
+
+if TYPE_CHECKING:
+    import torch
+    from PIL import Image
+    from transformers import BatchFeature
+
+    from vlmflow.adapters.geometry import ImageGeometry
+
+
+def load_image(image: Any) -> "Image.Image":
+    """A PIL RGB image from a PIL image, a path (str / PathLike) or an ndarray (H, W[, C], uint8 or float in [0, 1])."""
+    from PIL import Image
+
+    if isinstance(image, Image.Image):
+        return image.convert("RGB")
+    if isinstance(image, (str, os.PathLike)):
+        path = os.fspath(image)
+        try:
+            with Image.open(path) as im:
+                return im.convert("RGB")
+        except FileNotFoundError as exc:
+            raise ImageReadError(f"image file not found: {path}") from exc
+        except Exception as exc:  # PIL raises UnidentifiedImageError, OSError, SyntaxError... for bad files
+            raise ImageReadError(f"cannot read image {path}: {exc}") from exc
+    try:
+        import numpy as np
+    except ImportError:  # pragma: no cover - numpy is a dependency of torch
+        np = None
+    if np is not None and isinstance(image, np.ndarray):
+        arr = image
+        if arr.ndim not in (2, 3) or (arr.ndim == 3 and arr.shape[2] not in (1, 3, 4)):
+            raise ImageReadError(f"cannot read image array of shape {arr.shape}: expected (H, W) or (H, W, 1|3|4)")
+        if arr.dtype != np.uint8:
+            arr = (np.clip(arr.astype(np.float64), 0.0, 1.0) * 255).round().astype(np.uint8)
+        if arr.ndim == 3 and arr.shape[2] == 1:
+            arr = arr[:, :, 0]
+        return Image.fromarray(arr).convert("RGB")
+    raise ImageReadError(f"cannot read image of type {type(image).__name__}: pass a PIL image, a path or an ndarray")
+
+
+class Adapter:
+    """One VLM architecture. See the module docstring and DEVELOPING.md ("Adapters")."""
+
+    name: ClassVar[str] = ""
+    model_types: ClassVar[tuple[str, ...]] = ()
+
+    def __init__(self, model, processor):
+        self.model = model
+        self.processor = processor
+        tok = getattr(processor, "tokenizer", None)
+        if tok is None:
+            raise UnsupportedModelError(f"{self.name} adapter: the processor {type(processor).__name__} has no tokenizer")
+        self.tokenizer = tok
+
+    # ---- prompt ---------------------------------------------------------------------------------------------
+    def segments(self, question: str) -> list[tuple[str, str]]:
+        """The chat prompt as (role, text) pieces; exactly one ``("image", placeholder)`` piece."""
+        raise NotImplementedError
+
+    def prompt(self, question: str) -> str:
+        return "".join(text for _, text in self.segments(question))
+
+    def processor_kwargs(self) -> dict:
+        """Extra keyword arguments for the processor call (architecture specific)."""
+        return {}
+
+    def prepare(self, images: Sequence[Any], questions: Sequence[str]) -> tuple["BatchFeature", TokenRoles]:
+        """Process a left-padded batch: images (PIL / path / ndarray) and one question per image."""
+        if len(images) != len(questions):
+            raise ValueError(f"{len(images)} images but {len(questions)} questions")
+        pil = [load_image(im) for im in images]
+        segs = [self.segments(q) for q in questions]
+        texts = ["".join(t for _, t in s) for s in segs]
+        old_side = self.tokenizer.padding_side
+        self.tokenizer.padding_side = "left"  # generation appends on the right; roles assume left padding
+        try:
+            inputs = self.processor(images=pil, text=texts, padding=True, return_tensors="pt",
+                                    **self.processor_kwargs())
+        finally:
+            self.tokenizer.padding_side = old_side
+        roles = roles_from_segments(self.tokenizer, segs, inputs["input_ids"], inputs["attention_mask"],
+                                    self.image_token_id)
+        return inputs, roles
+
+    # ---- model structure ------------------------------------------------------------------------------------
+    def language_model(self):
+        """The decoder (nn.Module) whose attention modules carry ``layer_idx``."""
+        inner = getattr(self.model, "model", self.model)
+        lm = getattr(inner, "language_model", None)
+        if lm is None:
+            raise UnsupportedModelError(f"{self.name} adapter: {type(self.model).__name__} has no language_model")
+        return lm
+
+    @property
+    def text_config(self):
+        cfg = self.model.config
+        return getattr(cfg, "text_config", cfg)
+
+    @property
+    def num_layers(self) -> int:
+        return int(self.text_config.num_hidden_layers)
+
+    @property
+    def image_token_id(self) -> int:
+        cfg = self.model.config
+        for attr in ("image_token_id", "image_token_index"):
+            value = getattr(cfg, attr, None)
+            if value is not None:
+                return int(value)
+        raise UnsupportedModelError(f"{self.name} adapter: config of {type(self.model).__name__} has no image_token_id")
+
+    def set_attention(self, name: str) -> None:
+        """Route the language model's attention through ``name``; the vision tower keeps its own."""
+        self.model.set_attn_implementation({"text_config": name})
+
+    def text_attn_implementation(self) -> str:
+        return str(self.text_config._attn_implementation)
+
+    def geometry(self, image_size: tuple[int, int], inputs: "BatchFeature", row: int) -> "ImageGeometry":
+        """Token -> original-pixel boxes for ``row`` of a prepared batch (image_size = (W, H) of the original)."""
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({type(self.model).__name__}, layers={self.num_layers})"

@@ -1,0 +1,401 @@
+"""The one attention function vlmflow installs in a VLM's language model: knockout + row-selective recording.
+
+``ensure_registered()`` registers ``attention_forward`` as ``"vlmflow"`` in transformers' ``AttentionInterface`` and
+transformers' own ``sdpa_mask`` under the same name in ``AttentionMaskInterface`` (without a mask function the model
+would build no causal/padding mask at all). ``Adapter.set_attention("vlmflow")`` routes only the language model
+through it; the vision tower keeps its implementation.
+
+Per-forward state (token roles, the compiled knockout plan, the recorder) lives in a ``ContextVar`` set by
+:func:`active`, so ``model.generate`` with its DynamicCache runs unchanged. With no state active, the function is
+transformers' ``sdpa_attention_forward`` called with the same arguments: bit-identical to ``"sdpa"``.
+
+Geometry of one call: query (B, H, Q, D), key/value (B, Hkv, K, D) including the cache. With a DynamicCache the
+query rows are the last Q of the K key positions (also with left padding); positions >= the prompt length are
+``generated``. A knockout sets the pre-softmax score of (target row, source column) pairs to the dtype minimum
+(bool masks: False) on top of the incoming causal/padding mask.
+"""
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
+from typing import TYPE_CHECKING, Any
+
+from vlmflow.errors import UnsupportedAttentionError, VlmflowError
+from vlmflow.roles import PAD, ROLES, role_id_mask
+
+if TYPE_CHECKING:
+    import torch
+
+    from vlmflow.knockout import Knockout
+    from vlmflow.record import AttentionRecord, Record
+    from vlmflow.roles import TokenRoles
+
+NAME = "vlmflow"
+N_ROLES = len(ROLES)
+_STATE: ContextVar["ForwardState | None"] = ContextVar("vlmflow_attention_state", default=None)
+_registered = False
+
+
+def ensure_registered() -> None:
+    """Register the ``"vlmflow"`` attention and mask functions with transformers (idempotent)."""
+    global _registered
+    if _registered:
+        return
+    from transformers import AttentionInterface
+    from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
+
+    AttentionInterface.register(NAME, attention_forward)
+    AttentionMaskInterface.register(NAME, sdpa_mask)
+    _registered = True
+
+
+# ---- knockout plan ------------------------------------------------------------------------------------------
+class KnockoutPlan:
+    """Knockouts of a batch compiled to role-pair tables.
+
+    ``tables[g]``: BoolTensor[B, n_roles, n_roles], True where (target role, source role) is blocked; ``layer_group[l]``
+    is the table index for decoder layer l (-1 = nothing blocked there). Layers with equal tables share one group,
+    so their mask is built once per forward.
+    """
+
+    def __init__(self, pair: "torch.Tensor"):  # BoolTensor[B, L, n_roles, n_roles]
+        B, L = pair.shape[:2]
+        self.batch_size, self.num_layers = int(B), int(L)
+        self.layer_group: list[int] = [-1] * L
+        self.tables: list[torch.Tensor] = []
+        seen: dict[bytes, int] = {}
+        for layer in range(L):  # compile time only, never on the forward path
+            table = pair[:, layer]
+            if not bool(table.any()):
+                continue
+            key = table.numpy().tobytes()
+            if key not in seen:
+                seen[key] = len(self.tables)
+                self.tables.append(table)
+            self.layer_group[layer] = seen[key]
+        self._on_device: dict[Any, list[torch.Tensor]] = {}
+
+    def table(self, group: int, device) -> "torch.Tensor":
+        tables = self._on_device.get(device)
+        if tables is None:
+            tables = self._on_device[device] = [t.to(device) for t in self.tables]
+        return tables[group]
+
+    @property
+    def empty(self) -> bool:
+        return not self.tables
+
+
+def per_row_knockouts(knockouts, batch_size: int) -> list[list["Knockout"]]:
+    """Normalise ``knockouts`` to one list of specs per batch row.
+
+    None / [] -> nothing; a Knockout -> that spec for every row; a list of Knockouts -> all of them, applied together,
+    for every row; a list of ``batch_size`` entries that are lists / tuples / None -> per-row specs.
+    """
+    from vlmflow.knockout import Knockout
+
+    if knockouts is None:
+        return [[] for _ in range(batch_size)]
+    if isinstance(knockouts, Knockout):
+        return [[knockouts] for _ in range(batch_size)]
+    items = list(knockouts)
+    if all(isinstance(k, Knockout) for k in items):
+        return [list(items) for _ in range(batch_size)]
+    if len(items) != batch_size:
+        raise VlmflowError(f"per-row knockouts: got {len(items)} rows for a batch of {batch_size}")
+    rows = []
+    for i, row in enumerate(items):
+        row = [] if row is None else [row] if isinstance(row, Knockout) else list(row)
+        for k in row:
+            if not isinstance(k, Knockout):
+                raise VlmflowError(f"per-row knockouts: row {i} holds {k!r}, not a vlmflow.Knockout")
+        rows.append(row)
+    return rows
+
+
+def compile_knockouts(knockouts, batch_size: int, n_layers: int) -> KnockoutPlan | None:
+    """Specs (see ``per_row_knockouts``) -> a KnockoutPlan, or None when nothing is blocked anywhere."""
+    import torch
+
+    rows = per_row_knockouts(knockouts, batch_size)
+    if not any(rows):
+        return None
+    pair = torch.zeros(batch_size, n_layers, N_ROLES, N_ROLES, dtype=torch.bool)
+    for b, specs in enumerate(rows):
+        for ko in specs:
+            layers = list(ko.layer_indices(n_layers))  # LayerIndexError names the layer and the valid range
+            if not layers:
+                continue
+            block = torch.tensor(role_id_mask(ko.target))[:, None] & torch.tensor(role_id_mask(ko.source))[None, :]
+            pair[b, layers] |= block
+    plan = KnockoutPlan(pair)
+    return None if plan.empty else plan
+
+
+# ---- recorder ---------------------------------------------------------------------------------------------
+class Recorder:
+    """Collects reduced attention rows during the forwards of one :func:`active` block.
+
+    Each recorded (layer, forward) adds one batch-wide chunk: the union of the rows any batch row selects, with a
+    per-row selection flag, so the forward path has no Python loop over rows or positions.
+    """
+
+    def __init__(self, spec: "Record", roles: "TokenRoles", n_layers: int):
+        import torch
+
+        self.spec = spec
+        self.roles = roles
+        self.layers = spec.layer_indices(n_layers)
+        self._layer_set = set(self.layers)
+        self._row_roles = role_id_mask(sorted(spec.row_roles)) if spec.row_roles else [False] * N_ROLES
+        # chunks: (layer, positions LongTensor[r] (padded batch coordinates), selected BoolTensor[B, r],
+        #          mass Tensor[B, r, n_roles], image Tensor[B, r, (H,) N_max], full rows Tensor[B, r, K] or None)
+        self.chunks: list[tuple] = []
+        self._image_pos = [roles.positions("image", b) for b in range(roles.batch_size)]
+        n_max = max((len(p) for p in self._image_pos), default=0)
+        # image positions padded to N_max per row (rows with fewer image tokens are sliced back in `result`)
+        self._image_idx = torch.zeros(roles.batch_size, n_max, dtype=torch.long)
+        for b, p in enumerate(self._image_pos):
+            self._image_idx[b, : len(p)] = p
+        self._image_idx_on: dict = {}
+
+    def wants(self, layer: int) -> bool:
+        return layer in self._layer_set
+
+    def select(self, role_k: "torch.Tensor", Q: int) -> "torch.Tensor":
+        """BoolTensor[B, Q]: which of this call's query rows to record."""
+        import torch
+
+        K = role_k.shape[1]
+        table = torch.tensor(self._row_roles, device=role_k.device)
+        sel = table[role_k[:, K - Q:]]
+        if self.spec.last_prompt:
+            last = self.roles.prompt_length - 1
+            if K - Q <= last < K:
+                sel[:, last - (K - Q)] = True
+        return sel & (role_k[:, K - Q:] != PAD)
+
+    def observe(self, layer: int, query, key, mask, scaling: float | None, role_k, sel) -> None:
+        """Softmax rows for the selected queries only (q_sel @ K^T with the same mask), reduced at once."""
+        import torch
+
+        B, H, Q, D = query.shape
+        Hkv, K = key.shape[1], key.shape[2]
+        idx = sel.any(0).nonzero().flatten()  # union of the rows any batch row records: LongTensor[r]
+        r = idx.numel()
+        scale = scaling if scaling is not None else D ** -0.5
+        q = query[:, :, idx].float().reshape(B, Hkv, H // Hkv, r, D)  # GQA: group query heads by kv head
+        k = key.float()[:, :, None]  # (B, Hkv, 1, K, D)
+        scores = (q @ k.transpose(-1, -2)).reshape(B, H, r, K) * scale
+        if mask is None:
+            mask = _causal(Q, K, query.device)
+        m = mask[:, :, idx] if mask.shape[2] == Q else mask  # (B|1, 1, r, K)
+        if m.dtype == torch.bool:
+            scores = scores.masked_fill(~m, float("-inf"))
+        else:
+            scores = scores + m.float()
+        probs = scores.softmax(-1)  # (B, H, r, K) float32, only the r selected rows
+        mean = probs.mean(1)  # (B, r, K)
+        onehot = torch.nn.functional.one_hot(role_k, N_ROLES).float()  # (B, K, n_roles)
+        mass = mean @ onehot  # (B, r, n_roles)
+        img = self._image_idx_on.get(query.device)
+        if img is None:
+            img = self._image_idx_on[query.device] = self._image_idx.to(query.device)
+        N = img.shape[1]
+        if self.spec.heads == "all":
+            image = probs.gather(-1, img[:, None, None, :].expand(B, H, r, N)).transpose(1, 2)  # (B, r, H, N)
+        else:
+            image = mean.gather(-1, img[:, None, :].expand(B, r, N))  # (B, r, N)
+        full = mean if self.spec.store_rows else None
+        self.chunks.append((layer, idx + (K - Q), sel[:, idx], mass, image, full))
+
+    def result(self, row: int, sequence: "torch.Tensor | None" = None, limit: int | None = None) -> "AttentionRecord":
+        """The AttentionRecord of batch row ``row`` in its own unpadded coordinates.
+
+        sequence: LongTensor[T] token ids of the row (padded coordinates) for ``row_token_ids``; limit: keep only
+        positions < limit (padded coordinates; drops rows fed after the sample's end of sequence in a batch).
+        """
+        import torch
+
+        from vlmflow.record import AttentionRecord
+
+        n_pad = int((self.roles.ids[row] == PAD).sum())
+        n_img = len(self._image_pos[row])
+        keep = []  # per chunk: (layer index, positions, row slice of mass / image / full)
+        for layer, pos, sel, mass, image, full in self.chunks:
+            k = sel[row] if limit is None else sel[row] & (pos < limit)
+            keep.append((self.layers.index(layer), pos[k].cpu(), mass[row][k].cpu(), image[row][k][..., :n_img].cpu(),
+                         None if full is None else full[row][k].cpu()))
+        positions = torch.unique(torch.cat([c[1] for c in keep])) if keep else torch.zeros(0, dtype=torch.long)
+        R, L = len(positions), len(self.layers)
+        H = next((c[3].shape[1] for c in keep if c[3].ndim == 3), None)
+        out_mass = torch.full((R, L, N_ROLES), float("nan"))
+        out_image = torch.full((R, L, H, n_img) if H is not None else (R, L, n_img), float("nan"))
+        width = max((int(c[4].shape[-1]) for c in keep if c[4] is not None), default=n_pad) - n_pad
+        out_full = torch.zeros(R, L, width) if self.spec.store_rows else None
+        for li, pos, mass, image, full in keep:  # one entry per (layer, forward): not per position
+            if not len(pos):
+                continue
+            dst = torch.searchsorted(positions, pos)
+            out_mass[dst, li] = mass
+            out_image[dst, li] = image
+            if out_full is not None:
+                out_full[dst, li, : full.shape[-1] - n_pad] = full[:, n_pad:]
+        # uniform baseline: share of each role among the keys 0..p (no padding) visible to row p
+        role_k = self.roles.extended(int(positions.max()) + 1 if R else self.roles.prompt_length)[row].cpu()
+        counts = torch.nn.functional.one_hot(role_k, N_ROLES).float().cumsum(0)
+        counts[:, PAD] = 0
+        share = counts[positions] / counts[positions].sum(-1, keepdim=True).clamp(min=1)
+        if sequence is not None:
+            seq = torch.as_tensor(sequence).cpu()
+            tok = torch.where(positions < len(seq), seq[positions.clamp(max=len(seq) - 1)], -1)
+        else:
+            tok = torch.full((R,), -1, dtype=torch.long)
+        return AttentionRecord(
+            layers=tuple(self.layers), row_positions=positions - n_pad, row_token_ids=tok, role_mass=out_mass,
+            key_share=share, image_map=out_image, image_positions=self._image_pos[row].cpu() - n_pad,
+            heads=self.spec.heads, attention=out_full,
+        )
+
+
+def _causal(Q: int, K: int, device) -> "torch.Tensor":
+    """BoolTensor[1, 1, Q, K]: query i (absolute position K - Q + i) sees keys 0..K - Q + i."""
+    import torch
+
+    q_pos = torch.arange(K - Q, K, device=device)[:, None]
+    return (torch.arange(K, device=device)[None, :] <= q_pos)[None, None]
+
+
+# ---- per-forward state --------------------------------------------------------------------------------------
+class ForwardState:
+    """What :func:`attention_forward` needs while a block of :func:`active` runs; masks cached per (Q, K)."""
+
+    def __init__(self, roles: "TokenRoles", plan: KnockoutPlan | None, recorder: Recorder | None):
+        self.roles = roles
+        self.plan = plan
+        self.recorder = recorder
+        self._shape: tuple[int, int] | None = None
+        self._role_k = None
+        self._masks: dict[tuple[int, int], tuple[Any, Any, bool]] = {}
+        self._sel = None
+        self._sel_any = False
+
+    def _for_shape(self, Q: int, K: int, B: int, device) -> None:
+        if self._shape == (Q, K) and self._role_k is not None and self._role_k.device == device:
+            return
+        if B != self.roles.batch_size:
+            raise VlmflowError(
+                f"the model got a batch of {B} rows but the active token roles describe {self.roles.batch_size}; "
+                f"prepare inputs and roles together (VLM.prepare)"
+            )
+        if K < self.roles.prompt_length and Q != K:
+            raise UnsupportedAttentionError(
+                f"attention call with {K} keys is shorter than the {self.roles.prompt_length}-token prompt: "
+                f"chunked prefill is not supported"
+            )
+        self._shape = (Q, K)
+        self._role_k = self.roles.extended(K).to(device)  # LongTensor[B, K]
+        self._masks = {}
+        self._sel = None
+
+    def mask_for(self, layer: int, attention_mask, query, key):
+        """(mask to use, changed): the incoming mask with this layer's knockout applied (unchanged if none bites)."""
+        import torch
+
+        B, _, Q, _ = query.shape
+        K = key.shape[2]
+        self._for_shape(Q, K, B, query.device)
+        group = self.plan.layer_group[layer] if self.plan is not None and layer < self.plan.num_layers else -1
+        if group < 0:
+            return attention_mask, False
+        cache_key = (group, id(attention_mask))
+        hit = self._masks.get(cache_key)
+        if hit is not None and hit[0] is attention_mask:
+            return hit[1], hit[2]
+        role_k = self._role_k
+        role_q = role_k[:, K - Q:]
+        table = self.plan.table(group, query.device)  # (B, n_roles, n_roles)
+        rows = torch.arange(B, device=query.device)[:, None, None]
+        blocked = table[rows, role_q[:, :, None], role_k[:, None, :]]  # BoolTensor[B, Q, K]
+        if not bool(blocked.any()):  # e.g. KO image->generated during the prefill: keep sdpa's own path
+            out, changed = attention_mask, False
+        else:
+            base = _causal(Q, K, query.device) if attention_mask is None else attention_mask
+            if base.dtype == torch.bool:
+                out = base & ~blocked[:, None]
+            else:
+                out = torch.where(blocked[:, None], torch.finfo(base.dtype).min, base)
+            changed = True
+        self._masks[cache_key] = (attention_mask, out, changed)  # holding the input keeps its id unique
+        return out, changed
+
+    def record_selection(self, Q: int):
+        if self._sel is None:
+            self._sel = self.recorder.select(self._role_k, Q)
+            self._sel_any = bool(self._sel.any())
+        return self._sel, self._sel_any
+
+
+def attention_forward(module, query, key, value, attention_mask, dropout: float = 0.0, scaling=None,
+                      is_causal=None, **kwargs):
+    """The registered ``"vlmflow"`` attention: sdpa + knockout masks + row-selective recording.
+
+    query: (B, H, Q, D); key/value: (B, Hkv, K, D); attention_mask: None, bool (True = attend) or additive float,
+    (B|1, 1, Q, K). Returns (attn_output (B, Q, H, D), None) like ``sdpa_attention_forward``.
+    """
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+    state = _STATE.get()
+    if state is None:
+        return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling,
+                                      is_causal=is_causal, **kwargs)
+    layer = getattr(module, "layer_idx", None)
+    if layer is None:
+        raise UnsupportedAttentionError(
+            f"{type(module).__name__} has no layer_idx: the vlmflow attention must be set on the language model only"
+        )
+    mask, _changed = state.mask_for(layer, attention_mask, query, key)
+    out = sdpa_attention_forward(module, query, key, value, mask, dropout=dropout, scaling=scaling,
+                                 is_causal=is_causal, **kwargs)
+    rec = state.recorder
+    if rec is not None and rec.wants(layer):
+        sel, any_sel = state.record_selection(query.shape[2])
+        if any_sel:
+            rec.observe(layer, query, key, mask, scaling, state._role_k, sel)
+    return out
+
+
+@contextmanager
+def active(roles: "TokenRoles", knockouts=None, record: "Record | None" = None, *,
+           n_layers: int) -> Iterator[ForwardState]:
+    """Run the forwards inside the block with ``roles`` (one row per batch row), ``knockouts`` (see
+    ``per_row_knockouts``) and ``record``. Yields the ForwardState; ``state.recorder.result(row)`` after the block.
+
+    The model's language model must use the ``"vlmflow"`` attention (``VLM`` sets it)."""
+    plan = compile_knockouts(knockouts, roles.batch_size, n_layers)
+    recorder = Recorder(record, roles, n_layers) if record is not None else None
+    state = ForwardState(roles, plan, recorder)
+    token = _STATE.set(state)
+    try:
+        yield state
+    finally:
+        _STATE.reset(token)
+
+
+def current() -> ForwardState | None:
+    """The active state (None outside :func:`active`)."""
+    return _STATE.get()
+
+
+def check_implementation(impl: str, what: Sequence[str] = ("knockout", "record")) -> None:
+    """Raise UnsupportedAttentionError unless the language model runs the vlmflow attention."""
+    if impl != NAME:
+        raise UnsupportedAttentionError(
+            f"cannot {' / '.join(what)} with attention implementation {impl!r}: the language model must use "
+            f"{NAME!r} (vf.wrap / vf.load set it; flash attention and static caches cannot be knocked out)"
+        )
+
+
+__all__ = ["NAME", "ForwardState", "KnockoutPlan", "Recorder", "active", "attention_forward", "check_implementation",
+           "compile_knockouts", "current", "ensure_registered", "per_row_knockouts"]

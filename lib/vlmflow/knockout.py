@@ -1,0 +1,187 @@
+"""Attention knockout specs: which positions (target rows) may not read which positions (source columns), in which
+decoder layers.
+
+``Knockout(source="image", target="generated", layers=range(0, 16))`` blocks, in layers 0-15, every attention score
+from a generated position (query row) to an image position (key column): the pre-softmax score becomes the dtype's
+minimum, the causal and padding masks still apply (PROTOCOL.md section 3). Several specs apply together (union of
+blocked pairs). ``vlmflow.attention`` compiles the specs of every batch row into a per-row, per-layer role-pair table;
+``vlmflow.model.VLM.generate`` accepts one spec, a list (applied together) or a per-row list of lists.
+
+Note on KO image->generated: the *first* generated token is predicted by the last prompt position, which is not a
+generated position, so its logits are unaffected; only tokens after it lose the image (as in the official code).
+
+Layer sets (L = number of decoder layers, layers indexed 0..L-1):
+  ``from_layer(l)``      layers l+1..L-1 are knocked out (the official code masks layers with index > l):
+                         l = -1 masks all layers, l = L-1 (or L) masks none.
+  ``upto_layer(l)``      layers 0..l (inclusive) are knocked out: the complement of ``from_layer(l)``.
+  ``outside_window(a, b)`` every layer outside [a, b] is knocked out: the source is visible only in a..b (inclusive).
+String form (CLI): ``SOURCE:TARGET[@LAYERS]``, names joined with ``+`` (``image:query+generated``), LAYERS like
+``0-3``, ``5``, ``0-3,7`` or ``all``.
+"""
+from __future__ import annotations
+
+import numbers
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from vlmflow.errors import LayerIndexError, UnknownRoleError
+from vlmflow.roles import resolve
+
+Names = str | tuple[str, ...]
+
+
+def _names(value, what: str) -> Names:
+    if isinstance(value, str):
+        names: tuple[str, ...] = tuple(n.strip() for n in value.split("+")) if "+" in value else (value,)
+    else:
+        try:
+            names = tuple(value)
+        except TypeError:
+            raise UnknownRoleError(f"knockout {what} must be a role/group name or a list of them, got {value!r}")
+    if not names:
+        raise UnknownRoleError(f"knockout {what} is empty: name at least one role or group")
+    for n in names:
+        resolve(n)  # raises UnknownRoleError naming the bad name
+    names = tuple(sorted(set(names)))
+    return names[0] if len(names) == 1 else names
+
+
+def _layers(value) -> tuple[int, ...] | None:
+    if value is None:
+        return None
+    if isinstance(value, int):
+        value = (value,)
+    out = set()
+    for i in value:
+        if isinstance(i, bool) or not isinstance(i, numbers.Integral):  # numpy ints are fine, floats are not
+            raise LayerIndexError(f"knockout layer {i!r} is not an integer")
+        if int(i) < 0:
+            raise LayerIndexError(f"knockout layer {int(i)} is negative; layers are indexed from 0")
+        out.add(int(i))
+    return tuple(sorted(out))
+
+
+def format_layers(layers: tuple[int, ...] | None) -> str:
+    """(0, 1, 2, 3, 7) -> "0-3,7"; None -> "all"; () -> "none"."""
+    if layers is None:
+        return "all"
+    if not layers:
+        return "none"
+    parts, start, prev = [], layers[0], layers[0]
+    for i in layers[1:] + (None,):
+        if i is not None and i == prev + 1:
+            prev = i
+            continue
+        parts.append(str(start) if start == prev else f"{start}-{prev}")
+        if i is not None:
+            start = prev = i
+    return ",".join(parts)
+
+
+def parse_layers(text: str) -> tuple[int, ...] | None:
+    """"0-3,7" -> (0, 1, 2, 3, 7); "all" -> None; "none" -> ()."""
+    text = text.strip()
+    if text == "all":
+        return None
+    if text == "none":
+        return ()
+    out: list[int] = []
+    for part in text.split(","):
+        m = re.fullmatch(r"\s*(\d+)\s*(?:-\s*(\d+)\s*)?", part)
+        if not m:
+            raise LayerIndexError(f"cannot parse layer set {text!r}: expected e.g. 0-3, 5, 0-3,7 or all")
+        a, b = int(m.group(1)), int(m.group(2) or m.group(1))
+        if b < a:
+            raise LayerIndexError(f"layer range {part.strip()!r} runs backwards")
+        out.extend(range(a, b + 1))
+    return tuple(sorted(set(out)))
+
+
+@dataclass(frozen=True)
+class Knockout:
+    """Block attention from ``target`` rows to ``source`` columns in ``layers`` (None = every layer)."""
+
+    source: Names
+    target: Names
+    layers: tuple[int, ...] | None = None
+
+    def __post_init__(self):
+        object.__setattr__(self, "source", _names(self.source, "source"))
+        object.__setattr__(self, "target", _names(self.target, "target"))
+        object.__setattr__(self, "layers", _layers(self.layers))
+
+    # ---- resolution ---------------------------------------------------------------------------------------
+    @property
+    def source_roles(self) -> frozenset[str]:
+        return resolve(self.source)
+
+    @property
+    def target_roles(self) -> frozenset[str]:
+        return resolve(self.target)
+
+    def layer_indices(self, n_layers: int) -> tuple[int, ...]:
+        """The concrete layers for a model with ``n_layers`` decoder layers; LayerIndexError if one is out of range."""
+        if self.layers is None:
+            return tuple(range(n_layers))
+        bad = [i for i in self.layers if i >= n_layers]
+        if bad:
+            raise LayerIndexError(
+                f"knockout {self.spec_id}: layer {bad[0]} is out of range; the model has {n_layers} decoder "
+                f"layers (valid 0-{n_layers - 1})"
+            )
+        return self.layers
+
+    # ---- layer-set constructors (see the module docstring for the conventions) ----------------------------
+    @classmethod
+    def from_layer(cls, source, target, layer: int, n_layers: int) -> "Knockout":
+        """Knock out layers with index > ``layer`` (official code); -1 = all layers, n_layers - 1 = none."""
+        if not -1 <= layer <= n_layers:
+            raise LayerIndexError(f"from_layer: layer {layer} out of range -1..{n_layers} for {n_layers} layers")
+        return cls(source, target, tuple(range(layer + 1, n_layers)))
+
+    @classmethod
+    def upto_layer(cls, source, target, layer: int, n_layers: int) -> "Knockout":
+        """Knock out layers 0..``layer`` inclusive (the complement of ``from_layer``); -1 = none."""
+        if not -1 <= layer < n_layers:
+            raise LayerIndexError(f"upto_layer: layer {layer} out of range -1..{n_layers - 1} for {n_layers} layers")
+        return cls(source, target, tuple(range(0, layer + 1)))
+
+    @classmethod
+    def outside_window(cls, source, target, first: int, last: int, n_layers: int) -> "Knockout":
+        """Knock out every layer outside [first, last]: the source stays visible only inside the window."""
+        if not (0 <= first <= last < n_layers):
+            raise LayerIndexError(
+                f"outside_window: window [{first}, {last}] must satisfy 0 <= first <= last < {n_layers}"
+            )
+        return cls(source, target, tuple(i for i in range(n_layers) if not first <= i <= last))
+
+    @classmethod
+    def parse(cls, text: str) -> "Knockout":
+        """``"image:generated@0-3"`` -> Knockout("image", "generated", (0, 1, 2, 3)); no ``@`` = all layers."""
+        spec, _, layers = text.strip().partition("@")
+        if spec.count(":") != 1:
+            raise UnknownRoleError(f"cannot parse knockout {text!r}: expected SOURCE:TARGET[@LAYERS], e.g. image:generated@0-3")
+        source, target = spec.split(":")
+        return cls(source.strip(), target.strip(), parse_layers(layers) if layers else None)
+
+    # ---- identity --------------------------------------------------------------------------------------------
+    @property
+    def spec_id(self) -> str:
+        """Stable string key, e.g. ``image:generated@0-3``; parses back to an equal Knockout."""
+        src = self.source if isinstance(self.source, str) else "+".join(self.source)
+        tgt = self.target if isinstance(self.target, str) else "+".join(self.target)
+        return f"{src}:{tgt}@{format_layers(self.layers)}"
+
+    def __str__(self) -> str:
+        return self.spec_id
+
+
+def spec_id(knockouts: "Knockout | Iterable[Knockout] | None") -> str:
+    """Stable key of a set of specs applied together ("none" for no knockout)."""
+    if knockouts is None:
+        return "none"
+    if isinstance(knockouts, Knockout):
+        return knockouts.spec_id
+    ids = sorted({k.spec_id for k in knockouts})
+    return " & ".join(ids) if ids else "none"

@@ -1,0 +1,340 @@
+"""Loading a VLM and running it under knockouts and recordings: ``load``, ``wrap``, ``VLM``, ``Generation``.
+
+``load`` / ``wrap`` pick the architecture's adapter (``vlmflow.adapters``), register the ``"vlmflow"`` attention
+(``vlmflow.attention``) and set it on the language model only. ``VLM`` then offers
+
+  ``prepare(images, questions) -> Batch``                 processor output + TokenRoles (left-padded batch)
+  ``forward(batch, knockout=..., record=...)``            one forward pass -> ForwardResult (logits, records)
+  ``generate(images, question, knockout=..., record=..., force_prefix=...)`` greedy decoding -> Generation(s)
+
+Knockouts may be one spec, a list applied together, or a per-row list of lists (see
+``vlmflow.attention.per_row_knockouts``). Everything runs inside ``vlmflow.attention.active``, so transformers'
+own ``generate`` with its DynamicCache is used unchanged. The sweep engine (``vlmflow.sweep``) builds on
+``prepare`` + ``active``.
+"""
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from vlmflow.errors import UnsupportedAttentionError, VlmflowError, WeightsNotAvailableError
+from vlmflow.knockout import spec_id
+
+if TYPE_CHECKING:
+    import torch
+    from transformers import BatchFeature
+
+    from vlmflow.adapters.base import Adapter
+    from vlmflow.record import AttentionRecord, Record
+    from vlmflow.roles import TokenRoles
+
+DEFAULT_QUESTION = "describe the image"
+
+
+def toy_model_path() -> Path:
+    """$VLMFLOW_TOY_MODEL, else the shipped ``data/toy_model`` folder of the checkout."""
+    env = os.environ.get("VLMFLOW_TOY_MODEL")
+    if env:
+        return Path(env)
+    return Path(__file__).resolve().parents[2] / "data" / "toy_model"
+
+
+def _torch_dtype(dtype):
+    import torch
+
+    if dtype is None or dtype == "auto" or isinstance(dtype, torch.dtype):
+        return dtype
+    names = {"float16": torch.float16, "fp16": torch.float16, "half": torch.float16, "bfloat16": torch.bfloat16,
+             "bf16": torch.bfloat16, "float32": torch.float32, "fp32": torch.float32, "float": torch.float32}
+    if dtype not in names:
+        raise VlmflowError(f"unknown dtype {dtype!r}; use one of {', '.join(names)} or 'auto'")
+    return names[dtype]
+
+
+def load(name_or_path: str, device: str = "cpu", dtype=None, **kw) -> "VLM":
+    """Load "toy", a local folder or a hub id (AutoModelForImageTextToText + AutoProcessor) and wrap it.
+
+    device: "cpu", "cuda" (or "cuda:N") or "auto" (accelerate ``device_map="auto"``); dtype: None (the checkpoint's),
+    "float16", "bfloat16", "float32", "auto" or a torch dtype. Extra keywords go to ``from_pretrained``.
+    """
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+
+    if name_or_path == "toy":
+        path = toy_model_path()
+        if not (path / "config.json").is_file():
+            raise WeightsNotAvailableError(
+                f"the toy model is not at {path}: build it with `vlmflow toy train --out {path}` or point "
+                f"$VLMFLOW_TOY_MODEL at a trained toy model folder"
+            )
+        source = str(path)
+    else:
+        source = str(name_or_path)
+    local = os.path.isdir(source)
+    if not local and (os.path.exists(source) or source.startswith((".", "/"))):
+        raise WeightsNotAvailableError(f"model folder {source} does not exist (or is not a folder)")
+    model_kw = dict(kw)
+    torch_dtype = _torch_dtype(dtype)
+    if torch_dtype is not None:
+        model_kw["dtype"] = torch_dtype
+    if device == "auto":
+        model_kw["device_map"] = "auto"
+
+    def _from_pretrained(local_only: bool):
+        model = AutoModelForImageTextToText.from_pretrained(source, local_files_only=local_only, **model_kw)
+        processor = AutoProcessor.from_pretrained(source, local_files_only=local_only)
+        return model, processor
+
+    offline = os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0") or local
+    try:
+        model, processor = _from_pretrained(True)
+    except (OSError, ValueError) as first:
+        if offline:
+            raise _not_available(source, first) from first
+        try:
+            model, processor = _from_pretrained(False)
+        except (OSError, ValueError) as exc:  # no network, unknown repo, gated repo...
+            raise _not_available(source, exc) from exc
+    if device not in ("auto", None):
+        model = model.to(device)
+    return wrap(model, processor, name=str(name_or_path))
+
+
+def _not_available(source: str, exc: Exception) -> WeightsNotAvailableError:
+    if os.path.isdir(source):
+        return WeightsNotAvailableError(f"cannot load the model folder {source}: {exc}")
+    home = os.environ.get("HF_HOME", "~/.cache/huggingface")
+    return WeightsNotAvailableError(
+        f"the weights of {source!r} are not available locally (Hugging Face cache under {home}) and could not be "
+        f"downloaded: run `huggingface-cli download {source}` on a machine with internet and copy the cache, or set "
+        f"HF_HOME to a cache that holds them ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})"
+    )
+
+
+def wrap(model, processor, name: str | None = None) -> "VLM":
+    """Wrap an already loaded, supported transformers VLM: sets the vlmflow attention on its language model."""
+    from vlmflow.adapters import adapter_for
+    from vlmflow.attention import NAME, ensure_registered
+
+    adapter = adapter_for(model, processor)
+    ensure_registered()
+    impl = adapter.text_attn_implementation()
+    if impl.startswith("flash") or impl.startswith("paged"):
+        # keep the user's fast kernel; knockout / record requests will raise UnsupportedAttentionError
+        pass
+    else:
+        adapter.set_attention(NAME)
+    model.eval()
+    return VLM(model, processor, adapter, name=name or getattr(model, "name_or_path", None) or type(model).__name__)
+
+
+@dataclass
+class Batch:
+    """A prepared, left-padded batch: processor output (on the model's device), roles and the original image sizes."""
+
+    inputs: "BatchFeature"
+    roles: "TokenRoles"
+    image_sizes: list[tuple[int, int]]  # (W, H) of each original image
+    questions: list[str]
+
+    @property
+    def prompt_length(self) -> int:
+        return self.roles.prompt_length
+
+    def __len__(self) -> int:
+        return self.roles.batch_size
+
+
+@dataclass
+class ForwardResult:
+    logits: "torch.Tensor"  # [B, T, vocab]
+    records: "list[AttentionRecord] | None"
+    output: Any  # the model's own output (hidden_states, past_key_values, ...)
+
+
+@dataclass
+class Generation:
+    """One greedy generation. ``roles`` and ``record`` are in the sample's own unpadded coordinates."""
+
+    text: str
+    token_ids: list[int]  # generated tokens, end-of-sequence excluded
+    roles: "TokenRoles"  # [1, prompt_length]
+    prompt_length: int
+    prompt_ids: list[int]
+    question: str
+    knockout: str  # spec id ("none" without knockout)
+    finished: bool  # stopped on end-of-sequence (else max_new_tokens)
+    record: "AttentionRecord | None" = None
+    image_size: tuple[int, int] | None = None
+    forced: list[int] = field(default_factory=list)  # the teacher-forced prefix, if any
+    logits: "torch.Tensor | None" = None  # [steps, vocab] raw logits per generated step (return_logits=True)
+
+
+class _ForcePrefix:
+    """LogitsProcessor: for generated step k < len(prefix[b]) only prefix[b][k] can be chosen (teacher forcing)."""
+
+    def __init__(self, prefixes: list[list[int]], prompt_length: int):
+        self.prefixes = prefixes
+        self.prompt_length = prompt_length
+
+    def __call__(self, input_ids, scores):
+        step = input_ids.shape[1] - self.prompt_length
+        rows = [(b, p[step]) for b, p in enumerate(self.prefixes) if step < len(p)]
+        if not rows:
+            return scores
+        scores = scores.clone()  # never write into the raw logits that generate may also return
+        for b, token in rows:  # one entry per sample, not per position
+            scores[b] = float("-inf")
+            scores[b, token] = 0.0
+        return scores
+
+
+class VLM:
+    """A supported VLM with its processor and adapter; see the module docstring."""
+
+    def __init__(self, model, processor, adapter: "Adapter", name: str | None = None):
+        self.model = model
+        self.processor = processor
+        self.adapter = adapter
+        self.name = name
+
+    @property
+    def num_layers(self) -> int:
+        return self.adapter.num_layers
+
+    @property
+    def device(self):
+        return next(self.model.parameters()).device
+
+    @property
+    def tokenizer(self):
+        return self.adapter.tokenizer
+
+    def __repr__(self) -> str:
+        return f"VLM({self.name!r}, adapter={self.adapter.name}, layers={self.num_layers})"
+
+    # ---- inputs ---------------------------------------------------------------------------------------------
+    def prepare(self, images, questions: str | Sequence[str] = DEFAULT_QUESTION) -> Batch:
+        """Images (one or a list: PIL / path / ndarray) and a question (or one per image) -> Batch on the device."""
+        from vlmflow.adapters.base import load_image
+
+        imgs = list(images) if isinstance(images, (list, tuple)) else [images]
+        qs = [questions] * len(imgs) if isinstance(questions, str) else list(questions)
+        pil = [load_image(im) for im in imgs]
+        inputs, roles = self.adapter.prepare(pil, qs)
+        inputs = inputs.to(self.device)
+        dtype = next(self.model.parameters()).dtype
+        if "pixel_values" in inputs and inputs["pixel_values"].is_floating_point():
+            inputs["pixel_values"] = inputs["pixel_values"].to(dtype)
+        return Batch(inputs, roles, [im.size for im in pil], qs)
+
+    def _check(self, knockout, record, kwargs: dict | None = None) -> None:
+        from vlmflow.attention import check_implementation
+
+        if knockout is None and record is None:
+            return
+        check_implementation(self.adapter.text_attn_implementation())
+        kwargs = kwargs or {}
+        cache_impl = kwargs.get("cache_implementation") or getattr(self.model.generation_config,
+                                                                   "cache_implementation", None)
+        past = kwargs.get("past_key_values")
+        if cache_impl in ("static", "offloaded_static", "sliding_window", "hybrid") or (
+                past is not None and "Static" in type(past).__name__):
+            raise UnsupportedAttentionError(
+                f"cannot knock out or record with a static cache ({cache_impl or type(past).__name__}): its query "
+                f"rows are not the last keys; use the default DynamicCache"
+            )
+
+    # ---- one forward pass -------------------------------------------------------------------------------------
+    def forward(self, batch: Batch, knockout=None, record: "Record | None" = None, **kwargs) -> ForwardResult:
+        """One forward over the prepared batch under ``knockout`` / ``record``; kwargs go to the model."""
+        import torch
+
+        from vlmflow.attention import active
+
+        self._check(knockout, record, kwargs)
+        with torch.no_grad(), active(batch.roles, knockout, record, n_layers=self.num_layers) as state:
+            out = self.model(**batch.inputs, **kwargs)
+        records = None
+        if record is not None:
+            ids = batch.inputs["input_ids"]
+            records = [state.recorder.result(b, ids[b].cpu()) for b in range(len(batch))]
+        return ForwardResult(out.logits, records, out)
+
+    # ---- greedy generation ------------------------------------------------------------------------------------
+    def generate(self, images, question: str | Sequence[str] = DEFAULT_QUESTION, knockout=None,
+                 record: "Record | None" = None, max_new_tokens: int = 64, force_prefix=None,
+                 return_logits: bool = False, **gen_kwargs):
+        """Greedy decoding; returns a Generation for one image, a list of them for a list of images.
+
+        knockout: a Knockout, a list applied together, or a per-row list of lists; force_prefix: token ids that the
+        first generated tokens are forced to (one list for every row, or one list per row), greedy afterwards;
+        return_logits: keep each step's raw logits (before forcing) in ``Generation.logits``.
+        """
+        single = not isinstance(images, (list, tuple))
+        batch = self.prepare(images, question)
+        gens = self.generate_batch(batch, knockout=knockout, record=record, max_new_tokens=max_new_tokens,
+                                   force_prefix=force_prefix, return_logits=return_logits, **gen_kwargs)
+        return gens[0] if single else gens
+
+    def generate_batch(self, batch: Batch, knockout=None, record: "Record | None" = None, max_new_tokens: int = 64,
+                       force_prefix=None, return_logits: bool = False, **gen_kwargs) -> list[Generation]:
+        import torch
+
+        from vlmflow.attention import active, per_row_knockouts
+        from vlmflow.roles import TokenRoles
+
+        self._check(knockout, record, gen_kwargs)
+        B, P = len(batch), batch.prompt_length
+        prefixes = _per_row_prefix(force_prefix, B)
+        processors = list(gen_kwargs.pop("logits_processor", []) or [])
+        if any(prefixes):
+            processors.append(_ForcePrefix(prefixes, P))
+        tok = self.tokenizer
+        eos = self.model.generation_config.eos_token_id
+        eos_ids = set(eos if isinstance(eos, list) else [eos] if eos is not None else [])
+        pad = self.model.generation_config.pad_token_id
+        if pad is None:
+            pad = tok.pad_token_id if tok.pad_token_id is not None else next(iter(eos_ids), 0)
+        with torch.no_grad(), active(batch.roles, knockout, record, n_layers=self.num_layers) as state:
+            out = self.model.generate(**batch.inputs, do_sample=False, num_beams=1, max_new_tokens=max_new_tokens,
+                                      logits_processor=processors or None, pad_token_id=pad,
+                                      return_dict_in_generate=True, output_logits=return_logits, **gen_kwargs)
+        seq = out.sequences.cpu()
+        step_logits = torch.stack(out.logits, 1) if return_logits else None  # [B, steps, vocab]
+        rows = per_row_knockouts(knockout, B)
+        gens = []
+        for b in range(B):
+            new = seq[b, P:].tolist()
+            n = len(new)
+            finished = False
+            for i, t in enumerate(new):
+                if t in eos_ids:
+                    n, finished = i, True
+                    break
+            ids = new[:n]
+            # positions fed back to the model for this sample: P .. P + (tokens produced incl. eos) - 2
+            produced = n + 1 if finished else n
+            rec = state.recorder.result(b, seq[b], limit=P + produced - 1) if record is not None else None
+            n_pad = int((batch.inputs["attention_mask"][b] == 0).sum())
+            roles = TokenRoles(batch.roles.ids[b:b + 1, n_pad:], P - n_pad)
+            gens.append(Generation(
+                text=tok.decode(ids, skip_special_tokens=True).strip(), token_ids=ids, roles=roles,
+                prompt_length=P - n_pad, prompt_ids=seq[b, n_pad:P].tolist(), question=batch.questions[b],
+                knockout=spec_id(rows[b]), finished=finished, record=rec, image_size=batch.image_sizes[b],
+                forced=list(prefixes[b]), logits=None if step_logits is None else step_logits[b, :produced],
+            ))
+        return gens
+
+
+def _per_row_prefix(force_prefix, batch_size: int) -> list[list[int]]:
+    if force_prefix is None:
+        return [[] for _ in range(batch_size)]
+    items = list(force_prefix)
+    if all(isinstance(t, int) for t in items):
+        return [list(items) for _ in range(batch_size)]
+    if len(items) != batch_size:
+        raise VlmflowError(f"force_prefix: got {len(items)} per-row prefixes for a batch of {batch_size}")
+    return [list(p or []) for p in items]
