@@ -1,0 +1,52 @@
+"""The exact judge for the toy world: objects are (size, colour, shape) triples read by the toy grammar.
+
+Both descriptions go through `vlmflow.toy.grammar.parse` (a multiset of `ToyObject`); objects match only on the
+exact triple (an attribute the text leaves out stays None and so never matches a fully named object). The toy
+world has exact ground truth, so this judge is the yardstick the LLM and lexical judges are validated against.
+
+Besides the main judgment, `details["attributes"]` gives a per-attribute breakdown: the same multiset matching on
+shape only, colour only and size only (P/R/F1 and counts each), and `details["count"]` the number of objects on
+each side. Object names are ``"size colour shape"`` (missing attributes left out).
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from vlmflow.judge.base import Judge, Judgment, prf
+from vlmflow.judge.matching import match_by_key
+
+ATTRIBUTES = ("shape", "color", "size")
+
+
+def object_name(obj: Any) -> str:
+    return " ".join(str(a) for a in (obj.size, obj.color, obj.shape) if a)
+
+
+class ExactJudge(Judge):
+    name = "exact"
+    version = "1"
+
+    def __init__(self) -> None:
+        from vlmflow.toy import grammar  # lazy: the toy world pulls in its scene renderer
+
+        self._parse = grammar.parse
+
+    def judge(self, reference: str, candidate: str) -> Judgment:
+        ref, cand = self._parse(reference), self._parse(candidate)
+        tp, fp, fn = match_by_key(ref, cand, key=lambda o: (o.size, o.color, o.shape))
+        return Judgment.from_matching(
+            map(object_name, ref), map(object_name, cand),
+            [(object_name(r), object_name(c)) for r, c in tp], map(object_name, fp), map(object_name, fn),
+            details={"attributes": attribute_scores(ref, cand),
+                     "count": {"reference": len(ref), "candidate": len(cand), "equal": len(ref) == len(cand)}},
+        )
+
+
+def attribute_scores(reference: list, candidate: list) -> dict[str, dict[str, float | int]]:
+    """Per attribute: one-to-one multiset matching on that attribute alone -> tp/fp/fn and P/R/F1."""
+    out = {}
+    for attribute in ATTRIBUTES:
+        tp, fp, fn = match_by_key(reference, candidate, key=lambda o: getattr(o, attribute))
+        p, r, f = prf(len(tp), len(fp), len(fn))
+        out[attribute] = {"tp": len(tp), "fp": len(fp), "fn": len(fn), "precision": p, "recall": r, "f1": f}
+    return out
