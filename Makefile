@@ -7,7 +7,7 @@ export OMP_NUM_THREADS ?= 2
 export TOKENIZERS_PARALLELISM := false
 export HF_HUB_OFFLINE := 1
 
-.PHONY: install test book figure toy-model data bench clean demo
+.PHONY: install test book figure browser toy-model data bench clean demo
 
 install: $(STAMP)
 
@@ -19,8 +19,29 @@ $(STAMP): requirements.txt constraints.txt pyproject.toml
 	$(PY) -m ipykernel install --sys-prefix --name python3 >/dev/null
 	@touch $(STAMP)
 
-test: install
+test: install browser
 	$(PY) -m pytest tests
+
+# The book: every figure notebook executed with papermill (one process each, toy defaults, CPU), then the HTML
+# (Jupyter Book 1, warnings as errors, internal links checked) into _build/html. See lib/vlmflow/book.py.
+book: install
+	$(VENV)/bin/vlmflow book build
+
+# Rerun one figure with other parameters into its own folder, e.g.
+#   make figure FIG=token_roles MODEL=llava-hf/llava-1.5-7b-hf DEVICE=cuda ARGS="--param n_images=20"
+FIG    ?=
+MODEL  ?= toy
+DEVICE ?= cpu
+ARGS   ?=
+figure: install
+	@test -n "$(FIG)" || { echo "usage: make figure FIG=NAME [MODEL=M] [DEVICE=cuda] [ARGS='--param k=v']"; $(VENV)/bin/vlmflow figure --list; exit 2; }
+	$(VENV)/bin/vlmflow figure $(FIG) --model $(MODEL) --device $(DEVICE) $(ARGS)
+
+# Headless Chromium for the book's browser tests (tests/book): Debian's package, installed when missing.
+CHROMIUM ?= /usr/bin/chromium
+browser:
+	@test -x $(CHROMIUM) || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
+	@test -x $(CHROMIUM) && echo "chromium: $$($(CHROMIUM) --version 2>/dev/null)"
 
 demo: install
 	$(VENV)/bin/vlmflow demo
@@ -32,4 +53,4 @@ bench: install
 	$(PY) benchmarks/sweep_speed.py
 
 clean:
-	rm -rf _build results
+	rm -rf _build results book/figures/*.ipynb

@@ -1,0 +1,241 @@
+"""Plotting helpers and the project's one style, shared by every figure notebook in ``notebooks/``.
+
+The library computes (``vlmflow.model``, ``vlmflow.sweep``, ``vlmflow.judge``...), the notebooks call these helpers to
+draw, and ``vlmflow.book`` executes the notebooks and builds the book. Keeping colours, bands and the "paper reported
+vs measured" annotation here means every figure of the book reads the same way:
+
+- :func:`use_style` applies ``vlmflow.mplstyle`` (call it once at the top of a notebook);
+- :data:`ROLE_COLORS` / :data:`GROUP_COLORS`: one colour per token role / paper group (``vlmflow.roles``);
+- :func:`mean_band`: a line with a mean +- std or bootstrap-CI band (Figures 1, 2, the middle-layer sweeps);
+- :func:`heatmap_overlay`: a token heatmap painted over the original image (Figure 6);
+- :func:`paper_vs_measured`: the paper's number (marked unverified where it is) beside the one measured here;
+- :func:`role_strip`: the token-role layout of a prompt as coloured strips (the "Token groups" page);
+- :func:`save`: writes a figure as PNG into a results folder and returns the path.
+
+matplotlib is imported lazily so that ``import vlmflow.figures`` (and ``vlmflow --help``) stays cheap.
+"""
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from vlmflow.errors import VlmflowError
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
+
+STYLE_PATH = Path(__file__).with_name("vlmflow.mplstyle")
+
+# One colour per role of vlmflow.roles.ROLES (Okabe-Ito based). Roles inside the paper's `text` group share warm
+# hues so the paper's grouping stays visible in the fine-grained view.
+ROLE_COLORS: dict[str, str] = {
+    "pad": "#DDDDDD",
+    "bos": "#000000",
+    "system": "#E69F00",
+    "user": "#F0E442",
+    "image": "#0072B2",
+    "query": "#D55E00",
+    "assistant": "#CC79A7",
+    "generated": "#009E73",
+}
+# The paper's three groups: text (every non-image prompt position, T_txt), image, generated.
+GROUP_COLORS: dict[str, str] = {"text": "#5D6D7E", "image": "#0072B2", "generated": "#009E73", "pad": "#DDDDDD"}
+
+PAPER_LABEL = "paper"
+UNVERIFIED = "unverified"
+
+
+class FigureError(VlmflowError):
+    """Bad input to a plotting helper (shapes that do not agree, unknown role...)."""
+
+
+def use_style() -> None:
+    """Apply the project style (``vlmflow.mplstyle``) to every later matplotlib figure in this process."""
+    import matplotlib.pyplot as plt
+
+    plt.style.use(str(STYLE_PATH))
+
+
+def mean_band(
+    ax: "Axes",
+    x: Sequence[float] | np.ndarray,
+    values: np.ndarray | None = None,
+    *,
+    mean: np.ndarray | None = None,
+    low: np.ndarray | None = None,
+    high: np.ndarray | None = None,
+    band: str = "std",
+    label: str | None = None,
+    color: str | None = None,
+    alpha: float = 0.2,
+    **line_kw: Any,
+):
+    """Plot a mean line with a shaded band.
+
+    Either ``values`` float[n_samples, len(x)] (the band is computed: ``band="std"`` -> mean +- std, ``band="minmax"``
+    -> range) or precomputed ``mean``/``low``/``high`` float[len(x)] (e.g. bootstrap CIs from ``vlmflow.stats``).
+    Returns ``(mean, low, high)`` as plotted, so a notebook can print the same numbers it draws.
+    """
+    x = np.asarray(x, dtype=float)
+    if values is not None:
+        v = np.asarray(values, dtype=float)
+        if v.ndim == 1:
+            v = v[None, :]
+        if v.shape[-1] != x.shape[0]:
+            raise FigureError(f"mean_band: values have {v.shape[-1]} columns but x has {x.shape[0]} points")
+        mean = np.nanmean(v, axis=0)
+        if band == "std":
+            sd = np.nanstd(v, axis=0)
+            low, high = mean - sd, mean + sd
+        elif band == "minmax":
+            low, high = np.nanmin(v, axis=0), np.nanmax(v, axis=0)
+        else:
+            raise FigureError(f"mean_band: unknown band {band!r}; use 'std' or 'minmax', or pass low/high")
+    elif mean is None:
+        raise FigureError("mean_band: pass either values[n, len(x)] or mean (with optional low/high)")
+    mean = np.asarray(mean, dtype=float)
+    if mean.shape != x.shape:
+        raise FigureError(f"mean_band: mean has shape {mean.shape}, x has {x.shape}")
+    (line,) = ax.plot(x, mean, label=label, color=color, **line_kw)
+    if low is not None and high is not None:
+        low, high = np.asarray(low, dtype=float), np.asarray(high, dtype=float)
+        if low.shape != x.shape or high.shape != x.shape:
+            raise FigureError(f"mean_band: low/high shapes {low.shape}/{high.shape} differ from x {x.shape}")
+        ax.fill_between(x, low, high, color=line.get_color(), alpha=alpha, linewidth=0)
+    return mean, low, high
+
+
+def heatmap_overlay(
+    ax: "Axes",
+    image,
+    heat: np.ndarray,
+    *,
+    alpha: float = 0.55,
+    cmap: str = "magma",
+    vmin: float | None = None,
+    vmax: float | None = None,
+    box: Sequence[float] | None = None,
+    point: Sequence[float] | None = None,
+    title: str | None = None,
+):
+    """Draw ``heat`` float[H, W] (in original-image pixels, e.g. ``ImageGeometry.heatmap(values)``) over ``image``
+    (PIL image or array[H, W(, C)]). ``box`` (x0, y0, x1, y1) outlines an object, ``point`` (x, y) marks a peak.
+    Returns the heat layer's AxesImage (for a colorbar)."""
+    img = np.asarray(image)
+    heat = np.asarray(heat, dtype=float)
+    if heat.shape[:2] != img.shape[:2]:
+        raise FigureError(
+            f"heatmap_overlay: heat is {heat.shape[1]}x{heat.shape[0]} px but the image is "
+            f"{img.shape[1]}x{img.shape[0]} px; map token values to pixels first (ImageGeometry.heatmap)"
+        )
+    ax.imshow(img, interpolation="bilinear")
+    layer = ax.imshow(heat, cmap=cmap, alpha=alpha, vmin=vmin, vmax=vmax, interpolation="nearest")
+    if box is not None:
+        from matplotlib.patches import Rectangle
+
+        x0, y0, x1, y1 = box
+        ax.add_patch(Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False, edgecolor="#56B4E9", linewidth=1.6))
+    if point is not None:
+        ax.plot([point[0]], [point[1]], marker="x", color="white", markersize=8, markeredgewidth=2)
+    ax.set_axis_off()
+    if title:
+        ax.set_title(title)
+    return layer
+
+
+def paper_vs_measured(
+    ax: "Axes",
+    paper: float | None,
+    measured: float | None,
+    *,
+    x: float | None = None,
+    label: str = "",
+    verified: bool = False,
+    fmt: str = "{:.2f}",
+    color: str = "#555555",
+):
+    """Show the paper's reported value beside the value measured here.
+
+    With ``x=None`` the paper's value is a dashed horizontal reference line across the axes; with ``x`` given both
+    are markers at that x (e.g. one layer band). Unverified paper numbers (PROTOCOL.md marks them) say so in their
+    label. Returns the annotation text, which notebooks also print so that the page states it in words.
+    """
+    tag = PAPER_LABEL if verified else f"{PAPER_LABEL}, {UNVERIFIED}"
+    parts = []
+    if paper is not None:
+        parts.append(f"{tag}: {fmt.format(paper)}")
+        if x is None:
+            ax.axhline(paper, color=color, linestyle="--", linewidth=1.1, label=f"{label} ({tag})".strip())
+        else:
+            ax.plot([x], [paper], marker="D", linestyle="none", color=color, markerfacecolor="white",
+                    label=f"{label} ({tag})".strip())
+    if measured is not None:
+        parts.append(f"measured: {fmt.format(measured)}")
+        if x is not None:
+            ax.plot([x], [measured], marker="o", linestyle="none", color="#D55E00", label=f"{label} (measured)".strip())
+    text = (f"{label}: " if label else "") + "; ".join(parts)
+    if parts:
+        ax.annotate(text, xy=(0.99, 0.02), xycoords="axes fraction", ha="right", va="bottom", fontsize=8,
+                    color=color)
+    return text
+
+
+def role_strip(
+    ax: "Axes",
+    rows: Mapping[str, Sequence[str]],
+    *,
+    colors: Mapping[str, str] | None = None,
+    tick_every: int | None = None,
+    legend: bool = True,
+):
+    """Draw one horizontal strip per entry of ``rows`` (label -> a role or group name per position), each position a
+    coloured cell: the layout of a prompt by token role (``TokenRoles.names(row)``) and, e.g., by the paper's groups.
+    Returns the list of names in the legend order."""
+    from matplotlib.colors import ListedColormap
+    from matplotlib.patches import Patch
+
+    palette = dict(ROLE_COLORS)
+    palette.update(GROUP_COLORS)
+    if colors:
+        palette.update(colors)
+    labels = list(rows)
+    lengths = {len(v) for v in rows.values()}
+    if len(lengths) != 1:
+        raise FigureError(f"role_strip: rows have different lengths {sorted(lengths)}; one prompt per figure")
+    (length,) = lengths
+    names: list[str] = []
+    for seq in rows.values():
+        for n in seq:
+            if n not in palette:
+                raise FigureError(f"role_strip: no colour for role or group {n!r}; known: {', '.join(palette)}")
+            if n not in names:
+                names.append(n)
+    index = {n: i for i, n in enumerate(names)}
+    grid = np.array([[index[n] for n in rows[label]] for label in labels])  # int[n_rows, T]
+    ax.imshow(grid, cmap=ListedColormap([palette[n] for n in names]), vmin=-0.5, vmax=len(names) - 0.5,
+              aspect="auto", interpolation="nearest")
+    ax.set_yticks(range(len(labels)), labels)
+    ax.set_xlabel("position")
+    if tick_every:
+        ax.set_xticks(range(0, length, tick_every))
+    ax.grid(False)
+    for spine in ax.spines.values():
+        spine.set_visible(False)
+    if legend:
+        ax.legend(handles=[Patch(color=palette[n], label=n) for n in names], ncol=min(len(names), 8),
+                  loc="upper center", bbox_to_anchor=(0.5, -0.35 if len(labels) < 3 else -0.25), frameon=False)
+    return names
+
+
+def save(fig: "Figure", results_dir: str | Path, name: str, *, formats: Sequence[str] = ("png",)) -> Path:
+    """Write ``fig`` as ``results_dir/<name>.<fmt>`` for each format; returns the first path. The folder is created."""
+    out = Path(results_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = [out / f"{name}.{fmt}" for fmt in formats]
+    for p in paths:
+        fig.savefig(p)
+    return paths[0]

@@ -1,0 +1,163 @@
+"""The pipeline's pieces (vlmflow.book) on trivial notebooks: parameter injection, one process per notebook, failure
+naming the notebook, secret refusal and leak detection, heading demotion, the internal-link checker, the CLIs."""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from vlmflow import book
+from vlmflow.cli import main
+
+from .conftest import make_notebook
+
+ECHO_PARAMS = 'model = "toy"\ndevice = "cpu"\ndtype = None\nseed = 0\nresults_dir = "results/echo"\nn = 1\n'
+ECHO_BODY = ("import json, os, pathlib\n"
+             "out = pathlib.Path(results_dir); out.mkdir(parents=True, exist_ok=True)\n"
+             "(out / 'seen.json').write_text(json.dumps({'model': model, 'device': device, 'dtype': dtype, "
+             "'seed': seed, 'n': n, 'pid': os.getpid(), 'cwd': os.getcwd()}))\n"
+             "print('ran', model, n)")
+
+
+def tiny_root(tmp_path: Path, body: str = ECHO_BODY, name: str = "echo") -> Path:
+    """A minimal book root with one registered notebook."""
+    make_notebook(tmp_path / "notebooks" / f"{name}.ipynb", ECHO_PARAMS, body)
+    (tmp_path / "notebooks" / "figures.toml").write_text(
+        f'[{name}]\ntitle = "Echo"\nnotebook = "notebooks/{name}.ipynb"\npage = "book/figures/{name}.ipynb"\n'
+        'defaults = { model = "toy", n = 5 }\ntest = { n = 2 }\n')
+    (tmp_path / "_config.yml").write_text("title: t\n")
+    (tmp_path / "_toc.yml").write_text(f"format: jb-book\nroot: book/index\nchapters:\n  - file: book/figures/{name}\n")
+    (tmp_path / "book").mkdir()
+    (tmp_path / "book" / "index.md").write_text("# Index\n")
+    return tmp_path
+
+
+def test_parse_param():
+    assert book.parse_param("n_images=20") == ("n_images", 20)
+    assert book.parse_param("alpha=0.5") == ("alpha", 0.5)
+    assert book.parse_param("layers=[1, 2]") == ("layers", [1, 2])
+    assert book.parse_param("dtype=none") == ("dtype", None)
+    assert book.parse_param("flag=true") == ("flag", True)
+    assert book.parse_param("model=llava-hf/llava-1.5-7b-hf") == ("model", "llava-hf/llava-1.5-7b-hf")
+    assert book.parse_param('q="a=b"') == ("q", "a=b")
+    with pytest.raises(book.BookError, match="NAME=VALUE"):
+        book.parse_param("novalue")
+    with pytest.raises(book.BookError, match="not a Python identifier"):
+        book.parse_param("1x=2")
+
+
+@pytest.mark.parametrize("name", ["api_key", "OPENAI_API_KEY", "hf_token", "judgeSecret", "password", "apiKey",
+                                  "auth"])
+def test_secret_like_parameter_names_are_refused(name):
+    with pytest.raises(book.SecretParameterError, match=name):
+        book.check_parameters({name: "x"}, env={})
+
+
+@pytest.mark.parametrize("name", ["max_new_tokens", "n_tokens", "keep_top", "monkey", "keyframes"])
+def test_names_without_a_secret_word_pass(name):
+    book.check_parameters({name: 1}, env={})
+
+
+def test_a_secret_value_under_any_name_is_refused():
+    env = {"OPENAI_API_KEY": "sk-abcdefgh12345678"}
+    with pytest.raises(book.SecretParameterError, match=r"\$OPENAI_API_KEY"):
+        book.check_parameters({"judge_endpoint": "https://x/?k=sk-abcdefgh12345678"}, env=env)
+    book.check_parameters({"judge_endpoint": "https://x/"}, env=env)
+
+
+def test_demote_headings_skips_code_fences():
+    text = "# Card\n\n## Data\n```bash\n# a comment\n```\n#not-a-heading\n"
+    assert book.demote_headings(text) == "## Card\n\n### Data\n```bash\n# a comment\n```\n#not-a-heading\n"
+
+
+def test_check_links_finds_missing_files_and_anchors(tmp_path):
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "index.html").write_text(
+        '<a href="sub/page.html#here">ok</a><a href="sub/page.html#gone">bad anchor</a>'
+        '<a href="missing.html">bad file</a><img src="img.png"><a href="https://example.org/x">external</a>'
+        '<a href="#top">self</a><span id="top"></span><script src="_static/x.js"></script>')
+    (tmp_path / "sub" / "page.html").write_text('<h1 id="here">x</h1><a href="../index.html">up</a>')
+    (tmp_path / "img.png").write_bytes(b"png")
+    broken = book.check_links(tmp_path)
+    assert sorted(broken) == sorted([
+        "index.html: a.href -> sub/page.html#gone (no anchor #gone)",
+        "index.html: a.href -> missing.html (no such file)",
+        "index.html: script.src -> _static/x.js (no such file)",
+    ])
+
+
+def test_run_notebook_injects_parameters_in_its_own_process(tmp_path):
+    root = tiny_root(tmp_path)
+    spec = book.load_registry(root)["echo"]
+    params = spec.parameters(test=True, overrides={"dtype": "float16"})
+    assert params == {"model": "toy", "n": 2, "dtype": "float16", "results_dir": "results/echo"}
+    res = book.run_notebook(root / spec.notebook, tmp_path / "out" / "echo.ipynb", params, cwd=root,
+                            log=tmp_path / "logs" / "echo.log")
+    seen = json.loads((root / "results" / "echo" / "seen.json").read_text())
+    assert seen["model"] == "toy" and seen["n"] == 2 and seen["dtype"] == "float16" and seen["seed"] == 0
+    assert seen["pid"] != os.getpid() and Path(seen["cwd"]) == root.resolve()
+    executed = nbformat.read(res.output, as_version=4)
+    injected = [c for c in executed.cells if "injected-parameters" in c.metadata.get("tags", [])]
+    assert len(injected) == 1 and 'n = 2' in injected[0].source
+    assert "ran toy 2" in res.log.read_text()
+
+
+def test_a_failing_notebook_is_named_and_the_cli_exits_nonzero(tmp_path, capsys):
+    root = tiny_root(tmp_path, body="raise RuntimeError('deliberate failure 42')", name="broken")
+    with pytest.raises(book.NotebookFailedError, match=r"(?s)notebook broken .*In \[3\].*deliberate failure 42"):
+        book.run_figures(list(book.load_registry(root).values()), root=root, progress=False)
+    assert main(["book", "build", "--root", str(root), "--no-html"]) != 0
+    assert "notebook broken" in capsys.readouterr().err
+
+
+def test_a_notebook_that_prints_a_key_is_caught_and_deleted(tmp_path, secret_env):
+    root = tiny_root(tmp_path, body="import os; print(os.environ['OPENAI_API_KEY'])", name="leaky")
+    out = tmp_path / "out" / "leaky.ipynb"
+    with pytest.raises(book.SecretLeakError, match=r"leaky.*\$OPENAI_API_KEY"):
+        book.run_notebook(root / "notebooks" / "leaky.ipynb", out, {"n": 1}, cwd=root, log=tmp_path / "l.log")
+    assert not out.exists()
+
+
+def test_figure_cli_reruns_into_its_own_folder(tmp_path, capsys):
+    root = tiny_root(tmp_path)
+    out = tmp_path / "myrun"
+    code = main(["figure", "echo", "--root", str(root), "--model", "some-org/some-model", "--device", "cuda",
+                 "--param", "n=7", "--out", str(out)])
+    assert code == 0
+    seen = json.loads((out / "seen.json").read_text())  # results_dir is the output folder
+    assert (seen["model"], seen["device"], seen["n"]) == ("some-org/some-model", "cuda", 7)
+    assert (out / "echo.ipynb").is_file() and (out / "echo.log").is_file()
+    assert main(["figure", "echo", "--root", str(root), "--param", "api_key=abc"]) == 2
+    assert "looks like a secret" in capsys.readouterr().err
+
+
+def test_model_fingerprint_follows_the_weights(tmp_path):
+    folder = tmp_path / "m"
+    folder.mkdir()
+    (folder / "config.json").write_text('{"a": 1}')
+    weights = folder / "model.safetensors"
+    weights.write_bytes(bytes(3 << 20))  # 3 MiB: head and tail are read, the middle is not
+    first = book.model_fingerprint(str(folder))
+    assert first == book.model_fingerprint(str(folder)) and first.startswith("sha256:")
+    (folder / "notes.txt").write_text("irrelevant")
+    assert book.model_fingerprint(str(folder)) == first
+    data = bytearray(weights.read_bytes())
+    data[-5] = 1  # a retrained model: its last MiB differs
+    weights.write_bytes(bytes(data))
+    second = book.model_fingerprint(str(folder))
+    assert second != first
+    (folder / "config.json").write_text('{"a": 2}')
+    assert book.model_fingerprint(str(folder)) not in (first, second)
+    assert book.model_fingerprint("llava-hf/llava-1.5-7b-hf") == "hub:llava-hf/llava-1.5-7b-hf"
+
+
+def test_the_model_card_is_staged_one_level_down(tmp_path):
+    card = tmp_path / "data" / "toy_model" / "MODEL_CARD.md"
+    card.parent.mkdir(parents=True)
+    card.write_text("# Toy model card\n\n## Training\n`vlmflow toy train --seed 0`\n")
+    out = book.stage_model_card(tmp_path)
+    assert out == tmp_path / "_build" / "generated" / "toy_model_card.md"
+    assert out.read_text() == "## Toy model card\n\n### Training\n`vlmflow toy train --seed 0`\n"
