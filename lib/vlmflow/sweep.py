@@ -1,0 +1,502 @@
+"""The sweep engine: many knockout / record configurations of one image, run as batches that share common work.
+
+Where it sits: presets (``vlmflow.presets``) build the list of :class:`SweepConfig`; :class:`SweepEngine` runs them on
+each image through the same attention function as ``VLM.generate`` (``vlmflow.attention.active``); the store
+(``vlmflow.store``) writes the tidy rows that :func:`result_rows` makes; ``vlmflow sweep`` (``vlmflow.cli.sweep``) ties
+them together. The contract: every configuration's greedy tokens equal ``vlm.generate(image, question,
+knockout=cfg.knockouts, force_prefix=...)`` run alone, token for token (tests/unit/test_sweep.py).
+
+How work is shared, per image:
+
+1. **Shared prefill (batch 1).** The whole prompt runs once with no knockout, keeping its KV cache, the language
+   model's input embeddings (image features merged) and position ids (captured by a forward pre-hook on the
+   language model, so Qwen2-VL's 3D M-RoPE positions come from the model's own code), and the last position's logits.
+   By causality, a configuration whose knockouts and recorded rows first touch prompt position ``b`` (its
+   *boundary*) has exactly this cache at positions ``< b``. Configurations that only touch generated rows (baseline,
+   KO image->generated) have ``b = P`` and share the whole prompt, including the first generated token's logits.
+2. **Per-config suffix (one batched forward per chunk).** A chunk of configurations continues from the shared cache
+   cropped to the chunk's smallest boundary, expanded along the batch (a view: no copy until the cache grows), over
+   the prompt positions ``[b, P)``, each row with its own knockout.
+3. **Batched greedy decoding**, each row with its own knockout, teacher-forcing rows that ask for a forced prefix.
+   A row that emits end-of-sequence leaves the batch at once (its cache rows are dropped), so late steps of long
+   generations only pay for the rows still running. Chunks whose configurations record attention keep every row to
+   the end instead (one recorder per chunk; finished rows are cut off by position when results are read).
+
+Decoding calls the language model and the output embedding directly with explicit position ids: for every supported
+architecture (LLaVA, InternVL, Qwen2-VL / 2.5-VL) the top-level model adds nothing after the language model's head.
+Positions of generated tokens continue from the last prompt position (+1 per step, on every rope axis), which is
+what transformers' own generate does (for Qwen2-VL: ``cache position + rope_deltas``).
+
+Configurations are chunked ``batch_size`` at a time (memory: the KV cache grows with rows x positions).
+"""
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from vlmflow.errors import VlmflowError
+from vlmflow.knockout import Knockout, spec_id as knockout_spec_id
+from vlmflow.record import Record
+from vlmflow.roles import role_id_mask
+
+if TYPE_CHECKING:
+    import torch
+
+    from vlmflow.model import VLM
+    from vlmflow.record import AttentionRecord
+
+DEFAULT_QUESTION = "describe the image"
+
+
+class SweepError(VlmflowError):
+    """A sweep cannot run as asked (duplicate spec ids, a generation setting greedy sweeps do not reproduce...)."""
+
+
+@dataclass(frozen=True)
+class SweepConfig:
+    """One configuration of a sweep.
+
+    knockouts: specs applied together (empty = no knockout); record: what attention to record (None = nothing);
+    force_prefix: teacher-force the first k generated tokens to the baseline's (0 = free decoding);
+    labels: tidy-table columns that describe the configuration (``family``, ``ko_type``, ``layer``...), as pairs.
+    """
+
+    knockouts: tuple[Knockout, ...] = ()
+    record: Record | None = None
+    force_prefix: int = 0
+    labels: tuple[tuple[str, Any], ...] = ()
+
+    def __post_init__(self):
+        kos = self.knockouts
+        if isinstance(kos, Knockout):
+            kos = (kos,)
+        kos = tuple(sorted(kos, key=lambda k: k.spec_id)) if kos else ()
+        for k in kos:
+            if not isinstance(k, Knockout):
+                raise SweepError(f"SweepConfig.knockouts holds {k!r}, not a vlmflow.Knockout")
+        object.__setattr__(self, "knockouts", kos)
+        if int(self.force_prefix) < 0:
+            raise SweepError(f"force_prefix must be >= 0, got {self.force_prefix}")
+        object.__setattr__(self, "force_prefix", int(self.force_prefix))
+        object.__setattr__(self, "labels", tuple((str(k), v) for k, v in dict(self.labels).items()))
+
+    @property
+    def spec_id(self) -> str:
+        """Stable key: the knockout spec id, plus ``| force=k`` for a forced prefix (recording does not change it)."""
+        sid = knockout_spec_id(self.knockouts)
+        return f"{sid} | force={self.force_prefix}" if self.force_prefix else sid
+
+    @property
+    def is_baseline(self) -> bool:
+        return not self.knockouts and not self.force_prefix
+
+    def label(self, name: str, default=None):
+        return dict(self.labels).get(name, default)
+
+
+@dataclass
+class SweepResult:
+    """The outcome of one configuration on one image."""
+
+    config: SweepConfig
+    token_ids: list[int]  # generated tokens, end-of-sequence excluded
+    text: str
+    finished: bool  # stopped on end-of-sequence (else max_new_tokens)
+    first_token: int  # the free first token (argmax of the raw first-step logits, before any forcing)
+    baseline_first_token: int
+    forced: list[int] = field(default_factory=list)
+    record: "AttentionRecord | None" = None
+
+    @property
+    def spec_id(self) -> str:
+        return self.config.spec_id
+
+    @property
+    def first_token_matches_baseline(self) -> bool:
+        return self.first_token == self.baseline_first_token
+
+
+@dataclass
+class _Prefill:
+    """The shared batch-1 prompt pass of one image."""
+
+    batch: Any  # vlmflow.model.Batch (one row, no padding)
+    cache: Any  # DynamicCache over the P prompt positions
+    embeds: "torch.Tensor"  # [1, P, hidden]: the language model's inputs_embeds
+    positions: "torch.Tensor"  # [1, P] or [n_axes, 1, P]: the language model's position ids
+    last_logits: "torch.Tensor"  # [vocab] logits at the last prompt position
+
+    @property
+    def length(self) -> int:
+        return int(self.embeds.shape[1])
+
+
+def boundary(config: SweepConfig, role_ids: Sequence[int], n_layers: int) -> int:
+    """First prompt position whose computation differs from the plain prompt pass under ``config``: the first
+    position a knockout targets (in a layer it touches) at or after the first position of its source, or the first
+    recorded prompt row; the prompt length P when
+    only generated rows are touched. ``role_ids``: the prompt's role id per position (one row, no padding)."""
+    P = len(role_ids)
+    first = P
+    for ko in config.knockouts:
+        if not ko.layer_indices(n_layers):
+            continue
+        # by causality a target row i is only changed if some source column j <= i exists: KO image->text leaves
+        # BOS and the system prompt (text before the image) untouched
+        src, tgt = role_id_mask(ko.source), role_id_mask(ko.target)
+        first_src = next((j for j, r in enumerate(role_ids) if src[r]), P)
+        hit = next((i for i in range(first_src, P) if tgt[role_ids[i]]), P)
+        first = min(first, hit)
+    rec = config.record
+    if rec is not None:
+        if rec.last_prompt:
+            first = min(first, P - 1)
+        if rec.row_roles:
+            table = role_id_mask(sorted(rec.row_roles))
+            first = min(first, next((i for i, r in enumerate(role_ids) if table[r]), P))
+    return first
+
+
+def _record_key(record: Record | None) -> str:
+    return "" if record is None else repr(record)
+
+
+class SweepEngine:
+    """Runs lists of :class:`SweepConfig` on images; see the module docstring.
+
+    batch_size: configurations decoded together (rows of one chunk); drop_finished: shrink the batch as rows finish.
+    """
+
+    def __init__(self, vlm: "VLM", *, max_new_tokens: int = 64, batch_size: int = 32, drop_finished: bool = True):
+        if batch_size < 1:
+            raise SweepError(f"batch_size must be >= 1, got {batch_size}")
+        self.vlm = vlm
+        self.max_new_tokens = int(max_new_tokens)
+        self.batch_size = int(batch_size)
+        self.drop_finished = drop_finished
+        self._check_generation_config()
+        model = vlm.model
+        self.lm = vlm.adapter.language_model()
+        self.embed = model.get_input_embeddings()
+        self.head = model.get_output_embeddings()
+        gen = model.generation_config
+        eos = gen.eos_token_id
+        self.eos_ids = set(eos if isinstance(eos, (list, tuple)) else [eos] if eos is not None else [])
+
+    # ---- checks -------------------------------------------------------------------------------------------
+    def _check_generation_config(self) -> None:
+        """Greedy sweeps reproduce plain greedy decoding; refuse settings that would make ``generate`` differ."""
+        gen = self.vlm.model.generation_config
+        odd = []
+        if getattr(gen, "repetition_penalty", None) not in (None, 1.0):
+            odd.append(f"repetition_penalty={gen.repetition_penalty}")
+        for name in ("no_repeat_ngram_size", "min_new_tokens", "min_length", "bad_words_ids", "suppress_tokens",
+                     "begin_suppress_tokens", "forced_bos_token_id", "forced_eos_token_id", "sequence_bias"):
+            value = getattr(gen, name, None)
+            if value not in (None, 0, [], {}):
+                odd.append(f"{name}={value!r}")
+        if odd:
+            raise SweepError(
+                f"model {self.vlm.name}: its generation_config sets {', '.join(odd)}; the sweep engine decodes plain "
+                f"greedy and would not match vlm.generate. Reset these fields on model.generation_config first."
+            )
+        from vlmflow.attention import check_implementation
+
+        check_implementation(self.vlm.adapter.text_attn_implementation())
+
+    # ---- public -------------------------------------------------------------------------------------------
+    def run(self, image, configs: Sequence[SweepConfig], question: str = DEFAULT_QUESTION) -> list[SweepResult]:
+        """All ``configs`` on one image; results in the order of ``configs``."""
+        import torch
+
+        configs = list(configs)
+        ids = [c.spec_id for c in configs]
+        dup = sorted({i for i in ids if ids.count(i) > 1})
+        if dup:
+            raise SweepError(f"duplicate configurations in a sweep: {', '.join(dup)}")
+        with torch.no_grad():
+            pre = self._prefill(image, question)
+            role_ids = pre.batch.roles.ids[0].tolist()
+            L = self.vlm.num_layers
+            bounds = {c.spec_id: boundary(c, role_ids, L) for c in configs}
+            baseline_first = int(pre.last_logits.argmax())
+            results: dict[str, SweepResult] = {}
+            free = [c for c in configs if not c.force_prefix]
+            forced = [c for c in configs if c.force_prefix]
+            baseline_tokens: list[int] | None = None
+            if forced:
+                base = next((c for c in free if c.is_baseline), None)
+                if base is None:  # forcing needs the baseline's tokens: run it, but do not report it
+                    base = SweepConfig()
+                    bounds[base.spec_id] = len(role_ids)
+                    baseline_tokens = self._run_group([base], pre, bounds, baseline_first, {})[0].token_ids
+                else:  # run the baseline's chunk first
+                    free.sort(key=lambda c: not c.is_baseline)
+            for group, prefixes in ((free, None), (forced, "baseline")):
+                if not group:
+                    continue
+                pref: dict[str, list[int]] = {}
+                if prefixes:
+                    if baseline_tokens is None:
+                        baseline_tokens = next(r.token_ids for r in results.values() if r.config.is_baseline)
+                    pref = {c.spec_id: baseline_tokens[: c.force_prefix] for c in group}
+                # chunks: same record spec together (one recorder per chunk), similar boundaries together
+                ordered = sorted(group, key=lambda c: (_record_key(c.record), -bounds[c.spec_id]))
+                if prefixes is None and forced:
+                    ordered.sort(key=lambda c: not c.is_baseline)  # stable: baseline's chunk first
+                chunks: list[list[SweepConfig]] = []
+                for c in ordered:
+                    if (chunks and len(chunks[-1]) < self.batch_size
+                            and _record_key(chunks[-1][0].record) == _record_key(c.record)):
+                        chunks[-1].append(c)
+                    else:
+                        chunks.append([c])
+                for chunk in chunks:
+                    for r in self._run_group(chunk, pre, bounds, baseline_first, pref):
+                        results[r.spec_id] = r
+            return [results[c.spec_id] for c in configs]
+
+    # ---- internals ----------------------------------------------------------------------------------------
+    def _prefill(self, image, question: str) -> _Prefill:
+        import torch
+
+        from vlmflow.attention import active
+
+        vlm = self.vlm
+        batch = vlm.prepare([image], [question])
+        captured: dict[str, Any] = {}
+
+        def grab(module, args, kwargs):
+            captured["embeds"] = kwargs.get("inputs_embeds")
+            captured["positions"] = kwargs.get("position_ids")
+
+        handle = self.lm.register_forward_pre_hook(grab, with_kwargs=True)
+        try:
+            with active(batch.roles, None, None, n_layers=vlm.num_layers):
+                out = vlm.model(**batch.inputs, use_cache=True, logits_to_keep=1)
+        finally:
+            handle.remove()
+        embeds = captured.get("embeds")
+        if embeds is None:
+            raise SweepError(f"model {vlm.name}: its language model was not called with inputs_embeds; the sweep "
+                             f"engine cannot share the prompt prefix for {type(vlm.model).__name__}")
+        P = batch.prompt_length
+        positions = captured.get("positions")
+        if positions is None:
+            positions = torch.arange(P, device=embeds.device)[None]
+        elif positions.ndim == 3 and positions.shape[0] == 4:  # Qwen2-VL via generate: [text; t, h, w]
+            positions = positions[1:]
+        cache = out.cache if "cache" in out else out.past_key_values
+        for i, layer in enumerate(cache.layers):
+            if type(layer).__name__ != "DynamicLayer":
+                raise SweepError(f"model {vlm.name}: cache layer {i} is a {type(layer).__name__}; the sweep engine "
+                                 f"shares only plain dynamic caches (no sliding-window layers)")
+        return _Prefill(batch, cache, embeds, positions, out.logits[0, -1].float())
+
+    def _lm_step(self, embeds, positions, cache, n_keys: int):
+        """One language-model forward over ``embeds`` [B, Q, hidden] continuing ``cache``; -> last logits [B, vocab]."""
+        import torch
+
+        B = embeds.shape[0]
+        mask = torch.ones(B, n_keys, dtype=torch.long, device=embeds.device)  # as generate passes it: no padding
+        out = self.lm(inputs_embeds=embeds, position_ids=positions, attention_mask=mask, cache=cache, use_cache=True)
+        hidden = out.last_hidden_state[:, -1:]
+        return self.head(hidden)[:, -1].float()
+
+    def _run_group(self, chunk: list[SweepConfig], pre: _Prefill, bounds: dict[str, int], baseline_first: int,
+                   prefixes: dict[str, list[int]]) -> list[SweepResult]:
+        import torch
+        from transformers import DynamicCache
+
+        from vlmflow.attention import active
+        from vlmflow.roles import TokenRoles
+
+        vlm = self.vlm
+        B, P = len(chunk), pre.length
+        b = min(bounds[c.spec_id] for c in chunk)
+        record = chunk[0].record
+        roles_all = TokenRoles(pre.batch.roles.ids.expand(B, -1), P)
+        kos_all = [list(c.knockouts) for c in chunk]
+        # the shared cache, cropped to the boundary and expanded along the batch (views: copied when it grows)
+        cache = DynamicCache(ddp_cache_data=[(layer.keys[:, :, :b].expand(B, -1, -1, -1),
+                                              layer.values[:, :, :b].expand(B, -1, -1, -1))
+                                             for layer in pre.cache.layers])
+        pos_last = pre.positions[..., -1:]  # [(axes,) 1, 1]
+        forced = [prefixes.get(c.spec_id, []) for c in chunk]
+        tokens: list[list[int]] = [[] for _ in chunk]
+        first_free = [baseline_first] * B
+        finished = [False] * B
+        rows = list(range(B))  # chunk indices of the rows still in the batch
+        keep_all = record is not None or not self.drop_finished
+        stack = contextlib.ExitStack()
+
+        def enter(sel: list[int]):
+            stack.close()
+            roles = TokenRoles(roles_all.ids[sel], P)
+            return stack.enter_context(active(roles, [kos_all[i] for i in sel], record, n_layers=vlm.num_layers))
+
+        state = enter(rows)
+        try:
+            if b < P:
+                emb = pre.embeds[:, b:P].expand(B, -1, -1)
+                pos = pre.positions[..., b:P]
+                pos = pos.expand(*pos.shape[:-2], B, -1)
+                logits = self._lm_step(emb, pos, cache, P)
+            else:
+                logits = pre.last_logits[None].expand(B, -1)
+            for step in range(self.max_new_tokens):
+                free = logits.argmax(-1).tolist()  # [len(rows)]
+                next_ids = []
+                for j, i in enumerate(rows):
+                    if step == 0:
+                        first_free[i] = int(free[j])
+                    t = forced[i][step] if step < len(forced[i]) else int(free[j])
+                    if not finished[i]:
+                        if t in self.eos_ids:
+                            finished[i] = True
+                        else:
+                            tokens[i].append(t)
+                    next_ids.append(t)
+                if step == self.max_new_tokens - 1 or all(finished[i] for i in rows):
+                    break
+                if not keep_all and any(finished[i] for i in rows):
+                    keep = [j for j, i in enumerate(rows) if not finished[i]]
+                    cache.batch_select_indices(torch.tensor(keep, device=logits.device))
+                    rows = [rows[j] for j in keep]
+                    next_ids = [next_ids[j] for j in keep]
+                    state = enter(rows)
+                n = P + step  # absolute position of the token fed now
+                ids = torch.tensor(next_ids, device=pre.embeds.device)[:, None]
+                emb = self.embed(ids)
+                pos = (pos_last + 1 + step).expand(*pos_last.shape[:-2], len(rows), 1)
+                logits = self._lm_step(emb, pos, cache, n + 1)
+            results = []
+            tok = vlm.tokenizer
+            for i, c in enumerate(chunk):
+                rec = None
+                if record is not None:
+                    seq = torch.tensor(pre.batch.inputs["input_ids"][0].tolist() + tokens[i])
+                    produced = len(tokens[i]) + (1 if finished[i] else 0)
+                    rec = state.recorder.result(i, seq, limit=P + produced - 1)
+                results.append(SweepResult(
+                    config=c, token_ids=tokens[i], text=tok.decode(tokens[i], skip_special_tokens=True).strip(),
+                    finished=finished[i], first_token=first_free[i], baseline_first_token=baseline_first,
+                    forced=list(forced[i]), record=rec))
+            return results
+        finally:
+            stack.close()
+
+
+# ---- tidy rows ------------------------------------------------------------------------------------------------
+def result_rows(results: Iterable[SweepResult], **common) -> list[dict]:
+    """One tidy row per result: ``common`` columns (image id, ...), the config's labels, spec id and outcome."""
+    rows = []
+    for r in results:
+        row = dict(common)
+        row.update(dict(r.config.labels))
+        row.update(
+            spec_id=r.spec_id, knockout=knockout_spec_id(r.config.knockouts), force_prefix=r.config.force_prefix,
+            text=r.text, token_ids=list(r.token_ids), n_tokens=len(r.token_ids), finished=r.finished,
+            first_token=r.first_token, baseline_first_token=r.baseline_first_token,
+            first_token_matches_baseline=r.first_token_matches_baseline,
+        )
+        rows.append(row)
+    return rows
+
+
+def attention_rows(results: Iterable[SweepResult], **common) -> list[dict]:
+    """Summaries of recorded attention, one row per (config, recorded position, layer): the attention mass on each
+    role (float32) and its uniform share, and the head-averaged image map (float16 list: maps are read as shapes,
+    and fp16 keeps 3 significant digits of each weight)."""
+    import numpy as np
+
+    from vlmflow.roles import ROLES
+
+    rows = []
+    for r in results:
+        rec = r.record
+        if rec is None:
+            continue
+        mass = rec.role_mass.float().numpy()  # [R, L, n_roles]
+        share = rec.key_share.float().numpy()  # [R, n_roles]
+        image = rec.image_map.float()
+        if image.ndim == 4:  # heads="all": sweeps keep the head average
+            image = image.mean(2)
+        image = image.numpy().astype(np.float16)  # [R, L, N]
+        for ri, pos in enumerate(rec.row_positions.tolist()):
+            for li, layer in enumerate(rec.layers):
+                row = dict(common, spec_id=r.spec_id, position=int(pos), token_id=int(rec.row_token_ids[ri]),
+                           layer=int(layer))
+                for k, role in enumerate(ROLES):
+                    row[f"mass_{role}"] = float(mass[ri, li, k])
+                    row[f"share_{role}"] = float(share[ri, k])
+                row["image_map"] = image[ri, li]
+                rows.append(row)
+    return rows
+
+
+__all__ = ["SweepConfig", "SweepEngine", "SweepError", "SweepResult", "attention_rows", "boundary", "result_rows"]
+
+
+# ---- driving a whole sweep --------------------------------------------------------------------------------------
+@dataclass
+class SweepImage:
+    """One image of a sweep's data: a stable key (the store's ``image`` column) and a loader."""
+
+    key: str
+    load: Any  # () -> PIL image
+
+
+def sweep_images(data: str, n_images: int | None = None, seed: int = 0) -> tuple[str, list[SweepImage]]:
+    """(data id, images) for ``data``: ``"toy-test"`` (the toy world's test split, scenes 0..n-1 for ``seed``),
+    ``"coco-sample"`` (the shipped 100-image COCO sample), a COCO-format folder or its ``instances.json``."""
+    import os
+
+    if data == "toy-test":
+        from vlmflow.toy.scenes import make_scene
+
+        n = 100 if n_images is None else int(n_images)
+        return f"toy-test:seed={seed}", [SweepImage(f"toy-test-{i:05d}", lambda i=i: make_scene(seed, "test", i).image)
+                                         for i in range(n)]
+    from vlmflow.data.coco import CocoSample, coco_sample
+
+    if data == "coco-sample":
+        sample, data_id = coco_sample(progress=False), "coco-sample"
+    elif os.path.isfile(data) and data.endswith(".json"):
+        sample = CocoSample.from_folder(os.path.dirname(os.path.abspath(data)), instances=os.path.basename(data))
+        data_id = f"coco:{os.path.abspath(data)}"
+    elif os.path.isdir(data):
+        sample, data_id = CocoSample.from_folder(data), f"coco:{os.path.abspath(data)}"
+    else:
+        from vlmflow.errors import DataNotAvailableError
+
+        raise DataNotAvailableError(f"sweep data {data!r}: expected toy-test, coco-sample, a COCO folder or its "
+                                    f"instances.json")
+    ids = sample.image_ids[: n_images if n_images is not None else None]
+    return data_id, [SweepImage(f"{i:012d}", lambda i=i: sample.image(i)) for i in ids]
+
+
+def run_sweep(vlm: "VLM", images: Sequence[SweepImage], configs: Sequence[SweepConfig], store, *,
+              question: str = DEFAULT_QUESTION, max_new_tokens: int = 64, batch_size: int = 32,
+              shard: tuple[int, int] = (0, 1), progress: bool = True) -> int:
+    """Run ``configs`` on this shard's images, skipping keys already in ``store`` (a ``vlmflow.store.ResultStore``);
+    one atomic part per image. Returns the number of configurations computed."""
+    from tqdm.auto import tqdm
+
+    i, n = shard
+    mine = [im for k, im in enumerate(images) if k % n == i]
+    done = store.done()
+    todo = [(im, [c for c in configs if (im.key, c.spec_id) not in done]) for im in mine]
+    todo = [(im, cs) for im, cs in todo if cs]
+    engine = SweepEngine(vlm, max_new_tokens=max_new_tokens, batch_size=batch_size)
+    computed = 0
+    with tqdm(total=sum(len(cs) for _, cs in todo), unit="config", disable=not progress,
+              desc=f"sweep {len(todo)} images") as bar:
+        for im, cs in todo:
+            results = engine.run(im.load(), cs, question)
+            store.write_part(im.key, result_rows(results, image=im.key), attention_rows(results, image=im.key))
+            computed += len(cs)
+            bar.update(len(cs))
+    return computed
