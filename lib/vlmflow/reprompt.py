@@ -1,0 +1,530 @@
+"""Image Re-prompting (Table 1): answer new questions from a compressed context instead of the full image.
+
+Data flow. :func:`describe` runs the describe prompt once (``VLM.prepare`` + ``VLM.generate_batch`` with a
+``Record`` of every row that predicts an output token) and a plain prefill forward that keeps the prompt's KV cache
+(keys already rotated by RoPE at their ORIGINAL positions) and, optionally, the hidden-state norms of the image
+tokens. :func:`rank_image_tokens` orders the image tokens per layer; :func:`compress` keeps, per layer, the KV of
+chosen positions; :func:`answer` appends the question after that cache and decodes greedily.
+
+Selection rules (``select=``):
+  ``"attention"``  per layer, the mean (head-averaged) attention each image token received from the rows that
+                   predicted the description's tokens, in that same layer (the official code: each layer its own set);
+  ``"band"``       the same attention averaged over a middle band of layers (default :func:`middle_band`: layers
+                   [L/4, L/2), the paper's 20-40 of 80), one set used in every layer (the paper's wording);
+  ``"norm"``       per layer, the L2 norm of the image token's hidden state at that layer's input;
+  ``"random"``     a seeded random order, drawn independently per layer.
+K% of N image tokens keeps ``ceil(K/100 * N)`` tokens (K = 1% of 64 toy tokens keeps 1; K = 0 keeps none).
+
+Contexts (the per-layer cache, always in original order):
+  ``"context"``     every prompt position: the describe prompt's full KV (= K 100% with all text);
+  ``"query"``       the text positions only (the paper's T_txt: every non-image prompt position, K = 0);
+  ``"topk"``        the top-K image tokens only, no text;
+  ``"query+topk"``  text positions + the layer's top-K image tokens.
+Positions: kept keys carry their original rotation; the question tokens get position ids continuing from the full
+prompt (``P, P+1, ...``; for Qwen2-VL's M-RoPE ``P + rope_delta`` on all three axes, as its own decoding does), never
+from the shorter cache length. The causal/padding mask is built for ``len(cache) + new`` keys, all visible.
+
+Template (decided here, documented for the book): the question is a new user turn appended after the describe
+prompt's context, as in the official code (which appended ``"{question} ASSISTANT:"``): LLaVA ``" USER: {question}
+ASSISTANT:"``; chat-ML models (Qwen2-VL, InternVL) ``"<|im_end|>\\n<|im_start|>user\\n{question}<|im_end|>\\n
+<|im_start|>assistant\\n"``. ``template=`` overrides it. Answers are greedy, up to ``max_new_tokens`` (8).
+
+Baselines (:func:`evaluate`): ``"full"`` = the ordinary single-turn prompt with the whole image and the question
+(Table 1's "full image"); ``"describe-llm"`` = a text LLM answers from the description through the LLM judge's
+OpenAI-compatible client (:class:`DescriptionLLM`); on the toy world :func:`exact_reader_answer` reads the
+description with the toy grammar and answers the toy questions exactly: it is named ``"describe-reader
+(upper bound)"`` because it is the best any reader of that description could do. ``context_tokens`` per variant =
+the number of cached positions at answer time (the question's own tokens excluded), as in Table 1.
+Scores go through ``vlmflow.scoring`` (ACC, ACC+, answer distribution, accuracy by true answer) with bootstrap CIs
+(``vlmflow.stats``) in :func:`score_table`.
+"""
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from vlmflow import selection
+from vlmflow.errors import VlmflowError
+
+if TYPE_CHECKING:
+    import pandas as pd
+    import torch
+
+    from vlmflow.model import VLM, Batch, Generation
+
+CONTEXTS = ("context", "query", "topk", "query+topk")
+SELECTIONS = selection.SELECTIONS
+K_PERCENTS = (1, 2, 5, 10, 20)
+READER_NAME = "describe-reader (upper bound)"
+LLM_NAME = "describe-llm"
+TEMPLATES = {
+    "llava": " USER: {question} ASSISTANT:",
+    "internvl": "<|im_end|>\n<|im_start|>user\n{question}<|im_end|>\n<|im_start|>assistant\n",
+    "qwen2_vl": "<|im_end|>\n<|im_start|>user\n{question}<|im_end|>\n<|im_start|>assistant\n",
+}
+
+
+class RepromptError(VlmflowError):
+    pass
+
+
+def middle_band(n_layers: int) -> range:
+    """Layers [L/4, L/2): 20-39 of 80 (the paper's InternVL2 window), 8-15 of 32, 2-3 of 8."""
+    return selection.middle_band(n_layers)
+
+
+def n_keep(k_percent: float, n_image: int) -> int:
+    try:
+        return selection.n_keep(k_percent, n_image)
+    except selection.SelectionError as e:
+        raise RepromptError(str(e)) from None
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# 1. the describe run
+
+@dataclass
+class DescribeRun:
+    """One describe-the-image run of one image: what every compressed context is cut from.
+
+    keys / values: per decoder layer, Tensor[1, Hkv, P, D] of the prompt prefill (RoPE applied); image_positions:
+    LongTensor[N]; text_positions: LongTensor[T] (every non-image prompt position); hidden_norms: Tensor[L, N] or
+    None; next_position: the position id the first token after the prompt gets (P, or P + rope_delta for M-RoPE)."""
+
+    vlm: "VLM"
+    batch: "Batch"
+    generation: "Generation"
+    keys: list
+    values: list
+    image_positions: "torch.Tensor"
+    text_positions: "torch.Tensor"
+    hidden_norms: "torch.Tensor | None"
+    next_position: int
+    mrope: bool
+
+    @property
+    def prompt_length(self) -> int:
+        return self.batch.prompt_length
+
+    @property
+    def n_image(self) -> int:
+        return len(self.image_positions)
+
+    @property
+    def num_layers(self) -> int:
+        return len(self.keys)
+
+
+def describe(vlm: "VLM", image, question: str = "describe the image", max_new_tokens: int = 64,
+             hidden_norms: bool = True, knockout=None) -> DescribeRun:
+    """Describe one image with attention recorded, and keep the prompt's KV cache (see the module docstring).
+
+    knockout: applied to the description and to the prefill whose cache is kept, e.g. ``Knockout("image", "text")``
+    gives text positions that never saw the image (a context with no image information at all when K = 0)."""
+    import torch
+
+    from vlmflow.attention import active
+    from vlmflow.record import Record
+
+    batch = vlm.prepare(image, question)
+    if len(batch) != 1:
+        raise RepromptError("describe() takes one image")
+    gen = vlm.generate_batch(batch, knockout=knockout, record=Record(rows=("last_prompt", "generated")),
+                             max_new_tokens=max_new_tokens)[0]
+    inner = getattr(vlm.model, "model", None)
+    if inner is not None and hasattr(inner, "rope_deltas"):
+        inner.rope_deltas = None  # recompute M-RoPE for this prompt, never reuse the last generate's
+    with torch.no_grad(), active(batch.roles, knockout, None, n_layers=vlm.num_layers):
+        out = vlm.model(**batch.inputs, use_cache=True, output_hidden_states=hidden_norms)
+    cache = out.get("cache") if "cache" in out else out.get("past_key_values")  # renamed in transformers 5
+    if cache is None:
+        raise RepromptError(f"{type(vlm.model).__name__} returned no KV cache from the prefill")
+    keys = [layer.keys for layer in cache.layers]
+    values = [layer.values for layer in cache.layers]
+    roles = batch.roles
+    image_pos = roles.positions("image", 0).cpu()
+    text_pos = roles.positions("text", 0).cpu()
+    norms = None
+    if hidden_norms:
+        hs = out.hidden_states  # L + 1 tensors [1, P, D]; hidden_states[l] is layer l's input
+        norms = torch.stack([hs[layer][0, image_pos].float().norm(dim=-1) for layer in range(len(keys))]).cpu()
+    P = batch.prompt_length
+    delta = getattr(inner, "rope_deltas", None) if inner is not None else None
+    mrope = delta is not None
+    next_position = P + (int(delta.reshape(-1)[0]) if mrope else 0)
+    return DescribeRun(vlm, batch, gen, keys, values, image_pos, text_pos, norms, next_position, mrope)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# 2. ranking and compression
+
+def rank_image_tokens(run: DescribeRun, select: str = "attention", *, band: Sequence[int] | None = None,
+                      seed: int = 0) -> "torch.Tensor":
+    """LongTensor[L, N]: per decoder layer, image-token indices (into the image span) from most to least chosen.
+
+    The ranking itself is ``vlmflow.selection.rank_image_tokens``, shared with the sweep's ``topk`` preset."""
+    L = run.num_layers
+    attention = None
+    if select in ("attention", "band"):
+        rec = run.generation.record
+        if rec is None or not len(rec.row_positions):
+            raise RepromptError("the describe run recorded no attention rows (no token generated?)")
+        if tuple(rec.layers) != tuple(range(L)):
+            raise RepromptError(f"the describe record covers layers {rec.layers}, not all {L}")
+        attention = rec.image_map.float().mean(0)  # [L, N]: mean over the rows that predicted the tokens
+    elif select == "norm" and run.hidden_norms is None:
+        raise RepromptError("select='norm' needs describe(..., hidden_norms=True)")
+    try:
+        return selection.rank_image_tokens(select, L, run.n_image, attention=attention, norms=run.hidden_norms,
+                                           band=band, seed=seed)
+    except selection.SelectionError as e:
+        raise RepromptError(str(e)) from None
+
+
+@dataclass
+class Context:
+    """A compressed context: ``kept`` LongTensor[L, C] prompt positions kept in each layer (ascending)."""
+
+    run: DescribeRun
+    kept: "torch.Tensor"
+    name: str
+    k_percent: float | None
+    select: str | None
+
+    @property
+    def n_tokens(self) -> int:
+        return int(self.kept.shape[1])
+
+    def cache(self):
+        """A fresh DynamicCache holding the kept keys/values (answering appends to it, so build one per question)."""
+        from transformers import DynamicCache
+
+        data = []
+        for layer, (k, v) in enumerate(zip(self.run.keys, self.run.values)):
+            idx = self.kept[layer].to(k.device)
+            data.append((k.index_select(2, idx), v.index_select(2, idx)))
+        return DynamicCache(ddp_cache_data=data)
+
+
+def compress(run: DescribeRun, context: str = "query+topk", k_percent: float = 5.0, select: str = "attention", *,
+             band: Sequence[int] | None = None, seed: int = 0) -> Context:
+    """The per-layer kept positions for one of :data:`CONTEXTS` (see the module docstring)."""
+    import torch
+
+    if context not in CONTEXTS:
+        raise RepromptError(f"unknown context {context!r}; use one of {', '.join(CONTEXTS)}")
+    L, N = run.num_layers, run.n_image
+    if context == "context":
+        k, sel = N, None
+    elif context == "query":
+        k, sel = 0, None
+    else:
+        k, sel = n_keep(k_percent, N), select
+    text = run.text_positions if context != "topk" else torch.zeros(0, dtype=torch.long)
+    if k == N:
+        chosen = run.image_positions.expand(L, N)
+    elif k == 0:
+        chosen = torch.zeros(L, 0, dtype=torch.long)
+    else:
+        ranks = rank_image_tokens(run, sel, band=band, seed=seed)[:, :k]
+        chosen = run.image_positions[ranks]
+    kept = torch.sort(torch.cat([text.expand(L, len(text)), chosen], dim=1), dim=1).values
+    if kept.shape[1] == 0:
+        raise RepromptError(f"context {context!r} with K={k_percent}% keeps no position")
+    return Context(run, kept, context, None if context in ("context", "query") else float(k_percent), sel)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# 3. answering
+
+@dataclass
+class Answer:
+    text: str
+    token_ids: list[int]
+    context_tokens: int
+    first_logits: "torch.Tensor | None" = None  # [vocab] logits of the first answer token
+    step_logits: "torch.Tensor | None" = None  # [n_question_tokens, vocab] logits over the appended question
+
+
+def template_for(vlm: "VLM") -> str:
+    try:
+        return TEMPLATES[vlm.adapter.name]
+    except KeyError:
+        raise RepromptError(f"no re-prompting template for adapter {vlm.adapter.name!r}; pass template=") from None
+
+
+def question_ids(vlm: "VLM", question: str, template: str | None = None) -> list[int]:
+    text = (template or template_for(vlm)).format(question=question)
+    ids = vlm.tokenizer(text, add_special_tokens=False)["input_ids"]
+    if not ids:
+        raise RepromptError(f"the question template gave no tokens for {question!r}")
+    return list(ids)
+
+
+def answer(ctx: Context, question: str, *, template: str | None = None, max_new_tokens: int = 8) -> Answer:
+    """Append the question after the compressed context and decode greedily (see the module docstring)."""
+    import torch
+
+    run, vlm = ctx.run, ctx.run.vlm
+    device = vlm.device
+    ids = question_ids(vlm, question, template)
+    cache = ctx.cache()
+    eos = vlm.model.generation_config.eos_token_id
+    eos_ids = set(eos if isinstance(eos, list) else [eos] if eos is not None else [])
+    n_ctx = ctx.n_tokens
+    pos = run.next_position
+    feed = torch.tensor([ids], device=device)
+    out_ids: list[int] = []
+    first = steps = None
+    with torch.no_grad():
+        for step in range(max_new_tokens):
+            n = feed.shape[1]
+            position_ids = torch.arange(pos, pos + n, device=device)[None]
+            if run.mrope:
+                position_ids = position_ids[None].expand(3, 1, n)
+            mask = torch.ones(1, cache.get_seq_length() + n, dtype=torch.long, device=device)
+            logits = vlm.model(input_ids=feed, attention_mask=mask, position_ids=position_ids, cache=cache,
+                               use_cache=True).logits[0].float()
+            if step == 0:
+                steps, first = logits.cpu(), logits[-1].cpu()
+            pos += n
+            token = int(logits[-1].argmax())
+            if token in eos_ids:
+                break
+            out_ids.append(token)
+            feed = torch.tensor([[token]], device=device)
+    text = vlm.tokenizer.decode(out_ids, skip_special_tokens=True).strip()
+    return Answer(text, out_ids, n_ctx, first, steps)
+
+
+def full_answer(vlm: "VLM", image, question: str, max_new_tokens: int = 8) -> Answer:
+    """The "full image" baseline: the ordinary single-turn prompt with the whole image and the question."""
+    gen = vlm.generate(image, question, max_new_tokens=max_new_tokens, return_logits=True)
+    first = gen.logits[0].float().cpu() if gen.logits is not None and len(gen.logits) else None
+    return Answer(gen.text, gen.token_ids, gen.prompt_length, first)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# 4. describe-to-LLM baselines
+
+_NUM = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten", "eleven", "twelve",
+        "thirteen", "fourteen", "fifteen", "sixteen")
+
+
+def exact_reader_answer(description: str, question: str) -> str | None:
+    """Answer a toy question from a description alone, exactly (``grammar.parse``): existence, counts, colour.
+    None when the description cannot answer it (positions are not in descriptions) or the question is unknown."""
+    from vlmflow.toy.grammar import parse
+    from vlmflow.toy.questions import plural
+    from vlmflow.toy.scenes import SHAPES
+
+    objs = parse(description)
+    q = " ".join(question.lower().split())
+    m = re.fullmatch(r"is there an? (\w+) (\w+) \?", q)
+    if m:
+        color, shape = m.groups()
+        return "yes" if any(o.color == color and o.shape == shape for o in objs) else "no"
+    if q == "how many objects ?":
+        return _NUM[min(len(objs), len(_NUM) - 1)]
+    m = re.fullmatch(r"how many (\w+) \?", q)
+    if m:
+        shape = next((s for s in SHAPES if plural(s) == m.group(1)), None)
+        if shape is not None:
+            return _NUM[min(sum(o.shape == shape for o in objs), len(_NUM) - 1)]
+    m = re.fullmatch(r"what color is the (\w+) \?", q)
+    if m:
+        return next((o.color for o in objs if o.shape == m.group(1) and o.color), None)
+    return None
+
+
+class DescriptionLLM:
+    """A text LLM answering from the description, through the LLM judge's OpenAI-compatible client (any endpoint:
+    OpenAI, vLLM, Ollama; ``base_url`` / $OPENAI_BASE_URL, key in $OPENAI_API_KEY). Temperature 0."""
+
+    PROMPT = ("Here is a description of an image:\n{description}\n\nAnswer the question about the image using only "
+              "the description. Reply with a single word or number.\nQuestion: {question}")
+
+    def __init__(self, model: str = "gpt-4o-2024-08-06", base_url: str | None = None):
+        from vlmflow.judge.llm import LLMJudge
+
+        self._judge = LLMJudge(model=model, base_url=base_url, cache_dir=False)
+        self.model = model
+
+    def __call__(self, description: str, question: str) -> str:
+        client = self._judge.client  # a property of the judge: built on first use, key checked there
+        resp = client.chat.completions.create(model=self.model, temperature=0, max_tokens=8, messages=[
+            {"role": "user", "content": self.PROMPT.format(description=description, question=question)}])
+        return (resp.choices[0].message.content or "").strip()
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# 5. evaluation over images and questions
+
+@dataclass(frozen=True)
+class Variant:
+    """One row of Table 1: ``context`` in CONTEXTS, "full", LLM_NAME or READER_NAME; ``k`` in percent."""
+
+    context: str
+    k: float | None = None
+
+    @property
+    def name(self) -> str:
+        return f"{self.context}@{self.k:g}%" if self.k is not None else self.context
+
+    @staticmethod
+    def parse(text: str) -> "Variant":
+        """``"query+topk@5"`` -> Variant("query+topk", 5.0); ``"full"``, ``"query"``, ``"context"``..."""
+        name, _, k = text.partition("@")
+        name = name.strip()
+        if name not in (*CONTEXTS, "full", LLM_NAME, READER_NAME, "describe-reader"):
+            raise RepromptError(f"unknown variant {text!r}; use full, context, query, topk@K, query+topk@K, "
+                                f"{LLM_NAME} or describe-reader")
+        if name == "describe-reader":
+            name = READER_NAME
+        if name in ("topk", "query+topk") and not k:
+            raise RepromptError(f"variant {text!r} needs a K, e.g. {name}@5")
+        return Variant(name, float(k.rstrip("%")) if k else None)
+
+
+def table1_variants(ks: Sequence[float] = K_PERCENTS, reader: bool = False, llm: bool = False) -> list[Variant]:
+    out = [Variant("full"), Variant("context"), Variant("query")]
+    out += [Variant("query+topk", k) for k in ks] + [Variant("topk", k) for k in ks]
+    if reader:
+        out.append(Variant(READER_NAME))
+    if llm:
+        out.append(Variant(LLM_NAME))
+    return out
+
+
+@dataclass
+class Item:
+    """One image and its questions (dicts with question_id, question, truth, kind)."""
+
+    image_id: Any
+    image: Any
+    questions: list[dict]
+
+
+def toy_items(sample, n_images: int | None = None, kinds: Sequence[str] = ("exists", "count", "color")) -> list[Item]:
+    """Items from a toy scenes folder (``vlmflow toy scenes``: questions stored in instances.json)."""
+    qs = sample.coco.dataset.get("questions")
+    if not qs:
+        raise RepromptError(f"{sample.root}: no 'questions' in instances.json (write scenes with questions=True)")
+    ids = sample.image_ids[:n_images] if n_images else sample.image_ids
+    by_image: dict[Any, list[dict]] = {i: [] for i in ids}
+    for q in qs:
+        if q["image_id"] in by_image and q["kind"] in kinds:
+            by_image[q["image_id"]].append({"question_id": q["id"], "question": q["question"], "truth": q["answer"],
+                                            "kind": q["kind"]})
+    return [Item(i, sample.image(i), by_image[i]) for i in ids]
+
+
+def pope_items(sample, n_images: int | None = None, sampling: str = "adversarial", n_per_image: int = 2,
+               seed: int = 0) -> list[Item]:
+    """POPE-style yes/no items built from a COCO folder's annotations (``vlmflow.data.build_pope``)."""
+    from vlmflow.data import build_pope
+
+    records = build_pope(sample, n_per_image=n_per_image, sampling=sampling, seed=seed)
+    ids = sorted({r.image_id for r in records})
+    ids = ids[:n_images] if n_images else ids
+    by_image: dict[Any, list[dict]] = {i: [] for i in ids}
+    for r in records:
+        if r.image_id in by_image:
+            by_image[r.image_id].append({"question_id": r.question_id, "question": r.question, "truth": r.label,
+                                         "kind": "exists"})
+    return [Item(i, sample.image(i), by_image[i]) for i in ids]
+
+
+def evaluate(vlm: "VLM", items: Sequence[Item], variants: Sequence[Variant | str], *, select: str = "attention",
+             describe_question: str = "describe the image", describe_tokens: int = 64, max_new_tokens: int = 8,
+             template: str | None = None, band: Sequence[int] | None = None, seed: int = 0,
+             llm: DescriptionLLM | None = None, describe_knockout=None, progress: bool = True) -> "pd.DataFrame":
+    """One row per (image, question, variant): answer, truth, context_tokens (tidy; score with :func:`score_table`).
+    One describe run per image serves every compressed variant; ``describe_knockout`` is passed to :func:`describe`
+    (e.g. ``Knockout("image", "text")`` for contexts that carry no image information)."""
+    import pandas as pd
+    from tqdm.auto import tqdm
+
+    variants = [v if isinstance(v, Variant) else Variant.parse(v) for v in variants]
+    if any(v.context == LLM_NAME for v in variants) and llm is None:
+        raise RepromptError(f"variant {LLM_NAME} needs llm=DescriptionLLM(...)")
+    rows = []
+    for item in tqdm(items, desc="reprompt", disable=not progress):
+        run = describe(vlm, item.image, describe_question, describe_tokens,
+                       hidden_norms=select == "norm", knockout=describe_knockout)
+        description = run.generation.text
+        contexts = {v: compress(run, v.context, v.k or 0, select, band=band, seed=seed)
+                    for v in variants if v.context in CONTEXTS}
+        for q in item.questions:
+            for v in variants:
+                if v.context == "full":
+                    a = full_answer(vlm, item.image, q["question"], max_new_tokens)
+                    text, n = a.text, a.context_tokens
+                elif v.context == READER_NAME:
+                    text, n = exact_reader_answer(description, q["question"]), len(run.generation.token_ids)
+                elif v.context == LLM_NAME:
+                    text, n = llm(description, q["question"]), len(run.generation.token_ids)
+                else:
+                    a = answer(contexts[v], q["question"], template=template, max_new_tokens=max_new_tokens)
+                    text, n = a.text, a.context_tokens
+                rows.append({"image_id": item.image_id, "question_id": q["question_id"], "kind": q["kind"],
+                             "question": q["question"], "truth": q["truth"], "variant": v.name,
+                             "context": v.context, "k": v.k, "select": select if v.context in ("topk", "query+topk")
+                             else None, "answer": text, "context_tokens": n, "image_tokens": run.n_image,
+                             "description": description})
+    return pd.DataFrame(rows)
+
+
+def _first_answer_word(text: str | None) -> str | None:
+    if text is None:
+        return None
+    m = re.match(r"\s*([\w-]+)", text)
+    return m.group(1) if m else text
+
+
+def score_table(answers: "pd.DataFrame", n_resamples: int = 1000, seed: int = 0,
+                first_word: bool = True) -> "pd.DataFrame":
+    """Per variant and question kind: ACC (+ image-clustered bootstrap CI), ACC+, the answer distribution and
+    accuracy by true answer (``vlmflow.scoring``), mean context tokens. Yes/no kinds use the MME parsing rule (first
+    4 characters); the others exact match after normalisation, on the answer's first word when ``first_word``
+    (one-word truths such as counts and colours: a model that keeps talking after the right word, as the toy model
+    does in a second user turn, is not scored wrong for it)."""
+    import pandas as pd
+
+    from vlmflow.scoring import score_exact, score_yes_no
+    from vlmflow.stats import bootstrap_ci
+
+    out = []
+    for (variant, kind), g in answers.groupby(["variant", "kind"], sort=False):
+        # a reader that cannot answer (None / NaN) counts as a missing answer: wrong
+        records = [{"question_id": r.question_id, "image_id": r.image_id, "truth": r.truth,
+                    "answer": r.answer if isinstance(r.answer, str) else None} for r in g.itertuples()]
+        yes_no = set(g["truth"].str.lower()) <= {"yes", "no"}
+        if not yes_no and first_word:
+            for r in records:
+                r["answer"] = _first_answer_word(r["answer"])
+        s = (score_yes_no if yes_no else score_exact)(records)
+        ci = bootstrap_ci(s.frame().assign(correct=lambda f: f["correct"].astype(float)), value="correct",
+                          n_resamples=n_resamples, seed=seed)
+        row = {"variant": variant, "kind": kind, "acc": s.acc, "acc_low": ci.low, "acc_high": ci.high,
+               "acc_plus": s.acc_plus, "n_questions": s.n_questions, "n_images": s.n_images,
+               "context_tokens": float(g["context_tokens"].mean())}
+        if yes_no:
+            dist = s.distribution
+            row.update({"share_yes": dist.get("yes", 0.0), "share_no": dist.get("no", 0.0),
+                        "share_unparseable": dist.get("unparseable", 0.0) + dist.get("missing", 0.0),
+                        "acc_true_yes": s.acc_by_truth.get("yes", float("nan")),
+                        "acc_true_no": s.acc_by_truth.get("no", float("nan"))})
+        else:
+            top = max(s.distribution.items(), key=lambda kv: kv[1])
+            row.update({"most_common_answer": top[0], "share_most_common": top[1]})
+        out.append(row)
+    return pd.DataFrame(out)
+
+
+__all__ = ["Answer", "CONTEXTS", "Context", "DescribeRun", "DescriptionLLM", "Item", "K_PERCENTS", "LLM_NAME",
+           "READER_NAME", "RepromptError", "SELECTIONS", "TEMPLATES", "Variant", "answer", "compress", "describe",
+           "evaluate", "exact_reader_answer", "full_answer", "middle_band", "n_keep", "pope_items", "question_ids",
+           "rank_image_tokens", "score_table", "table1_variants", "template_for", "toy_items"]
