@@ -52,35 +52,50 @@ def ensure_registered() -> None:
 
 # ---- knockout plan ------------------------------------------------------------------------------------------
 class KnockoutPlan:
-    """Knockouts of a batch compiled to role-pair tables.
+    """Knockouts of a batch compiled to role-pair tables, plus position terms for position-level knockouts.
 
-    ``tables[g]``: BoolTensor[B, n_roles, n_roles], True where (target role, source role) is blocked; ``layer_group[l]``
-    is the table index for decoder layer l (-1 = nothing blocked there). Layers with equal tables share one group,
-    so their mask is built once per forward.
+    ``tables[g]``: BoolTensor[B, n_roles, n_roles], True where (target role, source role) is blocked (None when group
+    g blocks by position only); ``terms[g]``: list of (target roles BoolTensor[n_roles], blocked columns
+    BoolTensor[B, P] in padded batch coordinates), one per distinct target set of the position-restricted specs;
+    ``layer_group[l]`` is the group index for decoder layer l (-1 = nothing blocked there). Layers with equal tables
+    and terms share one group, so their mask is built once per forward.
     """
 
-    def __init__(self, pair: "torch.Tensor"):  # BoolTensor[B, L, n_roles, n_roles]
+    def __init__(self, pair: "torch.Tensor", terms: "list[tuple[torch.Tensor, torch.Tensor]] | None" = None):
+        # pair: BoolTensor[B, L, n_roles, n_roles]; terms: (target roles [n_roles], columns [B, L, P]) each
         B, L = pair.shape[:2]
         self.batch_size, self.num_layers = int(B), int(L)
         self.layer_group: list[int] = [-1] * L
-        self.tables: list[torch.Tensor] = []
+        self.tables: list[torch.Tensor | None] = []
+        self.terms: list[list[tuple[torch.Tensor, torch.Tensor]]] = []
+        terms = terms or []
         seen: dict[bytes, int] = {}
         for layer in range(L):  # compile time only, never on the forward path
             table = pair[:, layer]
-            if not bool(table.any()):
+            layer_terms = [(tgt, cols[:, layer]) for tgt, cols in terms if bool(cols[:, layer].any())]
+            has_table = bool(table.any())
+            if not has_table and not layer_terms:
                 continue
-            key = table.numpy().tobytes()
+            key = b"|".join([table.numpy().tobytes()] + [t.numpy().tobytes() + c.numpy().tobytes()
+                                                          for t, c in layer_terms])
             if key not in seen:
                 seen[key] = len(self.tables)
-                self.tables.append(table)
+                self.tables.append(table if has_table else None)
+                self.terms.append(layer_terms)
             self.layer_group[layer] = seen[key]
-        self._on_device: dict[Any, list[torch.Tensor]] = {}
+        self._on_device: dict[Any, tuple[list, list]] = {}
 
-    def table(self, group: int, device) -> "torch.Tensor":
-        tables = self._on_device.get(device)
-        if tables is None:
-            tables = self._on_device[device] = [t.to(device) for t in self.tables]
-        return tables[group]
+    def group(self, group: int, device) -> "tuple[torch.Tensor | None, list[tuple[torch.Tensor, torch.Tensor]]]":
+        """(role-pair table or None, position terms) of one layer group, on ``device``."""
+        moved = self._on_device.get(device)
+        if moved is None:
+            moved = self._on_device[device] = (
+                [None if t is None else t.to(device) for t in self.tables],
+                [[(tgt.to(device), cols.to(device)) for tgt, cols in terms] for terms in self.terms])
+        return moved[0][group], moved[1][group]
+
+    def table(self, group: int, device) -> "torch.Tensor | None":
+        return self.group(group, device)[0]
 
     @property
     def empty(self) -> bool:
@@ -114,22 +129,43 @@ def per_row_knockouts(knockouts, batch_size: int) -> list[list["Knockout"]]:
     return rows
 
 
-def compile_knockouts(knockouts, batch_size: int, n_layers: int) -> KnockoutPlan | None:
-    """Specs (see ``per_row_knockouts``) -> a KnockoutPlan, or None when nothing is blocked anywhere."""
+def compile_knockouts(knockouts, batch_size: int, n_layers: int, roles: "TokenRoles | None" = None
+                      ) -> KnockoutPlan | None:
+    """Specs (see ``per_row_knockouts``) -> a KnockoutPlan, or None when nothing is blocked anywhere.
+
+    Role-only specs fill the role-pair tables; specs with ``source_positions`` become position terms, which need
+    ``roles`` (the batch's left-padded layout) to place each row's prompt positions."""
     import torch
 
     rows = per_row_knockouts(knockouts, batch_size)
     if not any(rows):
         return None
     pair = torch.zeros(batch_size, n_layers, N_ROLES, N_ROLES, dtype=torch.bool)
+    terms: dict[tuple[bool, ...], torch.Tensor] = {}  # target role mask -> columns BoolTensor[B, L, P]
     for b, specs in enumerate(rows):
         for ko in specs:
             layers = list(ko.layer_indices(n_layers))  # LayerIndexError names the layer and the valid range
             if not layers:
                 continue
-            block = torch.tensor(role_id_mask(ko.target))[:, None] & torch.tensor(role_id_mask(ko.source))[None, :]
-            pair[b, layers] |= block
-    plan = KnockoutPlan(pair)
+            if ko.source_positions is None:
+                block = torch.tensor(role_id_mask(ko.target))[:, None] & torch.tensor(role_id_mask(ko.source))[None, :]
+                pair[b, layers] |= block
+                continue
+            if roles is None:
+                raise VlmflowError(f"knockout {ko.spec_id} names source positions: compiling it needs the batch's "
+                                   f"token roles (vlmflow.attention.active passes them)")
+            ids = roles.ids[b, : roles.prompt_length]
+            n_pad = int((ids == PAD).sum())  # left padding: the row's own prompt starts at n_pad
+            cols = ko.source_columns(ids[n_pad:].tolist())
+            if not any(cols):
+                continue
+            tgt = tuple(role_id_mask(ko.target))
+            if tgt not in terms:
+                terms[tgt] = torch.zeros(batch_size, n_layers, roles.prompt_length, dtype=torch.bool)
+            row = torch.zeros(roles.prompt_length, dtype=torch.bool)
+            row[n_pad:] = torch.tensor(cols)
+            terms[tgt][b, layers] |= row
+    plan = KnockoutPlan(pair, [(torch.tensor(t), c) for t, c in terms.items()])
     return None if plan.empty else plan
 
 
@@ -315,9 +351,15 @@ class ForwardState:
             return hit[1], hit[2]
         role_k = self._role_k
         role_q = role_k[:, K - Q:]
-        table = self.plan.table(group, query.device)  # (B, n_roles, n_roles)
-        rows = torch.arange(B, device=query.device)[:, None, None]
-        blocked = table[rows, role_q[:, :, None], role_k[:, None, :]]  # BoolTensor[B, Q, K]
+        table, terms = self.plan.group(group, query.device)  # (B, n_roles, n_roles) or None; position terms
+        if table is not None:
+            rows = torch.arange(B, device=query.device)[:, None, None]
+            blocked = table[rows, role_q[:, :, None], role_k[:, None, :]]  # BoolTensor[B, Q, K]
+        else:
+            blocked = torch.zeros(B, Q, K, dtype=torch.bool, device=query.device)
+        for tgt, cols in terms:  # tgt: [n_roles]; cols: [B, P] prompt columns (keys past the prompt never blocked)
+            n = min(K, cols.shape[1])
+            blocked[:, :, :n] |= tgt[role_q][:, :, None] & cols[:, None, :n]
         if not bool(blocked.any()):  # e.g. KO image->generated during the prefill: keep sdpa's own path
             out, changed = attention_mask, False
         else:
@@ -373,7 +415,7 @@ def active(roles: "TokenRoles", knockouts=None, record: "Record | None" = None, 
     ``per_row_knockouts``) and ``record``. Yields the ForwardState; ``state.recorder.result(row)`` after the block.
 
     The model's language model must use the ``"vlmflow"`` attention (``VLM`` sets it)."""
-    plan = compile_knockouts(knockouts, roles.batch_size, n_layers)
+    plan = compile_knockouts(knockouts, roles.batch_size, n_layers, roles)
     recorder = Recorder(record, roles, n_layers) if record is not None else None
     state = ForwardState(roles, plan, recorder)
     token = _STATE.set(state)

@@ -15,8 +15,16 @@ Layer sets (L = number of decoder layers, layers indexed 0..L-1):
                          l = -1 masks all layers, l = L-1 (or L) masks none.
   ``upto_layer(l)``      layers 0..l (inclusive) are knocked out: the complement of ``from_layer(l)``.
   ``outside_window(a, b)`` every layer outside [a, b] is knocked out: the source is visible only in a..b (inclusive).
-String form (CLI): ``SOURCE:TARGET[@LAYERS]``, names joined with ``+`` (``image:query+generated``), LAYERS like
-``0-3``, ``5``, ``0-3,7`` or ``all``.
+String form (CLI): ``SOURCE[POSITIONS]:TARGET[@LAYERS]``, names joined with ``+`` (``image:query+generated``),
+LAYERS like ``0-3``, ``5``, ``0-3,7`` or ``all``; the optional ``[POSITIONS]`` uses the same range syntax.
+
+Position-level knockouts (the paper's top-K experiment): ``source_positions`` restricts the blocked source columns to
+the given prompt positions (0-based indices into the row's own, unpadded prompt, as ``TokenRoles.positions(name,
+row)`` gives them for an unpadded row) that also carry a source role: ``Knockout("image", ("text", "generated"),
+source_positions=hidden)`` hides only the image tokens listed in ``hidden``. ``None`` (the default) = every position of
+the source roles (the role-only fast path); ``()`` = no position, so the spec blocks nothing. Positions past the prompt
+cannot be named (generated positions differ per configuration). A bool mask over the prompt is accepted as well and
+stored as indices. ``spec_id`` writes the set in range form, e.g. ``image[5-9,12]:generated@all``.
 """
 from __future__ import annotations
 
@@ -25,10 +33,14 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from vlmflow.errors import LayerIndexError, UnknownRoleError
-from vlmflow.roles import resolve
+from vlmflow.errors import LayerIndexError, UnknownRoleError, VlmflowError
+from vlmflow.roles import resolve, role_id_mask
 
 Names = str | tuple[str, ...]
+
+
+class PositionError(VlmflowError, ValueError):
+    """A knockout's source positions are malformed or lie outside the prompt they are applied to."""
 
 
 def _names(value, what: str) -> Names:
@@ -60,6 +72,26 @@ def _layers(value) -> tuple[int, ...] | None:
             raise LayerIndexError(f"knockout layer {int(i)} is negative; layers are indexed from 0")
         out.add(int(i))
     return tuple(sorted(out))
+
+
+def _positions(value) -> tuple[int, ...] | None:
+    """Indices or a bool mask over the prompt -> sorted unique indices (None stays None: every position)."""
+    if value is None:
+        return None
+    import numpy as np
+
+    arr = np.asarray(value.cpu() if hasattr(value, "cpu") else value)
+    if arr.dtype == bool:
+        if arr.ndim != 1:
+            raise PositionError(f"knockout source_positions: a bool mask must be 1-D over the prompt, got shape "
+                                f"{arr.shape}")
+        return tuple(int(i) for i in np.flatnonzero(arr))
+    arr = arr.reshape(-1)
+    if arr.size and not np.issubdtype(arr.dtype, np.integer):
+        raise PositionError(f"knockout source_positions must be integer indices or a bool mask, got dtype {arr.dtype}")
+    if arr.size and int(arr.min()) < 0:
+        raise PositionError(f"knockout source position {int(arr.min())} is negative; positions index the prompt from 0")
+    return tuple(sorted({int(i) for i in arr}))
 
 
 def format_layers(layers: tuple[int, ...] | None) -> str:
@@ -100,16 +132,35 @@ def parse_layers(text: str) -> tuple[int, ...] | None:
 
 @dataclass(frozen=True)
 class Knockout:
-    """Block attention from ``target`` rows to ``source`` columns in ``layers`` (None = every layer)."""
+    """Block attention from ``target`` rows to ``source`` columns in ``layers`` (None = every layer); with
+    ``source_positions``, only the source columns at those prompt positions (see the module docstring)."""
 
     source: Names
     target: Names
     layers: tuple[int, ...] | None = None
+    source_positions: tuple[int, ...] | None = None
 
     def __post_init__(self):
         object.__setattr__(self, "source", _names(self.source, "source"))
         object.__setattr__(self, "target", _names(self.target, "target"))
         object.__setattr__(self, "layers", _layers(self.layers))
+        object.__setattr__(self, "source_positions", _positions(self.source_positions))
+
+    def source_columns(self, role_ids) -> list[bool]:
+        """Which positions of one unpadded prompt (``role_ids``: a role id per position) are blocked source
+        columns: source role, and in ``source_positions`` when given. PositionError if a position is past the prompt."""
+        src = role_id_mask(self.source)
+        cols = [bool(src[int(r)]) for r in role_ids]
+        if self.source_positions is None:
+            return cols
+        P = len(cols)
+        if self.source_positions and self.source_positions[-1] >= P:
+            raise PositionError(f"knockout {self.spec_id}: source position {self.source_positions[-1]} is past the "
+                                f"{P}-token prompt (positions index the unpadded prompt from 0)")
+        keep = [False] * P
+        for i in self.source_positions:
+            keep[i] = cols[i]
+        return keep
 
     # ---- resolution ---------------------------------------------------------------------------------------
     @property
@@ -158,18 +209,34 @@ class Knockout:
 
     @classmethod
     def parse(cls, text: str) -> "Knockout":
-        """``"image:generated@0-3"`` -> Knockout("image", "generated", (0, 1, 2, 3)); no ``@`` = all layers."""
+        """``"image:generated@0-3"`` -> Knockout("image", "generated", (0, 1, 2, 3)); no ``@`` = all layers;
+        ``"image[5-9]:generated"`` restricts the source to prompt positions 5..9."""
         spec, _, layers = text.strip().partition("@")
         if spec.count(":") != 1:
-            raise UnknownRoleError(f"cannot parse knockout {text!r}: expected SOURCE:TARGET[@LAYERS], e.g. image:generated@0-3")
+            raise UnknownRoleError(f"cannot parse knockout {text!r}: expected SOURCE[POSITIONS]:TARGET[@LAYERS], "
+                                   f"e.g. image:generated@0-3")
         source, target = spec.split(":")
-        return cls(source.strip(), target.strip(), parse_layers(layers) if layers else None)
+        positions = None
+        m = re.fullmatch(r"\s*([^\[\]]+?)\s*\[([^\]]*)\]\s*", source)
+        if m:
+            source, where = m.group(1), m.group(2)
+            if where.strip() == "all":
+                raise PositionError(f"knockout {text!r}: write no [POSITIONS] for every position, not [all]")
+            try:
+                positions = parse_layers(where)
+            except LayerIndexError:
+                raise PositionError(f"cannot parse source positions [{where}] in knockout {text!r}: expected e.g. "
+                                    f"[5-9,12] or [none]") from None
+        return cls(source.strip(), target.strip(), parse_layers(layers) if layers else None, positions)
 
     # ---- identity --------------------------------------------------------------------------------------------
     @property
     def spec_id(self) -> str:
-        """Stable string key, e.g. ``image:generated@0-3``; parses back to an equal Knockout."""
+        """Stable string key, e.g. ``image:generated@0-3`` or ``image[5-9]:generated@all``; parses back to an equal
+        Knockout."""
         src = self.source if isinstance(self.source, str) else "+".join(self.source)
+        if self.source_positions is not None:
+            src += f"[{format_layers(self.source_positions)}]"
         tgt = self.target if isinstance(self.target, str) else "+".join(self.target)
         return f"{src}:{tgt}@{format_layers(self.layers)}"
 

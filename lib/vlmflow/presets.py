@@ -10,6 +10,12 @@ store (``vlmflow.store``), and a stable ``spec_id`` (``vlmflow.knockout``'s stri
   window       baseline + the image visible to text and generated tokens only inside [a, b] (``outside_window``),
                sliding a (stride ``max(1, L // 16)``) for widths of 25% and 50% of the layers (at least 1 layer):
                the paper's middle-layer experiment
+  topk         baseline + the image tokens OUTSIDE the top K% hidden from the text and generated tokens in every layer
+               (KO img->txt+gen restricted by position), for K in TOPK_PERCENTS, the tokens ranked per image by
+               ``vlmflow.selection`` (the same ranking as image re-prompting): ``attention`` (per layer, the
+               baseline's attention from the rows that predicted its tokens; each layer its own set), ``band`` (that
+               attention averaged over the middle band [L/4, L/2), one set for all layers), ``norm`` (per layer,
+               hidden-state norm) and ``random`` (seed 0, per layer)
 The baseline records attention (``BASELINE_RECORD``: every position that predicts an output token) so figures of
 attention by role come from the same sweep. ``force_prefix=k > 0`` adds, next to each knockout config, its variant
 with the first k generated tokens forced to the baseline's (issue 8's control); both carry ``forced`` labels.
@@ -19,7 +25,8 @@ from __future__ import annotations
 from vlmflow.errors import VlmflowError
 from vlmflow.knockout import Knockout
 from vlmflow.record import Record
-from vlmflow.sweep import SweepConfig
+from vlmflow.selection import ImageSelection
+from vlmflow.sweep import SELECTION_RECORD, SweepConfig
 
 # (label, knockout target) of the paper's three knockout types; the source is always the image.
 KO_TYPES: tuple[tuple[str, object], ...] = (
@@ -27,7 +34,9 @@ KO_TYPES: tuple[tuple[str, object], ...] = (
     ("img->txt", "text"),
     ("img->txt+gen", ("text", "generated")),
 )
-BASELINE_RECORD = Record(rows=("last_prompt", "generated"))
+BASELINE_RECORD = SELECTION_RECORD  # Record(rows=("last_prompt", "generated")): also what top-K ranks by
+TOPK_PERCENTS = (1, 2, 5, 10, 20, 50)
+TOPK_SELECTIONS = ("attention", "band", "norm", "random")
 
 
 class UnknownPresetError(VlmflowError, KeyError):
@@ -78,7 +87,17 @@ def window(n_layers: int) -> list[SweepConfig]:
     return out
 
 
-PRESETS = {"from-layer": from_layer, "upto-layer": upto_layer, "window": window}
+def topk(n_layers: int) -> list[SweepConfig]:
+    out = []
+    for by in TOPK_SELECTIONS:
+        for k in TOPK_PERCENTS:
+            out.append(SweepConfig((Knockout("image", ("text", "generated")),), keep=ImageSelection(k, by),
+                                   labels=(("family", "topk"), ("ko_type", "img->txt+gen"), ("k_percent", float(k)),
+                                           ("select", by))))
+    return out
+
+
+PRESETS = {"from-layer": from_layer, "upto-layer": upto_layer, "window": window, "topk": topk}
 
 
 def preset(name: str, n_layers: int, *, force_prefix: int = 0,
@@ -90,11 +109,12 @@ def preset(name: str, n_layers: int, *, force_prefix: int = 0,
         raise VlmflowError(f"preset {name}: the model must have at least one decoder layer, got {n_layers}")
     configs = [_baseline(record)] + PRESETS[name](n_layers)
     if force_prefix:
-        forced = [SweepConfig(c.knockouts, None, force_prefix, c.labels + (("forced", True),))
+        forced = [SweepConfig(c.knockouts, None, force_prefix, c.labels + (("forced", True),), c.keep)
                   for c in configs if c.knockouts]
-        configs = [SweepConfig(c.knockouts, c.record, 0, c.labels + (("forced", False),)) for c in configs] + forced
+        configs = [SweepConfig(c.knockouts, c.record, 0, c.labels + (("forced", False),), c.keep)
+                   for c in configs] + forced
     return configs
 
 
-__all__ = ["BASELINE_RECORD", "KO_TYPES", "PRESETS", "UnknownPresetError", "from_layer", "preset", "upto_layer",
-           "window", "window_widths"]
+__all__ = ["BASELINE_RECORD", "KO_TYPES", "PRESETS", "TOPK_PERCENTS", "TOPK_SELECTIONS", "UnknownPresetError",
+           "from_layer", "preset", "topk", "upto_layer", "window", "window_widths"]

@@ -24,10 +24,23 @@ Positions: kept keys carry their original rotation; the question tokens get posi
 prompt (``P, P+1, ...``; for Qwen2-VL's M-RoPE ``P + rope_delta`` on all three axes, as its own decoding does), never
 from the shorter cache length. The causal/padding mask is built for ``len(cache) + new`` keys, all visible.
 
-Template (decided here, documented for the book): the question is a new user turn appended after the describe
-prompt's context, as in the official code (which appended ``"{question} ASSISTANT:"``): LLaVA ``" USER: {question}
-ASSISTANT:"``; chat-ML models (Qwen2-VL, InternVL) ``"<|im_end|>\\n<|im_start|>user\\n{question}<|im_end|>\\n
-<|im_start|>assistant\\n"``. ``template=`` overrides it. Answers are greedy, up to ``max_new_tokens`` (8).
+Templates (``turn=`` of :func:`compress`; decided here, documented for the book):
+  ``"two"`` (default, the official code's): the question is a new user turn appended after the describe prompt's
+        context (which appended ``"{question} ASSISTANT:"``): LLaVA ``" USER: {question} ASSISTANT:"``; chat-ML models
+        (Qwen2-VL, InternVL) ``"<|im_end|>\\n<|im_start|>user\\n{question}<|im_end|>\\n<|im_start|>assistant\\n"``.
+        ``template=`` overrides it. A model trained on single-turn prompts only (the toy model) has never seen this.
+  ``"single"``: the question continues the SAME user turn as the image. The context keeps only the prompt positions
+        BEFORE the describe run's own words (BOS, system prompt, user tag, image markers: the template text that
+        every single-turn prompt shares) plus the layer's top-K image tokens, and the question's tokens are exactly
+        the tail of the ordinary single-turn prompt for that question from its first ``query`` position on (taken
+        from the processor's own output, e.g. LLaVA ``"\\n{question} ASSISTANT:"``), with position ids continuing
+        from where that tail starts in the plain prompt (``query_start``, + rope_delta for M-RoPE). So K = 100% is
+        the plain single-turn prompt (same logits) and a partial K is that prompt with the other image tokens
+        hidden from the question's rows in that layer. The describe run's words ("describe the image") and
+        assistant tag, and the description, never enter this context: only the image tokens' KV (computed with the
+        whole image in the describe prefill) and the choice of which to keep come from the describe run.
+        ``"query"`` (K = 0) is then the template text alone, without any image token.
+Answers are greedy, up to ``max_new_tokens`` (8).
 
 Baselines (:func:`evaluate`): ``"full"`` = the ordinary single-turn prompt with the whole image and the question
 (Table 1's "full image"); ``"describe-llm"`` = a text LLM answers from the description through the LLM judge's
@@ -55,6 +68,7 @@ if TYPE_CHECKING:
     from vlmflow.model import VLM, Batch, Generation
 
 CONTEXTS = ("context", "query", "topk", "query+topk")
+TURNS = ("two", "single")  # question template: a second user turn (official) or the same user turn (see above)
 SELECTIONS = selection.SELECTIONS
 K_PERCENTS = (1, 2, 5, 10, 20)
 READER_NAME = "describe-reader (upper bound)"
@@ -103,6 +117,16 @@ class DescribeRun:
     hidden_norms: "torch.Tensor | None"
     next_position: int
     mrope: bool
+    image: Any = None  # the described image (the single-turn template lays out its plain prompt through the processor)
+
+    @property
+    def query_start(self) -> int:
+        """The first position of the user's own words (``query`` role) in the describe prompt: where a single-turn
+        question takes over."""
+        pos = self.batch.roles.positions("query", 0)
+        if not len(pos):
+            raise RepromptError("the describe prompt has no 'query' position: no single-turn split point")
+        return int(pos[0])
 
     @property
     def prompt_length(self) -> int:
@@ -154,7 +178,7 @@ def describe(vlm: "VLM", image, question: str = "describe the image", max_new_to
     delta = getattr(inner, "rope_deltas", None) if inner is not None else None
     mrope = delta is not None
     next_position = P + (int(delta.reshape(-1)[0]) if mrope else 0)
-    return DescribeRun(vlm, batch, gen, keys, values, image_pos, text_pos, norms, next_position, mrope)
+    return DescribeRun(vlm, batch, gen, keys, values, image_pos, text_pos, norms, next_position, mrope, image)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -192,6 +216,7 @@ class Context:
     name: str
     k_percent: float | None
     select: str | None
+    turn: str = "two"  # see TURNS: which question template answer() appends
 
     @property
     def n_tokens(self) -> int:
@@ -209,12 +234,15 @@ class Context:
 
 
 def compress(run: DescribeRun, context: str = "query+topk", k_percent: float = 5.0, select: str = "attention", *,
-             band: Sequence[int] | None = None, seed: int = 0) -> Context:
-    """The per-layer kept positions for one of :data:`CONTEXTS` (see the module docstring)."""
+             band: Sequence[int] | None = None, seed: int = 0, turn: str = "two") -> Context:
+    """The per-layer kept positions for one of :data:`CONTEXTS` (see the module docstring). ``turn="single"`` keeps
+    only the text positions before the describe prompt's own words (see the module docstring: Templates)."""
     import torch
 
     if context not in CONTEXTS:
         raise RepromptError(f"unknown context {context!r}; use one of {', '.join(CONTEXTS)}")
+    if turn not in TURNS:
+        raise RepromptError(f"unknown turn {turn!r}; use one of {', '.join(TURNS)}")
     L, N = run.num_layers, run.n_image
     if context == "context":
         k, sel = N, None
@@ -223,6 +251,8 @@ def compress(run: DescribeRun, context: str = "query+topk", k_percent: float = 5
     else:
         k, sel = n_keep(k_percent, N), select
     text = run.text_positions if context != "topk" else torch.zeros(0, dtype=torch.long)
+    if turn == "single":  # the single-turn prompt shares only what precedes the user's words
+        text = text[text < run.query_start]
     if k == N:
         chosen = run.image_positions.expand(L, N)
     elif k == 0:
@@ -233,7 +263,7 @@ def compress(run: DescribeRun, context: str = "query+topk", k_percent: float = 5
     kept = torch.sort(torch.cat([text.expand(L, len(text)), chosen], dim=1), dim=1).values
     if kept.shape[1] == 0:
         raise RepromptError(f"context {context!r} with K={k_percent}% keeps no position")
-    return Context(run, kept, context, None if context in ("context", "query") else float(k_percent), sel)
+    return Context(run, kept, context, None if context in ("context", "query") else float(k_percent), sel, turn)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -263,18 +293,40 @@ def question_ids(vlm: "VLM", question: str, template: str | None = None) -> list
     return list(ids)
 
 
+def single_turn_ids(run: DescribeRun, question: str) -> tuple[list[int], int]:
+    """(token ids, first position id) of the single-turn continuation: the ordinary single-turn prompt for
+    ``question`` (the model's processor, same image) from its first ``query`` position on, and the position id that
+    tail has in that prompt. Raises when the plain prompt does not share the describe prompt's positions before the
+    query (then the cached KV would not be that prompt's)."""
+    if run.image is None:
+        raise RepromptError("turn='single' needs the described image (DescribeRun.image); use describe()")
+    plain = run.vlm.prepare(run.image, question)
+    start = run.query_start
+    q = plain.roles.positions("query", 0)
+    ids = plain.inputs["input_ids"][0].tolist()
+    if not len(q) or int(q[0]) != start or ids[:start] != run.batch.inputs["input_ids"][0, :start].tolist():
+        raise RepromptError(f"the single-turn prompt of {question!r} does not share the describe prompt's first "
+                            f"{start} positions; turn='single' needs an identical prefix up to the user's words")
+    return ids[start:], run.next_position - run.prompt_length + start
+
+
 def answer(ctx: Context, question: str, *, template: str | None = None, max_new_tokens: int = 8) -> Answer:
-    """Append the question after the compressed context and decode greedily (see the module docstring)."""
+    """Append the question after the compressed context and decode greedily (see the module docstring; the template
+    follows ``ctx.turn``; ``template=`` overrides the two-turn one only)."""
     import torch
 
     run, vlm = ctx.run, ctx.run.vlm
     device = vlm.device
-    ids = question_ids(vlm, question, template)
+    if ctx.turn == "single":
+        if template is not None:
+            raise RepromptError("template= applies to turn='two'; the single-turn tail comes from the processor")
+        ids, pos = single_turn_ids(run, question)
+    else:
+        ids, pos = question_ids(vlm, question, template), run.next_position
     cache = ctx.cache()
     eos = vlm.model.generation_config.eos_token_id
     eos_ids = set(eos if isinstance(eos, list) else [eos] if eos is not None else [])
     n_ctx = ctx.n_tokens
-    pos = run.next_position
     feed = torch.tensor([ids], device=device)
     out_ids: list[int] = []
     first = steps = None
@@ -368,16 +420,25 @@ class Variant:
 
     context: str
     k: float | None = None
+    turn: str = "two"  # compressed contexts only: the question template (TURNS)
 
     @property
     def name(self) -> str:
-        return f"{self.context}@{self.k:g}%" if self.k is not None else self.context
+        base = f"{self.context}@{self.k:g}%" if self.k is not None else self.context
+        return f"{base}/single" if self.turn == "single" else base
 
     @staticmethod
     def parse(text: str) -> "Variant":
-        """``"query+topk@5"`` -> Variant("query+topk", 5.0); ``"full"``, ``"query"``, ``"context"``..."""
+        """``"query+topk@5"`` -> Variant("query+topk", 5.0); ``"full"``, ``"query"``, ``"context"``...; a
+        ``/single`` suffix selects the single-turn template (``"query+topk@5/single"``)."""
+        text, _, turn = text.partition("/")
+        turn = turn.strip() or "two"
+        if turn not in TURNS:
+            raise RepromptError(f"variant {text!r}: unknown turn {turn!r}; use /single or nothing")
         name, _, k = text.partition("@")
         name = name.strip()
+        if turn == "single" and name not in CONTEXTS:
+            raise RepromptError(f"variant {name!r}: only compressed contexts ({', '.join(CONTEXTS)}) take /single")
         if name not in (*CONTEXTS, "full", LLM_NAME, READER_NAME, "describe-reader"):
             raise RepromptError(f"unknown variant {text!r}; use full, context, query, topk@K, query+topk@K, "
                                 f"{LLM_NAME} or describe-reader")
@@ -385,12 +446,16 @@ class Variant:
             name = READER_NAME
         if name in ("topk", "query+topk") and not k:
             raise RepromptError(f"variant {text!r} needs a K, e.g. {name}@5")
-        return Variant(name, float(k.rstrip("%")) if k else None)
+        return Variant(name, float(k.rstrip("%")) if k else None, turn)
 
 
-def table1_variants(ks: Sequence[float] = K_PERCENTS, reader: bool = False, llm: bool = False) -> list[Variant]:
-    out = [Variant("full"), Variant("context"), Variant("query")]
-    out += [Variant("query+topk", k) for k in ks] + [Variant("topk", k) for k in ks]
+def table1_variants(ks: Sequence[float] = K_PERCENTS, reader: bool = False, llm: bool = False,
+                    turns: Sequence[str] = ("two",)) -> list[Variant]:
+    """Table 1's rows: full image, then per turn the whole context, query only, query + top-K and top-K only."""
+    out = [Variant("full")]
+    for turn in turns:
+        out += [Variant("context", turn=turn), Variant("query", turn=turn)]
+        out += [Variant("query+topk", k, turn) for k in ks] + [Variant("topk", k, turn) for k in ks]
     if reader:
         out.append(Variant(READER_NAME))
     if llm:
@@ -455,7 +520,7 @@ def evaluate(vlm: "VLM", items: Sequence[Item], variants: Sequence[Variant | str
         run = describe(vlm, item.image, describe_question, describe_tokens,
                        hidden_norms=select == "norm", knockout=describe_knockout)
         description = run.generation.text
-        contexts = {v: compress(run, v.context, v.k or 0, select, band=band, seed=seed)
+        contexts = {v: compress(run, v.context, v.k or 0, select, band=band, seed=seed, turn=v.turn)
                     for v in variants if v.context in CONTEXTS}
         for q in item.questions:
             for v in variants:
@@ -471,7 +536,9 @@ def evaluate(vlm: "VLM", items: Sequence[Item], variants: Sequence[Variant | str
                     text, n = a.text, a.context_tokens
                 rows.append({"image_id": item.image_id, "question_id": q["question_id"], "kind": q["kind"],
                              "question": q["question"], "truth": q["truth"], "variant": v.name,
-                             "context": v.context, "k": v.k, "select": select if v.context in ("topk", "query+topk")
+                             "context": v.context, "k": v.k,
+                             "turn": v.turn if v.context in CONTEXTS else None,
+                             "select": select if v.context in ("topk", "query+topk")
                              else None, "answer": text, "context_tokens": n, "image_tokens": run.n_image,
                              "description": description})
     return pd.DataFrame(rows)
@@ -508,7 +575,9 @@ def score_table(answers: "pd.DataFrame", n_resamples: int = 1000, seed: int = 0,
         s = (score_yes_no if yes_no else score_exact)(records)
         ci = bootstrap_ci(s.frame().assign(correct=lambda f: f["correct"].astype(float)), value="correct",
                           n_resamples=n_resamples, seed=seed)
-        row = {"variant": variant, "kind": kind, "acc": s.acc, "acc_low": ci.low, "acc_high": ci.high,
+        first = g.iloc[0]
+        row = {"variant": variant, "kind": kind, "context": first.get("context"), "k": first.get("k"),
+               "turn": first.get("turn"), "acc": s.acc, "acc_low": ci.low, "acc_high": ci.high,
                "acc_plus": s.acc_plus, "n_questions": s.n_questions, "n_images": s.n_images,
                "context_tokens": float(g["context_tokens"].mean())}
         if yes_no:
@@ -525,6 +594,58 @@ def score_table(answers: "pd.DataFrame", n_resamples: int = 1000, seed: int = 0,
 
 
 __all__ = ["Answer", "CONTEXTS", "Context", "DescribeRun", "DescriptionLLM", "Item", "K_PERCENTS", "LLM_NAME",
-           "READER_NAME", "RepromptError", "SELECTIONS", "TEMPLATES", "Variant", "answer", "compress", "describe",
+           "READER_NAME", "RepromptError", "SELECTIONS", "TEMPLATES", "TURNS", "Variant", "answer", "compress", "describe",
            "evaluate", "exact_reader_answer", "full_answer", "middle_band", "n_keep", "pope_items", "question_ids",
-           "rank_image_tokens", "score_table", "table1_variants", "template_for", "toy_items"]
+           "rank_image_tokens", "single_turn_ids", "stored_evaluate", "score_table", "table1_variants", "template_for", "toy_items"]
+
+
+def stored_evaluate(folder, variants: Sequence[Variant | str], *, model: str = "toy", device: str = "cpu",
+                    dtype: str | None = None, data: str = "toy-test", n_images: int = 20, seed: int = 0,
+                    kinds: Sequence[str] = ("exists", "count", "color"), select: str = "attention",
+                    describe_tokens: int = 64, max_new_tokens: int = 8, progress: bool = True) -> "pd.DataFrame":
+    """:func:`evaluate` through a result store (``vlmflow.store``) under ``folder/reprompt-<settings hash>``: one part
+    per (image, variant), so a rerun computes only the missing pairs and does not load the model when none is
+    missing. Toy scenes (``data="toy-test"``, written once by ``vlmflow.localize.load_sample``) carry their questions;
+    a COCO folder gets POPE-style existence questions. ``df.attrs``: ``store``, ``computed``."""
+    import json
+    from pathlib import Path
+
+    import pandas as pd
+
+    from vlmflow.book import model_fingerprint
+    from vlmflow.localize import dataset_kind, load_sample
+    from vlmflow.store import ResultStore, library_versions, load_results, settings_hash
+
+    variants = [v if isinstance(v, Variant) else Variant.parse(v) for v in variants]
+    if any(v.context == LLM_NAME for v in variants):
+        raise RepromptError(f"stored_evaluate does not run {LLM_NAME}; call evaluate(..., llm=...)")
+    sample = load_sample(data, n_images, seed, folder)
+    toy = dataset_kind(sample) == "toy"
+    items = toy_items(sample, n_images, kinds) if toy else pope_items(sample, n_images, seed=seed)
+    settings = {"model": model, "weights": model_fingerprint(model), "data": data, "seed": seed,
+                "kinds": list(kinds) if toy else ["pope-adversarial"], "select": select,
+                "describe_tokens": int(describe_tokens), "max_new_tokens": int(max_new_tokens), "device": device,
+                "dtype": str(dtype), **library_versions()}
+    path = Path(folder) / f"reprompt-{settings_hash(settings)}"
+    store = ResultStore(path, settings, provenance={"model": model})
+    done = store.done()
+    todo = [(item, [v for v in variants if (str(item.image_id), v.name) not in done]) for item in items]
+    todo = [(item, vs) for item, vs in todo if vs]
+    if todo:
+        from tqdm.auto import tqdm
+
+        from vlmflow.model import load
+
+        vlm = load(model, device=device, dtype=dtype)
+        for item, vs in tqdm(todo, desc="reprompt", disable=not progress):
+            rows = evaluate(vlm, [item], vs, select=select, describe_tokens=describe_tokens,
+                            max_new_tokens=max_new_tokens, seed=seed, progress=False)
+            key = str(item.image_id)
+            store.write_part(key, [{"image": key, "spec_id": name, "rows": g.to_json(orient="records")}
+                                   for name, g in rows.groupby("variant", sort=False)])
+    stored = load_results(path)
+    names = {v.name for v in variants}
+    stored = stored[stored.image.isin({str(i.image_id) for i in items}) & stored.spec_id.isin(names)]
+    out = pd.concat([pd.DataFrame(json.loads(text)) for text in stored.rows], ignore_index=True)
+    out.attrs.update(store=str(path), computed=sum(len(vs) for _, vs in todo))
+    return out

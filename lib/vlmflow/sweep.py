@@ -27,7 +27,15 @@ architecture (LLaVA, InternVL, Qwen2-VL / 2.5-VL) the top-level model adds nothi
 Positions of generated tokens continue from the last prompt position (+1 per step, on every rope axis), which is
 what transformers' own generate does (for Qwen2-VL: ``cache position + rope_deltas``).
 
-Configurations are chunked ``batch_size`` at a time (memory: the KV cache grows with rows x positions).
+Configurations are chunked ``batch_size`` at a time (memory: the KV cache grows with rows x positions), into a
+preallocated KV buffer per chunk (``vlmflow.kvcache``: no ``torch.cat`` growth per step). ``run_many`` lets rows of
+several images with the same prompt layout share chunks (each row keeps its own image's prefix, positions, baseline).
+
+**Top-K configurations** (``SweepConfig(knockouts, keep=ImageSelection(k, by))``, the ``topk`` preset) are resolved
+per image after the baseline: the baseline (recording ``SELECTION_RECORD``; run hidden if the sweep has no such
+baseline) gives the attention ranking, the shared prefill the hidden-state norms (``vlmflow.selection``), and each
+knockout becomes position-level knockouts hiding the image tokens outside the top K% (``SweepResult.knockouts``).
+Order per image: plain configurations (baseline first), then top-K ones, then forced-prefix ones.
 """
 from __future__ import annotations
 
@@ -40,6 +48,7 @@ from vlmflow.errors import VlmflowError
 from vlmflow.knockout import Knockout, spec_id as knockout_spec_id
 from vlmflow.record import Record
 from vlmflow.roles import role_id_mask
+from vlmflow.selection import ImageSelection
 
 if TYPE_CHECKING:
     import torch
@@ -48,6 +57,9 @@ if TYPE_CHECKING:
     from vlmflow.record import AttentionRecord
 
 DEFAULT_QUESTION = "describe the image"
+# what the baseline records when top-K configurations rank image tokens by its attention (the rows that predicted the
+# description's tokens, every layer, head mean): the same record as vlmflow.reprompt.describe
+SELECTION_RECORD = Record(rows=("last_prompt", "generated"))
 
 
 class SweepError(VlmflowError):
@@ -60,13 +72,16 @@ class SweepConfig:
 
     knockouts: specs applied together (empty = no knockout); record: what attention to record (None = nothing);
     force_prefix: teacher-force the first k generated tokens to the baseline's (0 = free decoding);
-    labels: tidy-table columns that describe the configuration (``family``, ``ko_type``, ``layer``...), as pairs.
+    labels: tidy-table columns that describe the configuration (``family``, ``ko_type``, ``layer``...), as pairs;
+    keep: top-K selection: every knockout (source ``image``) then hides only the image tokens outside the top K%,
+    resolved per image by the engine (see the module docstring).
     """
 
     knockouts: tuple[Knockout, ...] = ()
     record: Record | None = None
     force_prefix: int = 0
     labels: tuple[tuple[str, Any], ...] = ()
+    keep: ImageSelection | None = None
 
     def __post_init__(self):
         kos = self.knockouts
@@ -81,16 +96,28 @@ class SweepConfig:
             raise SweepError(f"force_prefix must be >= 0, got {self.force_prefix}")
         object.__setattr__(self, "force_prefix", int(self.force_prefix))
         object.__setattr__(self, "labels", tuple((str(k), v) for k, v in dict(self.labels).items()))
+        if self.keep is not None:
+            if not isinstance(self.keep, ImageSelection):
+                raise SweepError(f"SweepConfig.keep holds {self.keep!r}, not a vlmflow.selection.ImageSelection")
+            if not kos:
+                raise SweepError(f"SweepConfig keep={self.keep.spec_id} needs knockouts whose image tokens it restricts")
+            for k in kos:
+                if k.source != "image" or k.source_positions is not None:
+                    raise SweepError(f"SweepConfig keep={self.keep.spec_id}: knockout {k.spec_id} must have the source "
+                                     f"'image' and no source positions (the selection chooses them per image)")
 
     @property
     def spec_id(self) -> str:
-        """Stable key: the knockout spec id, plus ``| force=k`` for a forced prefix (recording does not change it)."""
+        """Stable key: the knockout spec id, plus ``| keep=top5%:attention`` for a top-K selection and ``| force=k``
+        for a forced prefix (recording does not change it)."""
         sid = knockout_spec_id(self.knockouts)
+        if self.keep is not None:
+            sid = f"{sid} | keep={self.keep.spec_id}"
         return f"{sid} | force={self.force_prefix}" if self.force_prefix else sid
 
     @property
     def is_baseline(self) -> bool:
-        return not self.knockouts and not self.force_prefix
+        return not self.knockouts and not self.force_prefix and self.keep is None
 
     def label(self, name: str, default=None):
         return dict(self.labels).get(name, default)
@@ -108,6 +135,11 @@ class SweepResult:
     baseline_first_token: int
     forced: list[int] = field(default_factory=list)
     record: "AttentionRecord | None" = None
+    knockouts: tuple[Knockout, ...] | None = None  # the knockouts applied (top-K: resolved to positions); None = config's
+
+    def __post_init__(self):
+        if self.knockouts is None:
+            self.knockouts = self.config.knockouts
 
     @property
     def spec_id(self) -> str:
@@ -127,6 +159,7 @@ class _Prefill:
     embeds: "torch.Tensor"  # [1, P, hidden]: the language model's inputs_embeds
     positions: "torch.Tensor"  # [1, P] or [n_axes, 1, P]: the language model's position ids
     last_logits: "torch.Tensor"  # [vocab] logits at the last prompt position
+    image_norms: "torch.Tensor | None" = None  # [L, N_img] hidden-state norms of the image tokens at each layer input
 
     @property
     def length(self) -> int:
@@ -145,8 +178,8 @@ def boundary(config: SweepConfig, role_ids: Sequence[int], n_layers: int) -> int
             continue
         # by causality a target row i is only changed if some source column j <= i exists: KO image->text leaves
         # BOS and the system prompt (text before the image) untouched
-        src, tgt = role_id_mask(ko.source), role_id_mask(ko.target)
-        first_src = next((j for j, r in enumerate(role_ids) if src[r]), P)
+        src, tgt = ko.source_columns(role_ids), role_id_mask(ko.target)
+        first_src = next((j for j, blocked in enumerate(src) if blocked), P)
         hit = next((i for i in range(first_src, P) if tgt[role_ids[i]]), P)
         first = min(first, hit)
     rec = config.record
@@ -209,6 +242,15 @@ class SweepEngine:
     # ---- public -------------------------------------------------------------------------------------------
     def run(self, image, configs: Sequence[SweepConfig], question: str = DEFAULT_QUESTION) -> list[SweepResult]:
         """All ``configs`` on one image; results in the order of ``configs``."""
+        return self.run_many([image], configs, question)[0]
+
+    def run_many(self, images: Sequence, configs: Sequence[SweepConfig],
+                 question: str = DEFAULT_QUESTION) -> list[list[SweepResult]]:
+        """All ``configs`` on each image; per image, results in the order of ``configs``.
+
+        Images whose prompts have the same token layout (same question, same number of image tokens: e.g. every
+        LLaVA-1.5 or toy image) decode in shared batches, rows of several images together: fewer, fuller forwards.
+        Each image still gets its own prefill, and each row exactly its own image's prefix cache."""
         import torch
 
         configs = list(configs)
@@ -216,50 +258,94 @@ class SweepEngine:
         dup = sorted({i for i in ids if ids.count(i) > 1})
         if dup:
             raise SweepError(f"duplicate configurations in a sweep: {', '.join(dup)}")
+        norms = any(c.keep is not None and c.keep.by == "norm" for c in configs)
+        out: list[list[SweepResult] | None] = [None] * len(images)
         with torch.no_grad():
-            pre = self._prefill(image, question)
-            role_ids = pre.batch.roles.ids[0].tolist()
-            L = self.vlm.num_layers
-            bounds = {c.spec_id: boundary(c, role_ids, L) for c in configs}
-            baseline_first = int(pre.last_logits.argmax())
-            results: dict[str, SweepResult] = {}
-            free = [c for c in configs if not c.force_prefix]
-            forced = [c for c in configs if c.force_prefix]
-            baseline_tokens: list[int] | None = None
-            if forced:
-                base = next((c for c in free if c.is_baseline), None)
-                if base is None:  # forcing needs the baseline's tokens: run it, but do not report it
-                    base = SweepConfig()
-                    bounds[base.spec_id] = len(role_ids)
-                    baseline_tokens = self._run_group([base], pre, bounds, baseline_first, {})[0].token_ids
-                else:  # run the baseline's chunk first
-                    free.sort(key=lambda c: not c.is_baseline)
-            for group, prefixes in ((free, None), (forced, "baseline")):
-                if not group:
-                    continue
-                pref: dict[str, list[int]] = {}
-                if prefixes:
-                    if baseline_tokens is None:
-                        baseline_tokens = next(r.token_ids for r in results.values() if r.config.is_baseline)
-                    pref = {c.spec_id: baseline_tokens[: c.force_prefix] for c in group}
-                # chunks: same record spec together (one recorder per chunk), similar boundaries together
-                ordered = sorted(group, key=lambda c: (_record_key(c.record), -bounds[c.spec_id]))
-                if prefixes is None and forced:
-                    ordered.sort(key=lambda c: not c.is_baseline)  # stable: baseline's chunk first
-                chunks: list[list[SweepConfig]] = []
-                for c in ordered:
-                    if (chunks and len(chunks[-1]) < self.batch_size
-                            and _record_key(chunks[-1][0].record) == _record_key(c.record)):
-                        chunks[-1].append(c)
-                    else:
-                        chunks.append([c])
-                for chunk in chunks:
-                    for r in self._run_group(chunk, pre, bounds, baseline_first, pref):
-                        results[r.spec_id] = r
-            return [results[c.spec_id] for c in configs]
+            pres = [self._prefill(im, question, norms=norms) for im in images]
+            layouts: dict[tuple[int, ...], list[int]] = {}
+            for m, pre in enumerate(pres):
+                layouts.setdefault(tuple(pre.batch.roles.ids[0].tolist()), []).append(m)
+            for members in layouts.values():
+                for m, res in zip(members, self._run_images([pres[m] for m in members], configs)):
+                    out[m] = res
+        return out
+
+    def _run_images(self, pres: "list[_Prefill]", configs: list[SweepConfig]) -> list[list[SweepResult]]:
+        """``configs`` on images that share one prompt layout (so one boundary per concrete configuration)."""
+        import dataclasses
+
+        L = self.vlm.num_layers
+        role_ids = pres[0].batch.roles.ids[0].tolist()
+        M = len(pres)
+        results: list[list[SweepResult | None]] = [[None] * len(configs) for _ in pres]
+        plain = [i for i, c in enumerate(configs) if not c.force_prefix and c.keep is None]
+        selected = [i for i, c in enumerate(configs) if not c.force_prefix and c.keep is not None]
+        forced = [i for i, c in enumerate(configs) if c.force_prefix]
+        need_record = any(c.keep is not None and c.keep.by in ("attention", "band") for c in configs)
+        base = next((i for i in plain if configs[i].is_baseline
+                     and (not need_record or configs[i].record == SELECTION_RECORD)), None)
+        baselines: list[SweepResult | None] = [None] * M
+        if base is not None:
+            plain.sort(key=lambda i: i != base)  # the baselines' chunks run first
+        elif selected or forced:  # top-K and forcing need the baseline: run it, but do not report it
+            hidden = SweepConfig(record=SELECTION_RECORD if need_record else None)
+            bound = boundary(hidden, role_ids, L)
+            for start in range(0, M, self.batch_size):
+                rows = [(pres[m], hidden, bound, []) for m in range(start, min(M, start + self.batch_size))]
+                for m, r in zip(range(start, M), self._run_group(rows)):
+                    baselines[m] = r
+        concrete = [list(configs) for _ in pres]  # as run: top-K configurations resolved per image
+        for phase in (plain, selected, forced):
+            if not phase:
+                continue
+            if base is not None and results[0][base] is not None:
+                baselines = [results[m][base] for m in range(M)]
+            items = [(m, i) for i in phase for m in range(M)]
+            for m, i in items:
+                if configs[i].keep is not None:
+                    concrete[m][i] = dataclasses.replace(configs[i], keep=None,
+                                                         knockouts=self._resolve(configs[i], pres[m], baselines[m]))
+            bounds = {(m, i): boundary(concrete[m][i], role_ids, L) for m, i in items}
+            # chunks: same record spec together (one recorder per chunk), similar boundaries together
+            ordered = sorted(items, key=lambda mi: (_record_key(configs[mi[1]].record), -bounds[mi]))
+            if phase is plain and base is not None:
+                ordered.sort(key=lambda mi: mi[1] != base)  # stable: the baselines first
+            chunks: list[list[tuple[int, int]]] = []
+            for mi in ordered:
+                if (chunks and len(chunks[-1]) < self.batch_size
+                        and _record_key(configs[chunks[-1][0][1]].record) == _record_key(configs[mi[1]].record)):
+                    chunks[-1].append(mi)
+                else:
+                    chunks.append([mi])
+            for chunk in chunks:
+                chunk.sort(key=lambda mi: mi[0])  # rows of one image next to each other: one prefix copy each
+                rows = [(pres[m], concrete[m][i], bounds[(m, i)],
+                         baselines[m].token_ids[: configs[i].force_prefix] if configs[i].force_prefix else [])
+                        for m, i in chunk]
+                for (m, i), r in zip(chunk, self._run_group(rows)):
+                    results[m][i] = dataclasses.replace(r, config=configs[i], knockouts=concrete[m][i].knockouts)
+        return results
+
+    def _resolve(self, config: SweepConfig, pre: "_Prefill", baseline: SweepResult) -> tuple[Knockout, ...]:
+        """A top-K configuration's knockouts restricted to the image tokens outside its selection, on this image."""
+        L = self.vlm.num_layers
+        image_pos = pre.batch.roles.positions("image", 0).tolist()  # one unpadded row: prompt coordinates
+        sel = config.keep
+        attention = None
+        if sel.by in ("attention", "band"):
+            rec = baseline.record
+            if rec is None or not len(rec.row_positions):
+                raise SweepError(f"{config.spec_id}: the baseline recorded no attention rows (no token generated?); "
+                                 f"rank by 'norm' or 'random' instead")
+            attention = rec.image_map.float().mean(0)  # [L, N]: mean over the rows that predicted the tokens
+        ranking = sel.ranking(L, len(image_pos), attention=attention, norms=pre.image_norms)
+        out: list[Knockout] = []
+        for ko in config.knockouts:
+            out.extend(sel.hide(ko, ranking, image_pos, L))
+        return tuple(out)
 
     # ---- internals ----------------------------------------------------------------------------------------
-    def _prefill(self, image, question: str) -> _Prefill:
+    def _prefill(self, image, question: str, norms: bool = False) -> _Prefill:
         import torch
 
         from vlmflow.attention import active
@@ -275,7 +361,7 @@ class SweepEngine:
         handle = self.lm.register_forward_pre_hook(grab, with_kwargs=True)
         try:
             with active(batch.roles, None, None, n_layers=vlm.num_layers):
-                out = vlm.model(**batch.inputs, use_cache=True, logits_to_keep=1)
+                out = vlm.model(**batch.inputs, use_cache=True, logits_to_keep=1, output_hidden_states=norms)
         finally:
             handle.remove()
         embeds = captured.get("embeds")
@@ -293,7 +379,12 @@ class SweepEngine:
             if type(layer).__name__ != "DynamicLayer":
                 raise SweepError(f"model {vlm.name}: cache layer {i} is a {type(layer).__name__}; the sweep engine "
                                  f"shares only plain dynamic caches (no sliding-window layers)")
-        return _Prefill(batch, cache, embeds, positions, out.logits[0, -1].float())
+        image_norms = None
+        if norms:  # hidden_states[l] is layer l's input: [1, P, hidden]
+            img = batch.roles.positions("image", 0)
+            image_norms = torch.stack([out.hidden_states[layer][0, img].float().norm(dim=-1)
+                                       for layer in range(vlm.num_layers)]).cpu()
+        return _Prefill(batch, cache, embeds, positions, out.logits[0, -1].float(), image_norms)
 
     def _lm_step(self, embeds, positions, cache, n_keys: int):
         """One language-model forward over ``embeds`` [B, Q, hidden] continuing ``cache``; -> last logits [B, vocab]."""
@@ -305,28 +396,45 @@ class SweepEngine:
         hidden = out.last_hidden_state[:, -1:]
         return self.head(hidden)[:, -1].float()
 
-    def _run_group(self, chunk: list[SweepConfig], pre: _Prefill, bounds: dict[str, int], baseline_first: int,
-                   prefixes: dict[str, list[int]]) -> list[SweepResult]:
+    def _run_group(self, rows_in: "list[tuple[_Prefill, SweepConfig, int, list[int]]]") -> list[SweepResult]:
+        """Run one chunk: per row (its image's prefill, concrete configuration, boundary, tokens to force).
+
+        Every row's image has the same prompt layout (length P, roles); rows of one image are adjacent."""
         import torch
-        from transformers import DynamicCache
 
         from vlmflow.attention import active
+        from vlmflow.kvcache import buffer_cache
         from vlmflow.roles import TokenRoles
 
         vlm = self.vlm
-        B, P = len(chunk), pre.length
-        b = min(bounds[c.spec_id] for c in chunk)
+        pres = [r[0] for r in rows_in]
+        chunk = [r[1] for r in rows_in]
+        B, P = len(chunk), pres[0].length
+        b = min(r[2] for r in rows_in)
         record = chunk[0].record
-        roles_all = TokenRoles(pre.batch.roles.ids.expand(B, -1), P)
+        # segments: (prefill, first row, row count) of consecutive rows sharing an image
+        segments: list[list] = []
+        for j, pre in enumerate(pres):
+            if segments and segments[-1][0] is pre:
+                segments[-1][2] += 1
+            else:
+                segments.append([pre, j, 1])
+        roles_all = TokenRoles(torch.cat([pre.batch.roles.ids.expand(n, -1) for pre, _, n in segments]), P)
         kos_all = [list(c.knockouts) for c in chunk]
-        # the shared cache, cropped to the boundary and expanded along the batch (views: copied when it grows)
-        cache = DynamicCache(ddp_cache_data=[(layer.keys[:, :, :b].expand(B, -1, -1, -1),
-                                              layer.values[:, :, :b].expand(B, -1, -1, -1))
-                                             for layer in pre.cache.layers])
-        pos_last = pre.positions[..., -1:]  # [(axes,) 1, 1]
-        forced = [prefixes.get(c.spec_id, []) for c in chunk]
+        # each image's cache cropped to the boundary, copied once into a buffer per row with room for the suffix and
+        # every decode step (vlmflow.kvcache: no torch.cat growth per step)
+        n_layers = len(pres[0].cache.layers)
+        cache = buffer_cache([[(pre.cache.layers[layer].keys[:, :, :b], pre.cache.layers[layer].values[:, :, :b], n)
+                               for pre, _, n in segments] for layer in range(n_layers)], B, P + self.max_new_tokens)
+
+        def per_row(t, n):  # [(axes,) 1, T] -> [(axes,) n, T]
+            return t.expand(*t.shape[:-2], n, t.shape[-1])
+
+        pos_last = torch.cat([per_row(pre.positions[..., -1:], n) for pre, _, n in segments], dim=-2)
+        forced = [list(r[3]) for r in rows_in]
         tokens: list[list[int]] = [[] for _ in chunk]
-        first_free = [baseline_first] * B
+        baseline_first = [int(pre.last_logits.argmax()) for pre in pres]
+        first_free = list(baseline_first)
         finished = [False] * B
         rows = list(range(B))  # chunk indices of the rows still in the batch
         keep_all = record is not None or not self.drop_finished
@@ -340,12 +448,12 @@ class SweepEngine:
         state = enter(rows)
         try:
             if b < P:
-                emb = pre.embeds[:, b:P].expand(B, -1, -1)
-                pos = pre.positions[..., b:P]
-                pos = pos.expand(*pos.shape[:-2], B, -1)
+                emb = torch.cat([pre.embeds[:, b:P].expand(n, -1, -1) for pre, _, n in segments])
+                pos = torch.cat([per_row(pre.positions[..., b:P], n) for pre, _, n in segments], dim=-2)
                 logits = self._lm_step(emb, pos, cache, P)
             else:
-                logits = pre.last_logits[None].expand(B, -1)
+                logits = torch.stack([pre.last_logits for pre in pres])
+            device = pres[0].embeds.device
             for step in range(self.max_new_tokens):
                 free = logits.argmax(-1).tolist()  # [len(rows)]
                 next_ids = []
@@ -363,26 +471,26 @@ class SweepEngine:
                     break
                 if not keep_all and any(finished[i] for i in rows):
                     keep = [j for j, i in enumerate(rows) if not finished[i]]
-                    cache.batch_select_indices(torch.tensor(keep, device=logits.device))
+                    keep_t = torch.tensor(keep, device=device)
+                    cache.batch_select_indices(keep_t)
+                    pos_last = pos_last.index_select(-2, keep_t.to(pos_last.device))
                     rows = [rows[j] for j in keep]
                     next_ids = [next_ids[j] for j in keep]
                     state = enter(rows)
                 n = P + step  # absolute position of the token fed now
-                ids = torch.tensor(next_ids, device=pre.embeds.device)[:, None]
-                emb = self.embed(ids)
-                pos = (pos_last + 1 + step).expand(*pos_last.shape[:-2], len(rows), 1)
-                logits = self._lm_step(emb, pos, cache, n + 1)
+                emb = self.embed(torch.tensor(next_ids, device=device)[:, None])
+                logits = self._lm_step(emb, pos_last + 1 + step, cache, n + 1)
             results = []
             tok = vlm.tokenizer
             for i, c in enumerate(chunk):
                 rec = None
                 if record is not None:
-                    seq = torch.tensor(pre.batch.inputs["input_ids"][0].tolist() + tokens[i])
+                    seq = torch.tensor(pres[i].batch.inputs["input_ids"][0].tolist() + tokens[i])
                     produced = len(tokens[i]) + (1 if finished[i] else 0)
                     rec = state.recorder.result(i, seq, limit=P + produced - 1)
                 results.append(SweepResult(
                     config=c, token_ids=tokens[i], text=tok.decode(tokens[i], skip_special_tokens=True).strip(),
-                    finished=finished[i], first_token=first_free[i], baseline_first_token=baseline_first,
+                    finished=finished[i], first_token=first_free[i], baseline_first_token=baseline_first[i],
                     forced=list(forced[i]), record=rec))
             return results
         finally:
@@ -398,6 +506,7 @@ def result_rows(results: Iterable[SweepResult], **common) -> list[dict]:
         row.update(dict(r.config.labels))
         row.update(
             spec_id=r.spec_id, knockout=knockout_spec_id(r.config.knockouts), force_prefix=r.config.force_prefix,
+            keep=r.config.keep.spec_id if r.config.keep is not None else "none",
             text=r.text, token_ids=list(r.token_ids), n_tokens=len(r.token_ids), finished=r.finished,
             first_token=r.first_token, baseline_first_token=r.baseline_first_token,
             first_token_matches_baseline=r.first_token_matches_baseline,
@@ -437,7 +546,7 @@ def attention_rows(results: Iterable[SweepResult], **common) -> list[dict]:
     return rows
 
 
-__all__ = ["SweepConfig", "SweepEngine", "SweepError", "SweepResult", "attention_rows", "boundary", "result_rows"]
+__all__ = ["SELECTION_RECORD", "SweepConfig", "SweepEngine", "SweepError", "SweepResult", "attention_rows", "boundary", "result_rows"]
 
 
 # ---- driving a whole sweep --------------------------------------------------------------------------------------
@@ -480,9 +589,10 @@ def sweep_images(data: str, n_images: int | None = None, seed: int = 0) -> tuple
 
 def run_sweep(vlm: "VLM", images: Sequence[SweepImage], configs: Sequence[SweepConfig], store, *,
               question: str = DEFAULT_QUESTION, max_new_tokens: int = 64, batch_size: int = 32,
-              shard: tuple[int, int] = (0, 1), progress: bool = True) -> int:
+              shard: tuple[int, int] = (0, 1), progress: bool = True, images_per_batch: int = 4) -> int:
     """Run ``configs`` on this shard's images, skipping keys already in ``store`` (a ``vlmflow.store.ResultStore``);
-    one atomic part per image. Returns the number of configurations computed."""
+    one atomic part per image. Up to ``images_per_batch`` consecutive images with the same missing configurations
+    run together (``SweepEngine.run_many``). Returns the number of configurations computed."""
     from tqdm.auto import tqdm
 
     i, n = shard
@@ -494,9 +604,17 @@ def run_sweep(vlm: "VLM", images: Sequence[SweepImage], configs: Sequence[SweepC
     computed = 0
     with tqdm(total=sum(len(cs) for _, cs in todo), unit="config", disable=not progress,
               desc=f"sweep {len(todo)} images") as bar:
+        groups: list[list] = []
         for im, cs in todo:
-            results = engine.run(im.load(), cs, question)
-            store.write_part(im.key, result_rows(results, image=im.key), attention_rows(results, image=im.key))
-            computed += len(cs)
-            bar.update(len(cs))
+            if groups and len(groups[-1]) < images_per_batch and groups[-1][0][1] == cs:
+                groups[-1].append((im, cs))
+            else:
+                groups.append([(im, cs)])
+        for group in groups:
+            cs = group[0][1]
+            per_image = engine.run_many([im.load() for im, _ in group], cs, question)
+            for (im, _), results in zip(group, per_image):  # one atomic part per image, as before
+                store.write_part(im.key, result_rows(results, image=im.key), attention_rows(results, image=im.key))
+                computed += len(cs)
+                bar.update(len(cs))
     return computed

@@ -27,9 +27,11 @@ def vlm(request):
     return vf.wrap(*build(request.param))
 
 
-def _alone(vlm, image, config, baseline_tokens):
+def _alone(vlm, image, result, baseline_tokens):
+    """The oracle: the configuration run alone, with the knockouts the engine applied (top-K: resolved positions)."""
+    config = result.config
     prefix = baseline_tokens[: config.force_prefix] if config.force_prefix else None
-    return vlm.generate(image, Q, knockout=list(config.knockouts) or None, max_new_tokens=MAX_NEW,
+    return vlm.generate(image, Q, knockout=list(result.knockouts) or None, max_new_tokens=MAX_NEW,
                         force_prefix=prefix, record=config.record)
 
 
@@ -41,7 +43,8 @@ def test_engine_equals_generate_alone_for_every_preset(vlm, name):
     base = results[0].token_ids
     assert results[0].config.is_baseline
     for config, res in zip(configs, results):
-        gen = _alone(vlm, image, config, base)
+        assert res.config == config
+        gen = _alone(vlm, image, res, base)
         assert res.token_ids == gen.token_ids, config.spec_id
         assert res.finished == gen.finished, config.spec_id
         assert res.text == gen.text
@@ -56,11 +59,12 @@ def test_toy_model_engine_equals_generate_alone():
 
     vlm = vf.load("toy")
     image = make_scene(0, "test", 0).image
-    configs = preset("from-layer", vlm.num_layers)
-    results = SweepEngine(vlm, max_new_tokens=24, batch_size=32).run(image, configs, Q)
-    for config, res in zip(configs, results):
-        assert res.token_ids == vlm.generate(image, Q, knockout=list(config.knockouts) or None,
-                                             max_new_tokens=24).token_ids, config.spec_id
+    for name in ("from-layer", "topk"):
+        configs = preset(name, vlm.num_layers)
+        results = SweepEngine(vlm, max_new_tokens=24, batch_size=32).run(image, configs, Q)
+        for config, res in zip(configs, results):
+            assert res.token_ids == vlm.generate(image, Q, knockout=list(res.knockouts) or None,
+                                                 max_new_tokens=24).token_ids, config.spec_id
 
 
 def test_recorded_baseline_equals_generate_record():
@@ -158,3 +162,94 @@ def test_presets_are_built_from_the_layer_count():
         assert set(c.knockouts[0].layers) == set(range(L)) - set(range(a, b + 1))
     forced = preset("from-layer", L, force_prefix=2)
     assert len(forced) == len(fl) + 3 * L and sum(c.force_prefix == 2 for c in forced) == 3 * L
+
+
+def _hidden_per_layer(result, L):
+    """Layer -> the image positions the applied knockouts hide there (union over the resolved specs)."""
+    out = {layer: set() for layer in range(L)}
+    for ko in result.knockouts:
+        assert ko.source == "image" and ko.target == ("generated", "text")
+        for layer in ko.layer_indices(L):
+            out[layer] |= set(ko.source_positions)
+    return out
+
+
+def test_topk_hides_the_image_tokens_outside_an_independent_ranking():
+    from vlmflow.selection import middle_band, n_keep
+
+    vlm = vf.wrap(*build("llava"))
+    L = vlm.num_layers
+    image = _image(3)
+    configs = preset("topk", L)
+    results = SweepEngine(vlm, max_new_tokens=MAX_NEW, batch_size=8).run(image, configs, Q)
+    batch = vlm.prepare(image, Q)
+    img = batch.roles.positions("image", 0).numpy()
+    N = len(img)
+    # oracle scores, computed here without vlmflow.selection: the baseline's recorded attention and hidden-state norms
+    gen = vlm.generate(image, Q, record=vf.Record(rows=("last_prompt", "generated")), max_new_tokens=MAX_NEW)
+    attention = gen.record.image_map.float().mean(0).numpy()  # [L, N]
+    hs = vlm.forward(batch, output_hidden_states=True).output.hidden_states
+    norms = np.stack([hs[layer][0, img].float().norm(dim=-1).numpy() for layer in range(L)])
+    band = attention[list(middle_band(L))].mean(0)
+    changed = 0
+    for res in results[1:]:
+        k_pct, by = res.config.label("k_percent"), res.config.label("select")
+        k = n_keep(k_pct, N)
+        hidden = _hidden_per_layer(res, L)
+        for layer in range(L):
+            assert len(hidden[layer]) == N - k, (res.spec_id, layer)
+            score = {"attention": attention[layer], "norm": norms[layer], "band": band}.get(by)
+            if score is not None:
+                top = np.argsort(-score, kind="stable")[:k]
+                assert hidden[layer] == set(img.tolist()) - set(img[top].tolist()), (res.spec_id, layer)
+        if by == "band":
+            assert len(res.knockouts) == 1  # one set for every layer
+        if by == "random" and k < N - 1:
+            assert len({frozenset(h) for h in hidden.values()}) > 1, "random sets must be drawn per layer"
+        changed += res.token_ids != results[0].token_ids
+    assert changed > 0, "no top-K knockout changed the description: the check would not notice a no-op"
+    # the random ranking is seeded: the same sets on another image of the same size
+    again = SweepEngine(vlm, max_new_tokens=2).run(_image(4), [c for c in configs if c.label("select") == "random"])
+    for a, b in zip(again, [r for r in results if r.config.label("select") == "random"]):
+        assert a.knockouts == b.knockouts
+
+
+def test_topk_without_a_recording_baseline_runs_a_hidden_one():
+    vlm = vf.wrap(*build("llava"))
+    image = _image(5)
+    full = SweepEngine(vlm, max_new_tokens=MAX_NEW).run(image, preset("topk", vlm.num_layers))
+    only = [c for c in preset("topk", vlm.num_layers, record=None) if c.keep is not None][:6]
+    alone = SweepEngine(vlm, max_new_tokens=MAX_NEW).run(image, only)
+    by_id = {r.spec_id: r for r in full}
+    for r in alone:
+        assert r.knockouts == by_id[r.spec_id].knockouts and r.token_ids == by_id[r.spec_id].token_ids
+
+
+def test_topk_configs_validate_their_knockouts():
+    from vlmflow.selection import ImageSelection, SelectionError
+
+    with pytest.raises(SweepError, match="needs knockouts"):
+        SweepConfig(keep=ImageSelection(5))
+    with pytest.raises(SweepError, match="query:text@all"):
+        SweepConfig((Knockout("query", "text"),), keep=ImageSelection(5))
+    with pytest.raises(SelectionError, match="'nope'"):
+        ImageSelection(5, "nope")
+    ids = {c.spec_id for c in preset("topk", 8)}
+    assert "image:generated+text@all | keep=top5%:attention" in ids and len(ids) == 1 + 4 * 6
+
+
+@pytest.mark.parametrize("arch", ["llava", "qwen2_vl"])
+def test_several_images_in_one_batch_equal_one_image_at_a_time(arch):
+    """run_many mixes rows of several images in one decode batch; each row must keep its own image's prefix cache,
+    positions (Qwen2-VL: M-RoPE from each image's grid) and baseline; images of another layout run apart."""
+    vlm = vf.wrap(*build(arch))
+    images = [_image(0), _image(1), _image(2, (48, 40)), _image(3)]  # image 2: another size (another layout on qwen)
+    configs = preset("topk", vlm.num_layers, force_prefix=1)[:9] + preset("from-layer", vlm.num_layers)[1:8]
+    engine = SweepEngine(vlm, max_new_tokens=MAX_NEW, batch_size=13)  # chunks cut across images
+    together = engine.run_many(images, configs, Q)
+    for image, res in zip(images, together):
+        alone = engine.run(image, configs, Q)
+        assert [r.token_ids for r in res] == [r.token_ids for r in alone]
+        assert [r.knockouts for r in res] == [r.knockouts for r in alone]
+        assert [r.first_token for r in res] == [r.first_token for r in alone]
+    assert len({tuple(tuple(r.token_ids) for r in res) for res in together}) > 1, "images give identical sweeps"

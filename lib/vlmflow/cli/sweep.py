@@ -11,7 +11,7 @@ def register(subparsers) -> None:
                               description=__doc__.splitlines()[0])
     p.add_argument("--model", default="toy", help="'toy', a local model folder or a Hugging Face id (default: toy)")
     p.add_argument("--data", default="toy-test", help="toy-test, coco-sample, a COCO folder or its instances.json")
-    p.add_argument("--preset", default="from-layer", help="from-layer, upto-layer or window (default: from-layer)")
+    p.add_argument("--preset", default="from-layer", help="from-layer, upto-layer, window or topk (default: from-layer)")
     p.add_argument("--n-images", type=int, default=None, help="first N images of the data (default: all)")
     p.add_argument("--max-new-tokens", type=int, default=64)
     p.add_argument("--force-prefix", type=int, default=0, metavar="K",
