@@ -459,7 +459,6 @@ def localize_dataset(vlm: "VLM", sample, image_ids: Sequence[int] | None = None,
     from tqdm.auto import tqdm
 
     from vlmflow.judge import get_judge
-    from vlmflow.knockout import Knockout
 
     kind = kind or dataset_kind(sample)
     if unit is None:
@@ -467,39 +466,18 @@ def localize_dataset(vlm: "VLM", sample, image_ids: Sequence[int] | None = None,
     if tolerances is None:
         tolerances = (0, 1) if unit == "tokens" else (0, 20, DEFAULT_TOLERANCE_PX, 80)
     judge = judge or get_judge("exact" if kind == "toy" else "lexical")
-    vocabulary = getattr(judge, "vocabulary", None) if kind == "coco" else None
     ids = list(image_ids) if image_ids is not None else sample.image_ids
     if n_images is not None:
         ids = ids[:n_images]
     bands = layer_bands(vlm.num_layers, band_width)
-    record = record_for(heads)
-    ko = Knockout(source="image", target="generated")
     object_rows, image_rows = [], []
     for image_id in tqdm(ids, desc="localize", disable=not progress):
-        image = sample.image(image_id)
-        batch = vlm.prepare(image, question)
-        geometry = vlm.adapter.geometry(image.size, batch.inputs, 0)
-        gen = vlm.generate_batch(batch, record=record, max_new_tokens=max_new_tokens)[0]
-        found = mentions(gen, vlm.tokenizer, kind, vocabulary)
-        if kind == "coco":  # categories count as sets (as the lexical judge does): the first naming token each
-            found = [m for m in found if m.occurrence == 0]
-        lost_names: set[str] | None = None
-        ko_text = None
-        if knockout:
-            ko_gen = vlm.generate_batch(batch, knockout=ko, max_new_tokens=max_new_tokens)[0]
-            ko_text = ko_gen.text
-            j = judge.judge(gen.text, ko_text)
-            lost_names = set(j.fn) if j.ok else None
-        rows = localize_generation(gen, geometry, found, truth_for(sample, image_id, geometry, kind, toy_match),
-                                   tolerances=tolerances, unit=unit, heads=heads, row=row, instances=instances,
-                                   image_id=image_id)
-        for r in rows:
-            r["band"] = band_label(r["layer"], bands)
-            r["lost"] = (r["object"] in lost_names) if lost_names is not None else None
+        rows, image_row = localize_image(vlm, sample, image_id, kind=kind, question=question,
+                                         max_new_tokens=max_new_tokens, tolerances=tolerances, unit=unit, heads=heads,
+                                         row=row, instances=instances, knockout=knockout, judge=judge, bands=bands,
+                                         toy_match=toy_match)
         object_rows.extend(rows)
-        image_rows.append({"image_id": image_id, "description": gen.text, "ko_description": ko_text,
-                           "n_mentions": len(found), "n_generated": len(gen.token_ids),
-                           "n_image_tokens": geometry.n_tokens, "geometry": geometry.method})
+        image_rows.append(image_row)
     import torch
     import transformers
 
@@ -510,11 +488,179 @@ def localize_dataset(vlm: "VLM", sample, image_ids: Sequence[int] | None = None,
                   "knockout": "image:generated@all" if knockout else None,
                   "judge": judge.provenance(), "bands": bands, "image_ids": ids, "data": str(sample.root),
                   "torch": torch.__version__, "transformers": transformers.__version__}
-    columns = ["image_id", "object", "category", "word", "occurrence", "token", "position", "layer", "band",
-               "tolerance", "unit", "peak_token", "peak_x", "peak_y", "present", "n_instances", "instances", "hit",
-               "chance", "chance_area", "distance", "nearest_annotation", "mass_in", "mask_share", "mass_ratio",
-               "lost"]
-    return LocalizationResult(pd.DataFrame(object_rows, columns=columns), pd.DataFrame(image_rows), provenance)
+    return LocalizationResult(pd.DataFrame(object_rows, columns=OBJECT_COLUMNS), pd.DataFrame(image_rows), provenance)
+
+
+OBJECT_COLUMNS = ["image_id", "object", "category", "word", "occurrence", "token", "position", "layer", "band",
+                  "tolerance", "unit", "peak_token", "peak_x", "peak_y", "present", "n_instances", "instances", "hit",
+                  "chance", "chance_area", "distance", "nearest_annotation", "mass_in", "mask_share", "mass_ratio",
+                  "lost"]
+
+
+def localize_image(vlm: "VLM", sample, image_id, *, kind: str, question: str, max_new_tokens: int,
+                   tolerances: Sequence[float], unit: str, heads, row: str, instances: str, knockout: bool, judge,
+                   bands: Sequence[tuple[int, int]], toy_match: str = "exact",
+                   keep_maps: bool = False) -> tuple[list[dict], dict]:
+    """One image of :func:`localize_dataset`: (object rows, image row). ``keep_maps`` adds to the image row what a
+    heatmap figure needs without the model: ``maps`` {"<object>#<occurrence>": float[L][N] attention of the naming
+    token's row} and ``geometry_data`` (:func:`geometry_to_dict`)."""
+    from vlmflow.knockout import Knockout
+
+    vocabulary = getattr(judge, "vocabulary", None) if kind == "coco" else None
+    image = sample.image(image_id)
+    batch = vlm.prepare(image, question)
+    geometry = vlm.adapter.geometry(image.size, batch.inputs, 0)
+    gen = vlm.generate_batch(batch, record=record_for(heads), max_new_tokens=max_new_tokens)[0]
+    found = mentions(gen, vlm.tokenizer, kind, vocabulary)
+    if kind == "coco":  # categories count as sets (as the lexical judge does): the first naming token each
+        found = [m for m in found if m.occurrence == 0]
+    lost_names: set[str] | None = None
+    ko_text = None
+    if knockout:
+        ko_gen = vlm.generate_batch(batch, knockout=Knockout(source="image", target="generated"),
+                                    max_new_tokens=max_new_tokens)[0]
+        ko_text = ko_gen.text
+        j = judge.judge(gen.text, ko_text)
+        lost_names = set(j.fn) if j.ok else None
+    rows = localize_generation(gen, geometry, found, truth_for(sample, image_id, geometry, kind, toy_match),
+                               tolerances=tolerances, unit=unit, heads=heads, row=row, instances=instances,
+                               image_id=image_id)
+    for r in rows:
+        r["band"] = band_label(r["layer"], bands)
+        r["lost"] = (r["object"] in lost_names) if lost_names is not None else None
+    image_row = {"image_id": image_id, "description": gen.text, "ko_description": ko_text,
+                 "n_mentions": len(found), "n_generated": len(gen.token_ids),
+                 "n_image_tokens": geometry.n_tokens, "geometry": geometry.method}
+    if keep_maps:
+        maps = head_aggregate(gen.record.image_map, heads)  # [R, L, N]
+        positions = gen.record.row_positions.tolist()
+        image_row["maps"] = {}
+        for m in found:
+            pos = gen.prompt_length + m.token - (1 if row == "predicting" else 0)
+            if pos in positions:
+                image_row["maps"][f"{m.name}#{m.occurrence}"] = maps[positions.index(pos)].round(6).tolist()
+        image_row["geometry_data"] = geometry_to_dict(geometry)
+    return rows, image_row
+
+
+def geometry_to_dict(geometry: "ImageGeometry") -> dict:
+    """A JSON-able ImageGeometry (stored beside the maps so a rerun draws heatmaps without the model)."""
+    return {"image_size": list(geometry.image_size), "boxes": np.asarray(geometry.boxes).tolist(),
+            "blocks": [list(b) for b in geometry.blocks],
+            "content": list(geometry.content) if geometry.content is not None else None, "method": geometry.method}
+
+
+def geometry_from_dict(d: dict) -> "ImageGeometry":
+    from vlmflow.adapters.geometry import Block, ImageGeometry
+
+    return ImageGeometry(tuple(d["image_size"]), np.asarray(d["boxes"], dtype=float), [Block(*b) for b in d["blocks"]],
+                         tuple(d["content"]) if d["content"] is not None else None, d["method"])
+
+
+def load_sample(data: str, n_images: int | None = None, seed: int = 0, folder: str | None = None):
+    """The COCO-format sample a figure reads: ``"toy-test"`` writes the first ``n_images`` seeded toy test scenes (the
+    same scenes as the sweeps' ``toy-test``: ``make_scene(seed, "test", i)``) into ``folder`` once (exact masks,
+    questions) and reads them back; ``"coco-sample"`` the shipped COCO sample; else a COCO folder."""
+    from vlmflow.data import CocoSample, coco_sample
+
+    if data == "toy-test":
+        import tempfile
+        from pathlib import Path
+
+        from vlmflow.toy.scenes import write_coco
+
+        n = 100 if n_images is None else int(n_images)
+        out = Path(folder or tempfile.mkdtemp(prefix="vlmflow-toy-")) / f"toy-test-seed{seed}-n{n}"
+        if not (out / "instances.json").is_file():
+            write_coco(out, seed=seed, n=n, split="test", progress=False)
+        return CocoSample.from_folder(out)
+    if data == "coco-sample":
+        return coco_sample(progress=False)
+    return CocoSample.from_folder(data)
+
+
+def _json_default(v):
+    if isinstance(v, np.generic):
+        return v.item()
+    if isinstance(v, np.ndarray):
+        return v.tolist()
+    raise TypeError(f"not JSON-serialisable: {type(v).__name__}")
+
+
+def stored_localization(folder, *, model: str = "toy", device: str = "cpu", dtype: str | None = None,
+                        data: str = "toy-test", n_images: int = 20, seed: int = 0, judge: str = "exact",
+                        judge_options: dict | None = None, n_maps: int = 0, question: str = "describe the image",
+                        max_new_tokens: int = 64, tolerances: Sequence[float] | None = None,
+                        heads: str | Sequence[int] = "mean", row: str = "predicting", instances: str = "any",
+                        toy_match: str = "exact", band_width: int | None = None,
+                        progress: bool = True) -> LocalizationResult:
+    """:func:`localize_dataset` through a result store (``vlmflow.store``) under ``folder/localize-<settings hash>``:
+    one part per image (its object rows and image row as JSON), so a rerun computes only the images it lacks and does
+    not load the model when none is missing. The first ``n_maps`` images also keep their attention maps
+    (``images.maps`` / ``images.geometry_data``, for Figure 6). The result's ``provenance`` has ``store`` and
+    ``computed_images``."""
+    import json
+    from pathlib import Path
+
+    import pandas as pd
+
+    from vlmflow.book import model_fingerprint
+    from vlmflow.judge import get_judge
+    from vlmflow.store import MANIFEST, ResultStore, library_versions, load_results, read_manifest, settings_hash
+
+    sample = load_sample(data, n_images, seed, folder)
+    kind = dataset_kind(sample)
+    unit = "tokens" if kind == "toy" else "px"
+    if tolerances is None:
+        tolerances = (0, 1) if unit == "tokens" else (0, 20, DEFAULT_TOLERANCE_PX, 80)
+    the_judge = get_judge(judge, **(judge_options or {}))
+    ids = sample.image_ids[:n_images]
+    settings = {"model": model, "weights": model_fingerprint(model), "data": data, "seed": seed,
+                "question": question, "max_new_tokens": int(max_new_tokens), "device": device, "dtype": str(dtype),
+                "tolerances": [float(t) for t in tolerances], "unit": unit, "heads": heads if isinstance(heads, str)
+                else list(heads), "row": row, "instances": instances, "toy_match": toy_match,
+                "band_width": band_width, "judge": the_judge.provenance(), **library_versions()}
+    path = Path(folder) / f"localize-{settings_hash(settings)}"
+    n_layers = read_manifest(path).get("provenance", {}).get("n_layers") if (path / MANIFEST).is_file() else None
+    vlm = None
+    if n_layers is None:
+        from vlmflow.model import load
+
+        vlm = load(model, device=device, dtype=dtype)
+        n_layers = vlm.num_layers
+    store = ResultStore(path, settings, provenance={"n_layers": int(n_layers), "model": model, "kind": kind})
+    done = store.done()
+    want = {str(i): i for i in ids}
+    need = [(key, i, k < n_maps) for k, (key, i) in enumerate(want.items())
+            if (key, "maps" if k < n_maps else "rows") not in done]
+    if need:
+        from tqdm.auto import tqdm
+
+        if vlm is None:
+            from vlmflow.model import load
+
+            vlm = load(model, device=device, dtype=dtype)
+        bands = layer_bands(vlm.num_layers, band_width)
+        for key, image_id, keep in tqdm(need, desc="localize", disable=not progress):
+            rows, image_row = localize_image(vlm, sample, image_id, kind=kind, question=question,
+                                             max_new_tokens=max_new_tokens, tolerances=tolerances, unit=unit,
+                                             heads=heads, row=row, instances=instances, knockout=True,
+                                             judge=the_judge, bands=bands, toy_match=toy_match, keep_maps=keep)
+            store.write_part(key, [{"image": key, "spec_id": "maps" if keep else "rows",
+                                    "objects": json.dumps(rows, default=_json_default),
+                                    "image_row": json.dumps(image_row, default=_json_default)}])
+    stored = load_results(path)
+    stored = stored[stored.image.isin(list(want))]
+    # an image stored with maps also serves a run that needs none
+    stored = stored.sort_values("spec_id").drop_duplicates("image", keep="first")
+    objects = pd.DataFrame([r for text in stored.objects for r in json.loads(text)], columns=OBJECT_COLUMNS)
+    images = pd.DataFrame([json.loads(text) for text in stored.image_row])
+    order = {i: k for k, i in enumerate(ids)}
+    images = images.sort_values("image_id", key=lambda c: c.map(order)).reset_index(drop=True)
+    provenance = {**read_manifest(path)["settings"], "bands": layer_bands(int(n_layers), band_width),
+                  "n_layers": int(n_layers), "kind": kind, "image_ids": list(ids), "store": str(path),
+                  "computed_images": len(need)}
+    return LocalizationResult(objects, images, provenance)
 
 
 def accuracy_table(objects: "pd.DataFrame", by: str = "band", subset: str = "all", tolerance: float | None = None,
@@ -574,6 +720,29 @@ def attention_heatmap(gen: "Generation", geometry: "ImageGeometry", token: int, 
     return out
 
 
+def band_maps(image_row: dict, key: str, bands: Sequence[tuple[int, int]]) -> dict[str, np.ndarray]:
+    """{"layers a-b": float[H, W]} for one stored mention (``key`` = "<object>#<occurrence>" of an image row kept by
+    :func:`stored_localization` with maps): the naming token's attention averaged over each band's layers, painted
+    over the image tokens' boxes in original pixels (every non-thumbnail block)."""
+    if "maps" not in image_row or not isinstance(image_row["maps"], dict):
+        raise LocalizationError(f"image {image_row.get('image_id')!r} was stored without maps (n_maps too small)")
+    if key not in image_row["maps"]:
+        raise LocalizationError(f"image {image_row.get('image_id')!r} has no stored map for {key!r}; "
+                                f"stored: {sorted(image_row['maps'])}")
+    geometry = geometry_from_dict(image_row["geometry_data"])
+    values = np.asarray(image_row["maps"][key], dtype=float)  # [L, N]
+    blocks = [i for i, b in enumerate(geometry.blocks) if b.name != "thumbnail"] or [0]
+    out = {}
+    for s, e in bands:
+        v = values[s:e].mean(0)
+        heat = None
+        for b in blocks:
+            h = geometry.heatmap(v, block=b)
+            heat = h if heat is None else np.where(np.isnan(heat), h, heat)
+        out[f"layers {s}-{e - 1}"] = heat
+    return out
+
+
 def plot_heatmaps(image, maps: dict[str, np.ndarray], *, peaks: dict[str, tuple[float, float]] | None = None,
                   box: Sequence[float] | None = None, ncols: int = 4, size: float = 2.6):
     """Draw several heatmaps (title -> float[H, W], e.g. one per layer from :func:`attention_heatmap`) over the
@@ -594,6 +763,7 @@ def plot_heatmaps(image, maps: dict[str, np.ndarray], *, peaks: dict[str, tuple[
 
 
 __all__ = ["DEFAULT_TOLERANCE_PX", "LocalizationError", "LocalizationResult", "MaskTokens", "Mention",
-           "ObjectTruth", "accuracy_table", "attention_heatmap", "band_label", "coco_mentions", "dataset_kind",
+           "ObjectTruth", "accuracy_table", "attention_heatmap", "band_maps", "geometry_from_dict", "geometry_to_dict", "load_sample",
+           "localize_image", "stored_localization", "band_label", "coco_mentions", "dataset_kind",
            "head_aggregate", "layer_bands", "localize_dataset", "localize_generation", "mass_inside", "mentions",
            "plot_heatmaps", "record_for", "toy_mentions", "token_spans", "truth_for"]

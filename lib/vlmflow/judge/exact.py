@@ -4,6 +4,9 @@ Both descriptions go through `vlmflow.toy.grammar.parse` (a multiset of `ToyObje
 exact triple (an attribute the text leaves out stays None and so never matches a fully named object). The toy
 world has exact ground truth, so this judge is the yardstick the LLM and lexical judges are validated against.
 
+`ExactJudge(match_on=("shape",))` matches on a subset of the attributes instead: shape alone is the paper's notion
+of an object (its judge ignores colours and sizes), the truth an LLM judge is validated against on toy scenes.
+
 Besides the main judgment, `details["attributes"]` gives a per-attribute breakdown: the same multiset matching on
 shape only, colour only and size only (P/R/F1 and counts each), and `details["count"]` the number of objects on
 each side. Object names are ``"size colour shape"`` (missing attributes left out).
@@ -26,14 +29,22 @@ class ExactJudge(Judge):
     name = "exact"
     version = "1"
 
-    def __init__(self) -> None:
+    def __init__(self, match_on: tuple[str, ...] = ("size", "color", "shape")) -> None:
+        from vlmflow.judge.base import JudgeError
         from vlmflow.toy import grammar  # lazy: the toy world pulls in its scene renderer
 
+        bad = [a for a in match_on if a not in ATTRIBUTES]
+        if bad or not match_on:
+            raise JudgeError(f"ExactJudge match_on={tuple(match_on)!r}: name one or more of {', '.join(ATTRIBUTES)}")
+        self.match_on = tuple(match_on)
         self._parse = grammar.parse
+
+    def provenance(self) -> dict[str, Any]:
+        return {**super().provenance(), "match_on": list(self.match_on)}
 
     def judge(self, reference: str, candidate: str) -> Judgment:
         ref, cand = self._parse(reference), self._parse(candidate)
-        tp, fp, fn = match_by_key(ref, cand, key=lambda o: (o.size, o.color, o.shape))
+        tp, fp, fn = match_by_key(ref, cand, key=lambda o: tuple(getattr(o, a) for a in self.match_on))
         return Judgment.from_matching(
             map(object_name, ref), map(object_name, cand),
             [(object_name(r), object_name(c)) for r, c in tp], map(object_name, fp), map(object_name, fn),

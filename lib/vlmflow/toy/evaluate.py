@@ -1,0 +1,340 @@
+"""Evaluate a toy model on held-out toy scenes (``vlmflow toy eval``); the numbers go into the model card.
+
+Metrics (greedy generation): description object F1 against ground truth (exact size-colour-shape triple, mean of
+per-image F1), yes/no accuracy on the balanced MME-style pairs, counting accuracy (``how many objects ?``),
+colour accuracy and position accuracy. ``full_knockout=True`` repeats them with the image hidden from every
+text and generated token in every layer (the paper's full knockout, image -> text+generated).
+
+The knockout here is implemented locally (see ``_knockout_mask_fn``): an attention-mask function registered with
+``transformers.masking_utils.AttentionMaskInterface`` plus sdpa attention under one name, set on the language
+model only, that removes image key columns from every query row that is not itself an image token. The lead will
+switch it to the core library's ``vf.Knockout(source="image", target=["text", "generated"])``.
+"""
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import os
+from pathlib import Path
+from dataclasses import dataclass
+
+import numpy as np
+
+from vlmflow.toy import grammar
+from vlmflow.toy.model import build_prompt
+from vlmflow.toy.questions import (DESCRIBE_PROMPT, color_questions, count_questions, exists_pair,
+                                   position_questions)
+from vlmflow.toy.scenes import SceneConfig, make_scene
+
+_ATTN_NAME = "vlmflow_toy_knockout"
+# bool[B, K]: True where a key position holds an image token, for the current generate() call (None: no knockout)
+_IMAGE_KEYS: contextvars.ContextVar = contextvars.ContextVar("toy_image_keys", default=None)
+
+
+def _knockout_mask_fn(*args, **kwargs):
+    """sdpa causal+padding mask, then image key columns removed for every non-image query row."""
+    from transformers.masking_utils import sdpa_mask
+
+    image_keys = _IMAGE_KEYS.get()
+    if image_keys is None:
+        return sdpa_mask(*args, **kwargs)
+    kwargs["allow_is_causal_skip"] = False  # we need the materialised mask to edit it
+    mask = sdpa_mask(*args, **kwargs)
+    # mask: bool [B, 1, Q, K] (True = attend); query i sits at absolute position q_offset + i.
+    B, _, Q, K = mask.shape
+    q_offset = int(kwargs.get("q_offset", 0))
+    img = image_keys[:, :K].to(mask.device)  # [B, K]
+    q_is_img = image_keys[:, q_offset:q_offset + Q].to(mask.device)  # [B, Q]
+    blocked = (~q_is_img)[:, :, None] & img[:, None, :]  # [B, Q, K]
+    # BOS is never an image token, so no row becomes fully masked (which would give NaNs in sdpa)
+    return mask & ~blocked[:, None]
+
+
+def _register():
+    from transformers import AttentionInterface
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+    from transformers.masking_utils import AttentionMaskInterface
+
+    if _ATTN_NAME not in AttentionInterface._global_mapping:
+        AttentionInterface.register(_ATTN_NAME, sdpa_attention_forward)
+        AttentionMaskInterface.register(_ATTN_NAME, _knockout_mask_fn)
+
+
+@contextlib.contextmanager
+def full_knockout(model, input_ids, max_new_tokens: int):
+    """Within the block, the language model cannot let text or generated tokens attend to image tokens."""
+    import torch
+
+    _register()
+    prev = model.config.text_config._attn_implementation
+    model.set_attn_implementation({"text_config": _ATTN_NAME})
+    img = input_ids == model.config.image_token_id
+    img = torch.cat([img, torch.zeros(img.shape[0], max_new_tokens + 1, dtype=torch.bool)], dim=1)
+    token = _IMAGE_KEYS.set(img)
+    try:
+        yield
+    finally:
+        _IMAGE_KEYS.reset(token)
+        model.set_attn_implementation({"text_config": prev})
+
+
+def generate(model, processor, images, questions, *, max_new_tokens: int = 40, knockout: bool = False,
+             batch_size: int = 32) -> list[str]:
+    """Greedy answers (decoded, special tokens dropped) for parallel lists of images and questions."""
+    import torch
+
+    out: list[str] = []
+    tok = processor.tokenizer
+    for s in range(0, len(images), batch_size):
+        inputs = processor(images=images[s:s + batch_size], text=[build_prompt(q) for q in questions[s:s + batch_size]],
+                           return_tensors="pt", padding=True)
+        ctx = full_knockout(model, inputs["input_ids"], max_new_tokens) if knockout else contextlib.nullcontext()
+        with torch.no_grad(), ctx:
+            ids = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False,
+                                 pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id)
+        new = ids[:, inputs["input_ids"].shape[1]:]
+        out.extend(tok.batch_decode(new, skip_special_tokens=True))
+    return [t.strip() for t in out]
+
+
+@dataclass
+class _Item:
+    kind: str
+    image: object
+    question: str
+    answer: str
+    objects: list | None = None
+    scene: int = -1  # index of the scene in its split (the cluster of bootstrap CIs)
+
+
+def _items(n: int, seed: int, split: str, scene_config: SceneConfig) -> list[_Item]:
+    items: list[_Item] = []
+    for i in range(n):
+        sc = make_scene(seed, split, i, scene_config)
+        rng = np.random.default_rng(np.random.SeedSequence([*sc.seed, 7]))
+        items.append(_Item("describe", sc.image, DESCRIBE_PROMPT, sc.description, sc.toy_objects, scene=i))
+        if sc.objects:
+            for qa in exists_pair(sc, rng):
+                items.append(_Item("exists", sc.image, qa.question, qa.answer, scene=i))
+        qa = count_questions(sc)[0]  # how many objects ?
+        items.append(_Item("count", sc.image, qa.question, qa.answer, scene=i))
+        for kind, pool in (("color", color_questions(sc)), ("position", position_questions(sc))):
+            if pool:
+                qa = pool[int(rng.integers(len(pool)))]
+                items.append(_Item(kind, sc.image, qa.question, qa.answer, scene=i))
+    return items
+
+
+def evaluate(model, processor, *, n: int = 200, seed: int = 0, split: str = "test",
+             scene_config: SceneConfig = SceneConfig(), knockout: bool = False, batch_size: int = 32,
+             kinds: tuple[str, ...] = ("describe", "exists", "count", "color", "position")) -> dict:
+    """Metrics dict: describe_f1 (mean per-image), describe_f1_pooled, exists_acc, count_acc, color_acc,
+    position_acc, and n per kind (only the ``kinds`` asked for)."""
+    items = [it for it in _items(n, seed, split, scene_config) if it.kind in kinds]
+    # group by kind so that batches have similar lengths
+    items.sort(key=lambda it: it.kind)
+    answers = generate(model, processor, [it.image for it in items], [it.question for it in items],
+                       knockout=knockout, batch_size=batch_size,
+                       max_new_tokens=4 * scene_config.max_objects + 8)
+    res: dict = {}
+    f1s, tp, fp, fn = [], 0, 0, 0
+    acc: dict[str, list[bool]] = {}
+    for it, a in zip(items, answers):
+        if it.kind == "describe":
+            s = grammar.score(it.objects, grammar.parse(a))
+            f1s.append(s.f1)
+            tp, fp, fn = tp + s.tp, fp + s.fp, fn + s.fn
+        else:
+            acc.setdefault(it.kind, []).append(a == it.answer)
+    if f1s:
+        res["describe_f1"] = round(float(np.mean(f1s)), 4)
+        res["describe_f1_pooled"] = round(2 * tp / max(1, 2 * tp + fp + fn), 4)
+    for kind in ("exists", "count", "color", "position"):
+        if kind in acc:
+            res[f"{kind}_acc"] = round(float(np.mean(acc[kind])), 4)
+            res[f"{kind}_n"] = len(acc[kind])
+    res["n_scenes"] = n
+    return res
+
+
+def quick_eval(model, processor, *, n: int = 48, seed: int = 0, split: str = "val",
+               scene_config: SceneConfig = SceneConfig()) -> dict:
+    """Cheap held-out check used in the training log."""
+    return evaluate(model, processor, n=n, seed=seed, split=split, scene_config=scene_config)
+
+
+# What a model that ignores the image can reach at best on the default scenes (1-4 objects): the knockout rows of
+# the model card are compared with these. describe: a fixed guess of one object matches with probability ~1/60.
+CHANCE = {"describe_f1": 0.0, "exists_acc": 0.5, "count_acc": 0.25, "color_acc": 1 / 6, "position_acc": 1 / 9}
+
+
+def load_model(path: str | os.PathLike):
+    """(model in float32, processor) from a saved toy-model folder, offline; the error names the folder."""
+    import torch
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+
+    from vlmflow.errors import WeightsNotAvailableError
+
+    path = Path(path)
+    if not (path / "config.json").exists():
+        raise WeightsNotAvailableError(
+            f"no toy model at {path} (config.json missing); train one with `vlmflow toy train --out {path}`")
+    model = AutoModelForImageTextToText.from_pretrained(path, dtype=torch.float32, local_files_only=True)
+    processor = AutoProcessor.from_pretrained(path, local_files_only=True)
+    processor.tokenizer.padding_side = "left"
+    return model.eval(), processor
+
+
+def evaluate_all(model, processor, *, n: int = 200, seed: int = 0, split: str = "test", knockout: bool = True,
+                 scene_config: SceneConfig = SceneConfig()) -> dict:
+    """The model card's table: plain metrics and, if asked, the same under the full image knockout."""
+    import platform
+
+    import torch
+    import transformers
+    from tqdm import tqdm
+
+    conds = ["plain"] + (["full_knockout"] if knockout else [])
+    metrics = {}
+    for cond in tqdm(conds, desc="toy eval"):
+        metrics[cond] = evaluate(model, processor, n=n, seed=seed, split=split, scene_config=scene_config,
+                                 knockout=cond == "full_knockout")
+    return {"metrics": metrics, "chance": {k: round(v, 4) for k, v in CHANCE.items()},
+            "n_scenes": n, "seed": seed, "split": split, "scene_config": scene_config.__dict__,
+            "knockout": "image -> text+generated, all layers (local mask; see vlmflow.toy.evaluate)",
+            "versions": {"torch": torch.__version__, "transformers": transformers.__version__,
+                         "python": platform.python_version()}}
+
+
+def write_model_card(model_dir: str | os.PathLike, results: dict, command: str) -> Path:
+    """MODEL_CARD.md in ``model_dir``: architecture, the exact training command and seed, versions, the training
+    history (from training.json) and the evaluation table (plain vs full knockout, with chance levels)."""
+    import json
+
+    model_dir = Path(model_dir)
+    cfg = json.loads((model_dir / "config.json").read_text())
+    train = json.loads((model_dir / "training.json").read_text()) if (model_dir / "training.json").exists() else {}
+    v, t = cfg["vision_config"], cfg["text_config"]
+    files = sorted(p for p in model_dir.iterdir() if p.is_file())
+    total_mb = sum(p.stat().st_size for p in files) / 2 ** 20
+    m = results["metrics"]
+    keys = [("describe_f1", "description object F1 (exact size-colour-shape, mean per image)"),
+            ("describe_f1_pooled", "description object F1 (pooled over objects)"),
+            ("exists_acc", "yes/no existence accuracy (balanced pairs)"),
+            ("count_acc", "counting accuracy (how many objects ?)"),
+            ("color_acc", "colour accuracy (what color is the SHAPE ?)"),
+            ("position_acc", "position accuracy (where is the COLOR SHAPE ?)")]
+    rows = []
+    for k, label in keys:
+        cells = [f"{m[c][k]:.3f}" if k in m[c] else "-" for c in m]
+        chance = results["chance"].get(k)
+        rows.append(f"| {label} | " + " | ".join(cells) + f" | {'-' if chance is None else f'{chance:.3f}'} |")
+    hist = train.get("history", [])
+    hist_rows = [f"| {h.get('step')} | {h.get('minutes')} | {h.get('loss')} | {h.get('describe_f1')} | "
+                 f"{h.get('exists_acc')} | {h.get('count_acc')} | {h.get('color_acc')} | {h.get('position_acc')} |"
+                 for h in hist]
+    tc = train.get("train_config", {})
+    text = f"""# vlmflow toy model
+
+A small `LlavaForConditionalGeneration` trained from scratch by this project on synthetic toy scenes
+(`vlmflow.toy`), so that every experiment of the book runs on a CPU with exact ground truth. It is the default
+model of `vf.load("toy")` (loaded from this folder, no download).
+
+## Architecture
+- Vision tower: CLIP, {v['image_size']} px input, {v['patch_size']} px patches -> {v['image_size'] // v['patch_size']}x{v['image_size'] // v['patch_size']} = {(v['image_size'] // v['patch_size']) ** 2} image tokens,
+  {v['num_hidden_layers']} layers, width {v['hidden_size']}; `vision_feature_layer` {cfg.get('vision_feature_layer')}, strategy `{cfg.get('vision_feature_select_strategy')}` (CLS dropped).
+- Projector: 2-layer MLP (gelu). Language model: Llama, {t['num_hidden_layers']} layers, width {t['hidden_size']},
+  {t['num_attention_heads']} heads, vocabulary {t['vocab_size']} words (word-level tokenizer, `<image>` special token).
+- Prompt (LLaVA-1.5): `{{system}} USER: <image>\\n{{question}} ASSISTANT:` with the llava_v1 system prompt; the description
+  query is `describe the image`; answers end with `</s>`. Greedy decoding.
+- Weights in float16 safetensors ({total_mb:.2f} MB for the whole folder); load in float32 on CPU.
+
+## Training
+- Command: `{command}`
+- Data: fresh train-split toy scenes every batch (scene seed `[{tc.get('seed')}, 0, index]`), never repeated;
+  1-4 objects, 5 shapes, 6 colours, 2 sizes, 128 px (8 x 8 cells, one per 16 px image token), plain background. Question mix {train.get('kind_mix')}.
+- Loss: mean over each sample's answer tokens (+ EOS), then over samples. AdamW lr {tc.get('lr')}, batch
+  {tc.get('batch_size')}, warmup {tc.get('warmup_steps')} steps then cosine decay over the wall-clock budget, grad clip 1.
+- Steps: {train.get('steps')} in {hist[-1]['minutes'] if hist else '?'} minutes on a shared 2-core CPU (2 torch threads).
+
+Held-out (val split, greedy) during training:
+
+| step | minutes | loss (EMA) | describe F1 | yes/no | count | colour | position |
+|---|---|---|---|---|---|---|---|
+{chr(10).join(hist_rows)}
+
+## Evaluation (test split, {results['n_scenes']} scenes, seed {results['seed']}, greedy)
+Produced by `vlmflow toy eval --model data/toy_model --n {results['n_scenes']} --seed {results['seed']} --knockout --card`.
+The full knockout hides the image from every text and generated token in every LM layer
+({results['knockout']}).
+
+| metric | {' | '.join(m)} | chance |
+|---|{'---|' * len(m)}---|
+{chr(10).join(rows)}
+
+Counts per question kind: {', '.join(f"{k[:-2]}={m['plain'][k]}" for k in m['plain'] if k.endswith('_n'))}.
+
+## Versions
+{', '.join(f'{k} {v}' for k, v in results['versions'].items())}.
+
+## Limits
+A toy: it knows only the 5 shapes, 6 colours and 2 sizes of the toy world and the question templates in
+`vlmflow.toy.questions`; words outside its vocabulary become `<unk>`. Mechanisms found in it (which layers carry the
+image, where objects are read) are findings about this small model trained from scratch, not about large VLMs.
+"""
+    path = model_dir / "MODEL_CARD.md"
+    path.write_text(text)
+    (model_dir / "eval.json").write_text(json.dumps(results, indent=1))
+    return path
+
+
+def item_rows(vlm, *, n: int = 100, seed: int = 0, split: str = "test", knockout: bool = False,
+              kinds: tuple[str, ...] = ("describe", "exists", "count", "color", "position"),
+              scene_config: SceneConfig = SceneConfig(), batch_size: int = 32, progress: bool = True) -> list[dict]:
+    """The questions of :func:`evaluate` (same scenes, same draws), answered through the core library, one row each.
+
+    ``vlm`` is a ``vlmflow.VLM`` (``vf.load("toy")`` or any supported model); ``knockout=True`` hides the image from
+    every text and generated token in every layer with ``vf.Knockout("image", ("text", "generated"))``. Figures need
+    rows rather than :func:`evaluate`'s averages: bootstrap CIs over scenes (``scene``), yes/no answer distributions
+    and accuracy by true answer (``vlmflow.scoring``), per-attribute description scores (issue 8).
+
+    Row: scene, kind, question, truth, answer, parsed (``parse_yes_no`` for exists, ``normalize_answer`` otherwise;
+    None = unparseable), correct; describe rows add f1 / precision / recall of the exact (size, colour, shape)
+    triple, f1_shape / f1_color / f1_size (the exact judge's per-attribute matching), n_truth, n_answer and
+    count_equal (as many objects named as there are).
+    """
+    from tqdm.auto import tqdm
+
+    from vlmflow.judge import get_judge
+    from vlmflow.knockout import Knockout
+    from vlmflow.scoring import normalize_answer, parse_yes_no
+
+    items = [it for it in _items(n, seed, split, scene_config) if it.kind in kinds]
+    ko = Knockout(source="image", target=("text", "generated")) if knockout else None
+    exact = get_judge("exact")
+    rows: list[dict] = []
+    batches = []
+    for kind in kinds:  # one kind per batch: similar prompt and answer lengths
+        same = [it for it in items if it.kind == kind]
+        batches += [same[s:s + batch_size] for s in range(0, len(same), batch_size)]
+    label = "full knockout" if knockout else "plain"
+    for chunk in tqdm(batches, desc=f"toy questions ({label})", unit="batch", disable=not progress):
+        max_new = 4 * scene_config.max_objects + 8 if chunk[0].kind == "describe" else 6
+        gens = vlm.generate([it.image for it in chunk], [it.question for it in chunk], knockout=ko,
+                            max_new_tokens=max_new)
+        for it, gen in zip(chunk, gens):
+            row = {"scene": it.scene, "kind": it.kind, "question": it.question, "truth": it.answer,
+                   "answer": gen.text}
+            if it.kind == "describe":
+                j = exact.judge(it.answer, gen.text)
+                attributes = j.details["attributes"]
+                row.update(parsed=gen.text, correct=j.f1 == 1.0, f1=j.f1, precision=j.precision, recall=j.recall,
+                           **{f"f1_{a}": attributes[a]["f1"] for a in ("shape", "color", "size")},
+                           n_truth=j.details["count"]["reference"], n_answer=j.details["count"]["candidate"],
+                           count_equal=bool(j.details["count"]["equal"]))
+            else:
+                parse = parse_yes_no if it.kind == "exists" else normalize_answer
+                parsed = parse(gen.text)
+                row.update(parsed=parsed, correct=parsed is not None and parsed == parse(it.answer))
+            rows.append(row)
+    return rows
