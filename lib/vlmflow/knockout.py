@@ -94,6 +94,18 @@ def _positions(value) -> tuple[int, ...] | None:
     return tuple(sorted({int(i) for i in arr}))
 
 
+def concrete_layers(layers: tuple[int, ...] | None, n_layers: int, owner: str) -> tuple[int, ...]:
+    """``layers`` (None = all) for a model with ``n_layers`` decoder layers; LayerIndexError naming ``owner`` and the
+    first layer out of range. Shared by Knockout and Record."""
+    if layers is None:
+        return tuple(range(n_layers))
+    bad = [i for i in layers if i >= n_layers]
+    if bad:
+        raise LayerIndexError(f"{owner}: layer {bad[0]} is out of range; the model has {n_layers} decoder layers "
+                              f"(valid 0-{n_layers - 1})")
+    return tuple(layers)
+
+
 def format_layers(layers: tuple[int, ...] | None) -> str:
     """(0, 1, 2, 3, 7) -> "0-3,7"; None -> "all"; () -> "none"."""
     if layers is None:
@@ -173,15 +185,7 @@ class Knockout:
 
     def layer_indices(self, n_layers: int) -> tuple[int, ...]:
         """The concrete layers for a model with ``n_layers`` decoder layers; LayerIndexError if one is out of range."""
-        if self.layers is None:
-            return tuple(range(n_layers))
-        bad = [i for i in self.layers if i >= n_layers]
-        if bad:
-            raise LayerIndexError(
-                f"knockout {self.spec_id}: layer {bad[0]} is out of range; the model has {n_layers} decoder "
-                f"layers (valid 0-{n_layers - 1})"
-            )
-        return self.layers
+        return concrete_layers(self.layers, n_layers, f"knockout {self.spec_id}")
 
     # ---- layer-set constructors (see the module docstring for the conventions) ----------------------------
     @classmethod

@@ -69,14 +69,9 @@ class Record:
         return LAST_PROMPT in self.row_names
 
     def layer_indices(self, n_layers: int) -> tuple[int, ...]:
-        if self.layers is None:
-            return tuple(range(n_layers))
-        bad = [i for i in self.layers if i >= n_layers]
-        if bad:
-            raise LayerIndexError(
-                f"Record layer {bad[0]} is out of range; the model has {n_layers} decoder layers (valid 0-{n_layers - 1})"
-            )
-        return self.layers
+        from vlmflow.knockout import concrete_layers
+
+        return concrete_layers(self.layers, n_layers, "Record")
 
 
 @dataclass

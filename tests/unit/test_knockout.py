@@ -8,27 +8,19 @@ import pytest
 import torch
 
 import vlmflow as vf
+from tests.oracles import LAYER_MASKS, layer_mask_attention
 from tests.tiny import build
 from vlmflow.errors import LayerIndexError, UnknownRoleError, UnsupportedAttentionError
 
 TEXT = {"bos", "system", "user", "query", "assistant"}
 N_LAYERS = 4
-_LAYER_MASKS: dict[int, torch.Tensor] = {}
-
-
-def _oracle_attention(module, query, key, value, attention_mask, scaling=None, dropout=0.0, **kwargs):
-    """Eager attention with the mask of this layer from _LAYER_MASKS (independent of vlmflow)."""
-    from transformers.models.llama.modeling_llama import eager_attention_forward
-
-    return eager_attention_forward(module, query, key, value, _LAYER_MASKS[module.layer_idx], scaling=scaling,
-                                   dropout=dropout)
 
 
 @pytest.fixture(scope="module")
 def models():
     from transformers import AttentionInterface
 
-    AttentionInterface.register("test_oracle", _oracle_attention)
+    AttentionInterface.register("test_oracle", layer_mask_attention)
     model, processor = build("llava")
     vlm = vf.wrap(model, processor)
     plain, _ = build("llava")  # untouched sdpa model, same weights
@@ -140,7 +132,7 @@ def test_layer_subset_knockouts_equal_per_layer_oracle(models):
     names = _names(batch.roles, batch.prompt_length)
     kos = [vf.Knockout("image", "query", [1, 2]), vf.Knockout("system", "assistant", [0, 3])]
     specs = [({"image"}, {"query"}, {1, 2}), ({"system"}, {"assistant"}, {0, 3})]
-    _LAYER_MASKS.update(_layer_masks(names, specs))
+    LAYER_MASKS.update(_layer_masks(names, specs))
     inputs = {k: v for k, v in batch.inputs.items() if k != "attention_mask"}
     with torch.no_grad():
         want = layered(**inputs, attention_mask=_mask(names, [])).logits
@@ -161,7 +153,7 @@ def test_cached_generation_equals_no_cache_oracle_loop(models, kos, specs):
     pixel_values = batch.inputs["pixel_values"]
     for step in range(len(gen.logits)):
         names = _names(batch.roles, seq.shape[1])
-        _LAYER_MASKS.update(_layer_masks(names, specs))
+        LAYER_MASKS.update(_layer_masks(names, specs))
         with torch.no_grad():
             logits = layered(input_ids=seq, pixel_values=pixel_values, attention_mask=_mask(names, []),
                              use_cache=False).logits[0, -1]

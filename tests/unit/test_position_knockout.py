@@ -9,26 +9,19 @@ import pytest
 import torch
 
 import vlmflow as vf
+from tests.oracles import LAYER_MASKS, layer_mask_attention
 from tests.tiny import build
 from vlmflow.knockout import PositionError
 
 TEXT = {"bos", "system", "user", "query", "assistant"}
 N_LAYERS = 4
-_LAYER_MASKS: dict[int, torch.Tensor] = {}
-
-
-def _oracle_attention(module, query, key, value, attention_mask, scaling=None, dropout=0.0, **kwargs):
-    from transformers.models.llama.modeling_llama import eager_attention_forward
-
-    return eager_attention_forward(module, query, key, value, _LAYER_MASKS[module.layer_idx], scaling=scaling,
-                                   dropout=dropout)
 
 
 @pytest.fixture(scope="module")
 def models():
     from transformers import AttentionInterface
 
-    AttentionInterface.register("test_position_oracle", _oracle_attention)
+    AttentionInterface.register("test_position_oracle", layer_mask_attention)
     vlm = vf.wrap(*build("llava"))
     layered, _ = build("llava")
     layered.set_attn_implementation({"text_config": "test_position_oracle"})
@@ -97,7 +90,7 @@ def test_position_knockout_forward_equals_per_layer_4d_mask_oracle(models):
            vf.Knockout("image", "text", [2, 3], source_positions=hide_b)]
     for layer in range(N_LAYERS):
         cols = set(hide_a if layer in (1, 2) else []) | set(hide_b if layer in (2, 3) else [])
-        _LAYER_MASKS[layer] = _mask(names, sorted(cols), TEXT)
+        LAYER_MASKS[layer] = _mask(names, sorted(cols), TEXT)
     inputs = {k: v for k, v in batch.inputs.items() if k != "attention_mask"}
     with torch.no_grad():
         want = layered(**inputs).logits
@@ -129,7 +122,7 @@ def test_cached_generation_with_positions_equals_no_cache_oracle_loop(models):
     for step in range(len(gen.logits)):
         names = _names(batch.roles, seq.shape[1])
         for layer in range(N_LAYERS):
-            _LAYER_MASKS[layer] = _mask(names, hidden if layer in (0, 3) else [], {"query", "generated"})
+            LAYER_MASKS[layer] = _mask(names, hidden if layer in (0, 3) else [], {"query", "generated"})
         with torch.no_grad():
             logits = layered(input_ids=seq, pixel_values=batch.inputs["pixel_values"], use_cache=False).logits[0, -1]
         torch.testing.assert_close(gen.logits[step], logits, atol=1e-5, rtol=1e-5)
