@@ -16,3 +16,16 @@ def layer_mask_attention(module, query, key, value, attention_mask, scaling=None
 
     return eager_attention_forward(module, query, key, value, LAYER_MASKS[module.layer_idx], scaling=scaling,
                                    dropout=dropout)
+
+
+def random_image(seed: int, h: int = 40, w: int = 30):
+    """A seeded float image (H, W, 3) in [0, 1]: the tiny models' test input."""
+    import numpy as np
+
+    return np.random.RandomState(seed).rand(h, w, 3)
+
+
+def role_names(roles, length: int) -> list[str]:
+    """Role name per position of row 0 for a sequence of ``length`` (positions past the prompt are generated)."""
+    names = roles.names(0)
+    return names + ["generated"] * (length - len(names))

@@ -3,12 +3,11 @@
 Oracles: the same weights under eager attention given a 4D additive mask built here from the role layout (causal +
 blocked (target row, source column) pairs), and, for layer subsets, an eager attention registered by this test that
 takes a different hand-built mask per layer index."""
-import numpy as np
 import pytest
 import torch
 
 import vlmflow as vf
-from tests.oracles import LAYER_MASKS, layer_mask_attention
+from tests.oracles import LAYER_MASKS, layer_mask_attention, random_image as _image, role_names as _names
 from tests.tiny import build
 from vlmflow.errors import LayerIndexError, UnknownRoleError, UnsupportedAttentionError
 
@@ -29,15 +28,6 @@ def models():
     layered, _ = build("llava")
     layered.set_attn_implementation({"text_config": "test_oracle"})
     return vlm, plain, eager, layered
-
-
-def _image(seed, h=40, w=30):
-    return np.random.RandomState(seed).rand(h, w, 3)
-
-
-def _names(roles, length):
-    names = roles.names(0)
-    return names + ["generated"] * (length - len(names))
 
 
 def _mask(names, pairs):

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 import vlmflow as vf
+from tests.oracles import random_image as _image
 from tests.tiny import build
 from vlmflow.errors import ImageReadError, UnsupportedModelError, WeightsNotAvailableError
 
@@ -28,10 +29,6 @@ def saved(tmp_path_factory, tiny):
     model.save_pretrained(folder)
     processor.save_pretrained(folder)
     return folder
-
-
-def _image(seed, h=40, w=30):
-    return np.random.RandomState(seed).rand(h, w, 3)
 
 
 def test_wrap_sets_vlmflow_on_the_language_model_only(vlm):

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import vlmflow as vf
-from tests.oracles import LAYER_MASKS, layer_mask_attention
+from tests.oracles import LAYER_MASKS, layer_mask_attention, random_image as _image, role_names as _names
 from tests.tiny import build
 from vlmflow.knockout import PositionError
 
@@ -26,15 +26,6 @@ def models():
     layered, _ = build("llava")
     layered.set_attn_implementation({"text_config": "test_position_oracle"})
     return vlm, layered
-
-
-def _image(seed, h=40, w=30):
-    return np.random.RandomState(seed).rand(h, w, 3)
-
-
-def _names(roles, length):
-    names = roles.names(0)
-    return names + ["generated"] * (length - len(names))
 
 
 def _mask(names, blocked_cols, tgt):

@@ -1,10 +1,10 @@
 """Attention recording against eager ``output_attentions`` (the oracle), with and without a knockout, in a forward
 and through cached generation; normalisation of rows and role masses; spec errors."""
-import numpy as np
 import pytest
 import torch
 
 import vlmflow as vf
+from tests.oracles import random_image as _image, role_names as _names
 from tests.tiny import build
 from vlmflow.errors import LayerIndexError, UnknownRoleError, VlmflowError
 from vlmflow.roles import ROLES
@@ -19,15 +19,6 @@ def models():
     eager, _ = build("llava")
     eager.set_attn_implementation({"text_config": "eager"})
     return vlm, eager
-
-
-def _image(seed, h=40, w=30):
-    return np.random.RandomState(seed).rand(h, w, 3)
-
-
-def _names(roles, length):
-    names = roles.names(0)
-    return names + ["generated"] * (length - len(names))
 
 
 def _mask(names, src, tgt):

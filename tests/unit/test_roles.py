@@ -1,8 +1,8 @@
 """Token roles: the LLaVA-1.5 prompt layout, image-span size, left padding, groups and role errors."""
-import numpy as np
 import pytest
 import torch
 
+from tests.oracles import random_image as _image
 from tests.tiny import build
 from vlmflow.errors import NoImageTokensError, UnknownRoleError
 from vlmflow.roles import GROUPS, ROLES, TokenRoles, resolve, roles_from_segments
@@ -23,10 +23,6 @@ def _runs(names):
         if not out or out[-1] != n:
             out.append(n)
     return out
-
-
-def _image(seed, h=40, w=30):
-    return np.random.RandomState(seed).rand(h, w, 3)
 
 
 def test_llava_prompt_is_the_papers_llava_v1_template(tiny):

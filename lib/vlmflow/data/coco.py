@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from vlmflow.errors import DataNotAvailableError, ImageReadError
+from vlmflow.errors import DataNotAvailableError
 
 
 @dataclass
@@ -62,15 +62,10 @@ class CocoSample:
         return (self.image_dir or self.root) / self.image_info(image_id)["file_name"]
 
     def image(self, image_id: int):
-        """The image as an RGB ``PIL.Image``."""
-        from PIL import Image
+        """The image as an RGB ``PIL.Image`` (ImageReadError naming the file when it cannot be read)."""
+        from vlmflow.adapters.base import load_image
 
-        path = self.image_path(image_id)
-        try:
-            with Image.open(path) as im:
-                return im.convert("RGB")
-        except OSError as exc:
-            raise ImageReadError(f"{path}: cannot read image ({exc})") from exc
+        return load_image(self.image_path(image_id))
 
     # ---- annotations -------------------------------------------------------------------------------------
     def annotations(self, image_id: int, category: str | None = None) -> list[dict]:
