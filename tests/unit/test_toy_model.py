@@ -101,17 +101,36 @@ def test_a_few_training_steps_reduce_the_loss():
     assert losses[-1] < 0.7 * losses[0]
 
 
+def test_curriculum_caps_objects_per_scene_and_never_exceeds_the_config():
+    from vlmflow.toy.scenes import SceneConfig
+    from vlmflow.toy.train import TrainConfig
+
+    cfg = TrainConfig(curriculum=((0.0, 2), (0.15, 3), (0.3, 4)), scenes=SceneConfig(max_objects=4))
+    assert [cfg.scenes_at(f).max_objects for f in (0.0, 0.149, 0.15, 0.29, 0.3, 1.0)] == [2, 2, 3, 3, 4, 4]
+    small = TrainConfig(curriculum=((0.0, 2), (0.5, 6)), scenes=SceneConfig(min_objects=2, max_objects=3))
+    assert [small.scenes_at(f).max_objects for f in (0.0, 0.9)] == [2, 3]  # capped by the configured 3
+    assert TrainConfig(curriculum=(), scenes=SceneConfig(max_objects=4)).scenes_at(0.0).max_objects == 4
+    early = cfg.scenes_at(0.0)
+    counts = {len(make_scene(0, "train", i, early).objects) for i in range(60)}
+    assert counts == {1, 2}
+
+
 def test_train_resume_and_export(tmp_path):
     """`train` runs, checkpoints, resumes at the stored step, and exports a folder Auto* classes load offline."""
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
     from vlmflow.toy.train import TrainConfig, train
 
-    cfg = TrainConfig(batch_size=4, model=TINY, scenes=SCENES, steps=2, eval_scenes=2, warmup_steps=1)
-    train(cfg, tmp_path / "out", tmp_path / "work", log=lambda m: None)
+    cfg = TrainConfig(batch_size=4, model=TINY, scenes=SCENES, steps=2, eval_scenes=2, warmup_steps=1,
+                      vision_steps=2)
+    logs = []
+    train(cfg, tmp_path / "out", tmp_path / "work", log=logs.append)
+    assert sum(m.startswith("vision pretraining") for m in logs) == 1
     cfg.steps = 3
-    r = train(cfg, tmp_path / "out", tmp_path / "work", resume=True, log=lambda m: None)
+    logs.clear()
+    r = train(cfg, tmp_path / "out", tmp_path / "work", resume=True, log=logs.append)
     assert r["step"] == 3
+    assert not any(m.startswith("vision pretraining") for m in logs)  # stage 1 is not repeated on resume
     m = AutoModelForImageTextToText.from_pretrained(tmp_path / "out")
     p = AutoProcessor.from_pretrained(tmp_path / "out")
     assert type(m).__name__ == "LlavaForConditionalGeneration" and m.dtype == torch.float16
@@ -119,6 +138,96 @@ def test_train_resume_and_export(tmp_path):
     x = p(images=[make_scene(0, "test", 0, SCENES).image], text=[build_prompt("describe the image")],
           return_tensors="pt")
     assert torch.isfinite(m.float()(**x).logits).all()
+
+
+def test_token_targets_name_the_object_under_every_token():
+    """Oracle: a per-token loop over the exact masks (the implementation reshapes them)."""
+    from vlmflow.toy.probe import token_targets
+    from vlmflow.toy.scenes import COLORS, SHAPES, SIZES
+
+    cfg = SceneConfig(max_objects=6)  # the default 128 px scene: 4 x 4 cells, 8 x 8 tokens of 16 px
+    for i in range(5):
+        sc = make_scene(0, "train", i, cfg)
+        t = token_targets(sc, 8)
+        assert t.shape == (3, 64)
+        for r in range(8):
+            for c in range(8):
+                under = [o.object for o in sc.objects if o.mask[16 * r:16 * r + 16, 16 * c:16 * c + 16].any()]
+                assert len(under) <= 1  # cells are whole tokens: never two objects in one token
+                want = ((SHAPES.index(under[0].shape) + 1, list(COLORS).index(under[0].color) + 1,
+                         SIZES.index(under[0].size) + 1) if under else (0, 0, 0))
+                assert tuple(t[:, 8 * r + c]) == want
+        assert (t[0] > 0).sum() >= len(sc.objects)  # every object labels at least one token
+
+
+def test_vision_pretraining_trains_only_tower_projector_and_probe():
+    """Stage 1 must leave the language model exactly as initialised and lower the probe loss on a fixed batch."""
+    import copy
+
+    from vlmflow.toy.probe import ProjectorTap, TokenProbe, token_targets
+    from vlmflow.toy.train import TrainConfig, pretrain_vision
+
+    model, proc = build(TINY, seed=3)
+    before = copy.deepcopy(model)
+    probe = TokenProbe(model, proc.tokenizer)
+    assert {n for n, _ in probe.named_parameters()} == {"background", "bias"}  # the LM embedding is read, not owned
+    scenes = [make_scene(0, "val", i, SCENES) for i in range(8)]
+    pv = proc.image_processor([s.image for s in scenes], return_tensors="pt")["pixel_values"]
+    targets = torch.from_numpy(np.stack([token_targets(s, TINY.grid) for s in scenes]))
+
+    def fixed_batch_loss():
+        tap = ProjectorTap(model)
+        with torch.no_grad():
+            model.model.get_image_features(pixel_values=pv, vision_feature_layer=-1,
+                                           vision_feature_select_strategy="default")
+            loss = probe.loss(tap.take(), targets).item()
+        tap.remove()
+        return loss
+
+    start = fixed_batch_loss()
+    res = pretrain_vision(model, proc, probe, TrainConfig(batch_size=8, model=TINY, scenes=SCENES, vision_steps=40,
+                                                          warmup_steps=1, lr=3e-3), log=lambda m: None)
+    assert res["steps"] == 40 and fixed_batch_loss() < 0.5 * start
+    for (name, a), b in zip(model.named_parameters(), before.parameters()):
+        trained = name.startswith(("model.vision_tower", "model.multi_modal_projector"))
+        if not trained:
+            assert torch.equal(a, b), name
+    assert not torch.equal(model.model.multi_modal_projector.linear_1.weight,
+                           before.model.multi_modal_projector.linear_1.weight)
+    assert not model.model.multi_modal_projector._forward_hooks  # the tap is removed
+
+
+def test_export_works_while_the_tap_holds_a_training_graph(tmp_path):
+    """Regression: export deep-copies the model, whose projector hook reaches the tap; a tap still holding the
+    features of a training step (a non-leaf tensor) made copy.deepcopy raise and killed a training run."""
+    from vlmflow.toy.probe import ProjectorTap
+    from vlmflow.toy.train import export
+
+    model, proc = build(TINY, seed=4)
+    tap = ProjectorTap(model)
+    pv = proc.image_processor([make_scene(0, "val", 0, SCENES).image], return_tensors="pt")["pixel_values"]
+    model.model.get_image_features(pixel_values=pv, vision_feature_layer=-1, vision_feature_select_strategy="default")
+    assert tap.features is not None and tap.features.grad_fn is not None
+    export(model, proc, tmp_path / "out")
+    assert (tmp_path / "out" / "config.json").exists()
+    assert tap.take() is not None and tap.features is None  # the original tap is untouched by the copy
+    tap.remove()
+
+
+def test_token_probe_classes_are_the_word_embeddings(tiny):
+    """The probe scores a feature against [background; embedding(word)]: a feature equal to a word's embedding row
+    scores that word's class by exactly its squared norm (+ bias), which is what aligns image tokens with words."""
+    from vlmflow.toy.probe import HEADS, TokenProbe
+
+    model, proc = tiny
+    probe = TokenProbe(model, proc.tokenizer)
+    emb = model.get_input_embeddings().weight
+    for k, (_, words) in enumerate(HEADS):
+        for j, w in enumerate(words):
+            row = emb[proc.tokenizer.convert_tokens_to_ids(w)]
+            logits = probe.logits(row[None], k)[0]
+            assert logits.shape == (1 + len(words),)
+            assert torch.allclose(logits[1 + j], row @ row)
 
 
 def _oracle_mask(ids, image_token_id, attn):
@@ -184,6 +293,22 @@ def test_evaluate_reports_every_metric(tiny):
     assert set(res) >= {"describe_f1", "exists_acc", "count_acc", "color_acc"}
     assert all(0 <= res[k] <= 1 for k in ("describe_f1", "exists_acc", "count_acc"))
     assert res["exists_n"] == 6  # one balanced pair per scene
+
+
+def test_target_status_applies_targets_and_binomial_chance_bounds():
+    from vlmflow.toy.evaluate import CHANCE, target_status
+
+    plain = {"describe_f1": 0.95, "exists_acc": 0.89, "count_acc": 0.9, "color_acc": 1.0}
+    ko = {"describe_f1": 0.06, "exists_acc": 0.6, "exists_n": 100, "count_acc": 0.0, "count_n": 100,
+          "color_acc": 0.25, "color_n": 100}
+    rows = target_status({"metrics": {"plain": plain, "full_knockout": ko}, "chance": CHANCE})
+    met = {(r["check"].split()[0], r["metric"]): r["met"] for r in rows}
+    assert met == {("plain", "describe_f1"): True, ("plain", "exists_acc"): False, ("plain", "count_acc"): True,
+                   ("plain", "color_acc"): True,
+                   ("knockout", "describe_f1"): False,  # above the 0.05 blind-guess bound
+                   ("knockout", "exists_acc"): True,  # bound 0.5 + 2 * sqrt(0.25 / 100) = 0.6
+                   ("knockout", "count_acc"): True,
+                   ("knockout", "color_acc"): False}  # bound 1/6 + 2 * sqrt(5/36 / 100) = 0.241
 
 
 def test_shared_prefix_forward_equals_plain_forward():

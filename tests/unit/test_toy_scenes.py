@@ -130,8 +130,8 @@ def test_clutter_keeps_masks_and_changes_background():
 
 
 def test_bad_config_is_named():
-    with pytest.raises(SceneConfigError, match="max_objects=65"):
-        SceneConfig(max_objects=65)  # 8 x 8 grid by default
+    with pytest.raises(SceneConfigError, match="max_objects=17"):
+        SceneConfig(max_objects=17)  # 4 x 4 grid by default
     with pytest.raises(SceneConfigError, match="split"):
         make_scene(0, "dev", 0)
 

@@ -1,7 +1,7 @@
 """`vlmflow toy scenes|train|eval`: the toy world from the command line (see ``vlmflow.toy``).
 
     vlmflow toy scenes --seed 0 --n 100 --out DIR [--split test] [--min-objects 1 --max-objects 4] [--clutter 0.5]
-    vlmflow toy train --out data/toy_model [--minutes 70] [--steps N] [--seed 0] [--resume]
+    vlmflow toy train --out data/toy_model [--vision-minutes 6] [--minutes 80] [--steps N] [--seed 0] [--resume]
     vlmflow toy eval --model data/toy_model --n 200 [--knockout] --json
 """
 from __future__ import annotations
@@ -27,11 +27,14 @@ def register(subparsers) -> None:
     t = sub.add_parser("train", help="train the toy model from scratch (checkpoints, --resume)")
     t.add_argument("--out", required=True, help="folder for the exported (fp16) model and processor")
     t.add_argument("--work", default=None, help="checkpoint folder (default: runs/toy_train)")
-    t.add_argument("--minutes", type=float, default=70.0, help="wall-clock budget of this invocation")
+    t.add_argument("--minutes", type=float, default=80.0, help="wall-clock budget of the main stage in this invocation")
     t.add_argument("--steps", type=int, default=None, help="schedule length (default: estimated from --minutes)")
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--batch-size", type=int, default=32)
-    t.add_argument("--lr", type=float, default=2e-3)
+    t.add_argument("--lr", type=float, default=1e-3)
+    t.add_argument("--vision-minutes", type=float, default=6.0,
+                   help="stage 1: token-probe pretraining of the vision tower + projector before --minutes (0: skip)")
+    t.add_argument("--aux-weight", type=float, default=0.3, help="token-probe loss weight in the main stage")
     t.add_argument("--threads", type=int, default=2)
     t.add_argument("--resume", action="store_true")
     t.add_argument("--vision-layers", type=int, default=None, help="CLIP tower depth (default: ToyModelConfig)")
@@ -72,7 +75,8 @@ def _train(args) -> int:
     model_overrides = {k: v for k, v in (("vision_layers", args.vision_layers),
                                          ("vision_feature_layer", args.vision_feature_layer)) if v is not None}
     cfg = TrainConfig(seed=args.seed, batch_size=args.batch_size, lr=args.lr, steps=args.steps,
-                      minutes=args.minutes, threads=args.threads,
+                      minutes=args.minutes, threads=args.threads, vision_minutes=args.vision_minutes,
+                      aux_weight=args.aux_weight,
                       model=replace(ToyModelConfig(), **model_overrides))
     command = "vlmflow toy train " + " ".join(_argv_after("train"))
     train(cfg, args.out, args.work or "runs/toy_train", resume=args.resume, log=lambda m: print(m, flush=True),

@@ -39,7 +39,7 @@ def build_prompt(question: str) -> str:
 @dataclass(frozen=True)
 class ToyModelConfig:
     image_size: int = 128
-    patch_size: int = 16  # 8 x 8 image tokens, one per scene cell (toy/scenes.py)
+    patch_size: int = 16  # 8 x 8 image tokens, 2 x 2 under each scene cell (toy/scenes.py)
     vision_hidden: int = 128
     vision_layers: int = 4
     vision_heads: int = 4

@@ -39,10 +39,10 @@ COLORS: dict[str, tuple[int, int, int]] = {
     "orange": (250, 130, 0),
 }
 SIZES: tuple[str, ...] = ("small", "large")
-# Object extent as a fraction of the cell side. The default grid puts one cell under each 16 px patch of the toy
-# model (128 px image, 8 x 8 cells = 8 x 8 image tokens): every object lies inside one image token, so a model
-# trained from scratch on a CPU can read shape, colour and size from single tokens, and localization has an exact
-# answer (the token that holds the object).
+# Object extent as a fraction of the cell side. The default grid has 4 x 4 cells of 32 px, each under 2 x 2 of the
+# toy model's 16 px image tokens (128 px image, 8 x 8 tokens): an object covers up to four tokens, so a localization
+# target is a few tokens, not one in 64, and every token holds at most one object (train.token_targets relies on it).
+# Localization keeps an exact answer: the tokens under the object's mask.
 SIZE_FRACTION = {"small": 0.6, "large": 1.0}
 BACKGROUND = (225, 225, 225)
 POSITIONS: tuple[str, ...] = (
@@ -72,7 +72,7 @@ class SceneConfig:
     image_size: int = 128
     min_objects: int = 1
     max_objects: int = 4
-    cells: int = 8  # grid side (one cell per image token of the toy model); max_objects <= cells**2
+    cells: int = 4  # grid side (each cell under 2 x 2 image tokens of the toy model); max_objects <= cells**2
     clutter: float = 0.0  # 0 = plain background; up to 1 = grey strokes + pixel noise
 
     def __post_init__(self):
@@ -88,7 +88,7 @@ class SceneConfig:
 
     @staticmethod
     def for_objects(min_objects: int, max_objects: int, image_size: int = 128, clutter: float = 0.0) -> "SceneConfig":
-        """A config with the default 8 x 8 grid, grown only when ``max_objects`` does not fit it."""
+        """A config with the default 4 x 4 grid, grown only when ``max_objects`` does not fit it."""
         cells = max(SceneConfig.cells, math.ceil(math.sqrt(max(max_objects, 1))))
         return SceneConfig(image_size, min_objects, max_objects, cells, clutter)
 

@@ -1,11 +1,17 @@
 """Train the toy VLM from scratch on fresh toy scenes (``vlmflow toy train``).
 
 Data: batch ``b`` uses train-split scenes ``b*B .. b*B+B-1`` of ``--seed`` (never repeated, so no overfitting
-and an exact resume); each sample gets one question drawn with ``KIND_MIX`` (60% descriptions, 40% short
-questions with balanced yes/no). Target = the answer tokens + EOS after ``ASSISTANT:``; the loss is the mean
+and an exact resume); each sample gets one question drawn with ``KIND_MIX`` (45% descriptions, 55% short
+questions, yes/no balanced); ``CURRICULUM`` caps the objects per scene early in the schedule (1-2, then 1-3,
+then the full 1-4). Target = the answer tokens + EOS after ``ASSISTANT:``; the loss is the mean
 over each sample's answer tokens, then over samples, so a one-word ``yes`` weighs as much as a description.
 Optimiser: AdamW, linear warmup then cosine decay to 5%, over ``--steps`` steps or, by default, over the wall-clock
 budget (``--minutes``, plus the time already spent when resuming), gradient clipping at 1.
+
+Vision pretraining (``probe.py`` says why): a first stage (``--vision-minutes``) trains the tower and projector alone
+so that a ``TokenProbe`` reads the shape, colour and size of the object under every image token against the LM's
+word embeddings; the probe stays on in the main stage with weight ``aux_weight`` so the language-model loss cannot
+wash those features out. The exported model is the plain ``LlavaForConditionalGeneration``.
 Checkpoints (model + optimiser + step) are written atomically to ``WORK/checkpoint.pt`` every few minutes;
 ``--resume`` continues from there. Periodic held-out (val split) evaluation lines go to the log; at the end
 the model is exported in half precision with its processor to ``--out`` (``evaluate.py`` then measures it).
@@ -26,7 +32,11 @@ from vlmflow.toy.model import ToyModelConfig, build_prompt
 from vlmflow.toy.questions import sample_question
 from vlmflow.toy.scenes import SceneConfig, make_scene
 
-KIND_MIX = {"describe": 0.6, "exists": 0.2, "count": 0.07, "color": 0.08, "position": 0.05}
+KIND_MIX = {"describe": 0.45, "exists": 0.3, "count": 0.05, "color": 0.12, "position": 0.08}
+# Curriculum on scene complexity: (fraction of the schedule, max objects per scene from then on). Simple scenes
+# first make the early gradient of every question about one or two objects, so binding words to image tokens starts
+# sooner; the last 70% of the schedule sees the full 1-4 objects.
+CURRICULUM: tuple[tuple[float, int], ...] = ((0.0, 2), (0.15, 3), (0.3, 4))
 
 
 class TrainingError(VlmflowError):
@@ -37,19 +47,34 @@ class TrainingError(VlmflowError):
 class TrainConfig:
     seed: int = 0
     batch_size: int = 32
-    lr: float = 2e-3
+    lr: float = 1e-3
     weight_decay: float = 0.01
     warmup_steps: int = 150
     min_lr_ratio: float = 0.05
     steps: int | None = None  # fixed schedule length; None -> estimated from minutes
-    minutes: float = 75.0  # wall-clock budget for this invocation
+    minutes: float = 80.0  # wall-clock budget of the main stage in this invocation
     checkpoint_minutes: float = 5.0
-    eval_minutes: float = 10.0
+    eval_minutes: float = 5.0
     eval_scenes: int = 32
     threads: int = 2
     share_prefix: bool = True  # run the image-independent prompt prefix once per batch (same loss, less compute)
+    curriculum: tuple[tuple[float, int], ...] = CURRICULUM  # () = the full scene config from the start
+    vision_minutes: float = 6.0  # stage 1: token-probe pretraining of tower + projector (0 = skip)
+    vision_steps: int | None = None  # fixed stage-1 length instead of vision_minutes (tests)
+    aux_weight: float = 0.3  # token-probe loss weight during the main stage (0 = off)
     model: ToyModelConfig = field(default_factory=ToyModelConfig)
     scenes: SceneConfig = field(default_factory=SceneConfig)
+
+    def scenes_at(self, frac: float) -> SceneConfig:
+        """The scene config at ``frac`` (0..1) of the schedule: ``scenes`` with ``max_objects`` capped by the
+        curriculum (never above the configured ``max_objects``)."""
+        from dataclasses import replace
+
+        cap = self.scenes.max_objects
+        for start, k in self.curriculum:
+            if frac >= start:
+                cap = min(k, self.scenes.max_objects)
+        return replace(self.scenes, max_objects=max(cap, self.scenes.min_objects))
 
 
 class Batcher:
@@ -109,8 +134,10 @@ def per_sample_loss(logits, labels):
     return ((ce * mask).sum(1) / mask.sum(1).clamp(min=1)).mean()
 
 
-def forward_loss(model, batch, share_prefix: bool = True):
-    """Per-sample loss of a training batch (``labels`` inside ``batch``).
+def forward_loss(model, batch, share_prefix: bool = True, probe=None, tap=None,
+                 aux_weight: float = 0.0):
+    """Per-sample loss of a training batch (``labels`` inside ``batch``), plus ``aux_weight`` times the token-probe
+    loss when ``probe`` and ``tap`` are given.
 
     With ``share_prefix`` the text before the image (BOS + system prompt + ``USER:``, ~30% of every sequence and
     identical across the batch) runs once, and its keys/values are broadcast to the batch as a DynamicCache
@@ -118,6 +145,14 @@ def forward_loss(model, batch, share_prefix: bool = True):
     forward (tests/unit/test_toy_model.py checks it) for ~20% less compute per step."""
     batch = dict(batch)
     labels = batch.pop("labels")
+    targets = batch.pop("token_targets", None)
+    lm_loss = _lm_loss(model, batch, labels, share_prefix)
+    if probe is None or tap is None or aux_weight == 0 or targets is None:
+        return lm_loss
+    return lm_loss + aux_weight * probe.loss(tap.take(), targets)
+
+
+def _lm_loss(model, batch, labels, share_prefix: bool):
     ids = batch["input_ids"]
     if not share_prefix:
         return per_sample_loss(model(**batch).logits, labels)
@@ -141,17 +176,78 @@ def torch_equal_rows(x) -> bool:
     return bool((x == x[:1]).all())
 
 
-def make_batch(step: int, cfg: TrainConfig, batcher: Batcher, split: str = "train"):
+def make_batch(step: int, cfg: TrainConfig, batcher: Batcher, split: str = "train",
+               scenes: SceneConfig | None = None):
+    """Training batch ``step``: Batcher tensors plus ``token_targets`` [B, 3, grid*grid] for the token probe."""
+    import torch
+
+    from vlmflow.toy.probe import token_targets
+
+    scenes = scenes or cfg.scenes
     rng = np.random.default_rng(np.random.SeedSequence([cfg.seed, 11, step]))
     kinds = list(KIND_MIX)
     p = np.array([KIND_MIX[k] for k in kinds])
-    images, qas = [], []
+    images, qas, targets = [], [], []
     for i in range(cfg.batch_size):
-        sc = make_scene(cfg.seed, split, step * cfg.batch_size + i, cfg.scenes)
+        sc = make_scene(cfg.seed, split, step * cfg.batch_size + i, scenes)
         qa = sample_question(sc, kinds[int(rng.choice(len(kinds), p=p / p.sum()))], rng)
         images.append(sc.image)
         qas.append(qa)
-    return batcher(images, qas)
+        targets.append(token_targets(sc, cfg.model.grid))
+    batch = batcher(images, qas)
+    batch["token_targets"] = torch.from_numpy(np.stack(targets))
+    return batch
+
+
+VISION_INDEX_OFFSET = 2 ** 40  # stage-1 scenes come from the train split far past anything stage 2 draws
+
+
+def pretrain_vision(model, processor, probe, cfg: TrainConfig, log=print) -> dict:
+    """Stage 1: train the CLIP tower + projector + probe on token targets for ``cfg.vision_minutes`` (or
+    ``cfg.vision_steps``). Returns the final running loss and the probe's per-head accuracy on object tokens."""
+    import torch
+    from tqdm import tqdm
+
+    from vlmflow.toy.probe import ProjectorTap, token_targets
+
+    params = [*model.model.vision_tower.parameters(), *model.model.multi_modal_projector.parameters(),
+              *probe.parameters()]
+    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.98))
+    tap = ProjectorTap(model)
+    mc = model.config
+    t0 = time.time()
+    deadline = t0 + cfg.vision_minutes * 60
+    step, ema, acc = 0, None, {}
+    bar = tqdm(total=cfg.vision_steps, desc="toy vision pretrain", mininterval=10)
+    try:
+        while (step < cfg.vision_steps) if cfg.vision_steps is not None else (time.time() < deadline):
+            f = min(1.0, (step + 1) / cfg.warmup_steps)
+            for g in opt.param_groups:
+                g["lr"] = cfg.lr * f
+            scenes = [make_scene(cfg.seed, "train", VISION_INDEX_OFFSET + step * cfg.batch_size + i, cfg.scenes)
+                      for i in range(cfg.batch_size)]
+            pixel_values = processor.image_processor([s.image for s in scenes], return_tensors="pt")["pixel_values"]
+            targets = torch.from_numpy(np.stack([token_targets(s, cfg.model.grid) for s in scenes]))
+            model.model.get_image_features(pixel_values=pixel_values, vision_feature_layer=mc.vision_feature_layer,
+                                           vision_feature_select_strategy=mc.vision_feature_select_strategy)
+            features = tap.take()
+            loss = probe.loss(features, targets)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(params, 1.0)
+            opt.step()
+            step += 1
+            ema = loss.item() if ema is None else 0.98 * ema + 0.02 * loss.item()
+            acc = probe.object_token_accuracy(features, targets)
+            bar.update(1)
+            bar.set_postfix(loss=f"{ema:.3f}", shape=f"{acc['shape']:.2f}", refresh=False)
+    finally:
+        tap.remove()
+        bar.close()
+    result = {"steps": step, "loss": round(ema or float("nan"), 4),
+              "object_token_accuracy": {k: round(a, 3) for k, a in acc.items()}}
+    log("vision pretraining " + json.dumps(result))
+    return result
 
 
 def lr_factor(step: int, total: int, warmup: int, min_ratio: float) -> float:
@@ -203,15 +299,19 @@ def train(cfg: TrainConfig, out: str | os.PathLike, work: str | os.PathLike, res
 
     from vlmflow.toy.evaluate import quick_eval
     from vlmflow.toy.model import build
+    from vlmflow.toy.probe import ProjectorTap, TokenProbe
 
     torch.set_num_threads(cfg.threads)
     work = Path(work)
     work.mkdir(parents=True, exist_ok=True)
     ckpt_path = work / "checkpoint.pt"
     model, processor = build(cfg.model, seed=cfg.seed)
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.98))
+    probe = TokenProbe(model, processor.tokenizer)
+    opt = torch.optim.AdamW([*model.parameters(), *probe.parameters()], lr=cfg.lr, weight_decay=cfg.weight_decay,
+                            betas=(0.9, 0.98))
     step, total, elapsed_before = 0, cfg.steps, 0.0
     history: list[dict] = []
+    vision: dict | None = None
     if resume:
         if not ckpt_path.exists():
             raise TrainingError(f"--resume: no checkpoint at {ckpt_path}")
@@ -219,21 +319,30 @@ def train(cfg: TrainConfig, out: str | os.PathLike, work: str | os.PathLike, res
         if state["model_config"] != cfg.model.to_dict():
             raise TrainingError(f"--resume: {ckpt_path} was trained with model config {state['model_config']}")
         model.load_state_dict(state["model"])
+        probe.load_state_dict(state["probe"])
         opt.load_state_dict(state["optimizer"])
+        vision = state.get("vision")
         step, total = state["step"], state["total_steps"]
         elapsed_before, history = state.get("elapsed", 0.0), state.get("history", [])
         log(f"resumed from {ckpt_path} at step {step} / {total}")
     batcher = Batcher(processor)
     model.train()
+
+    def checkpoint():
+        _atomic_save({"model": model.state_dict(), "probe": probe.state_dict(), "optimizer": opt.state_dict(),
+                      "step": step, "total_steps": total, "model_config": cfg.model.to_dict(), "seed": cfg.seed,
+                      "elapsed": elapsed_before + time.time() - t0, "history": history, "vision": vision}, ckpt_path)
+
+    if vision is None and (cfg.vision_minutes > 0 or cfg.vision_steps):
+        vision = pretrain_vision(model, processor, probe, cfg, log=log)
+        t0 = time.time()
+        checkpoint()  # stage 1 is never repeated on --resume
+    tap = ProjectorTap(model)
     t0 = time.time()
     deadline = t0 + cfg.minutes * 60
     last_ckpt = last_eval = t0
     ema = None
-
-    def checkpoint():
-        _atomic_save({"model": model.state_dict(), "optimizer": opt.state_dict(), "step": step,
-                      "total_steps": total, "model_config": cfg.model.to_dict(), "seed": cfg.seed,
-                      "elapsed": elapsed_before + time.time() - t0, "history": history}, ckpt_path)
+    last_cap = None
 
     bar = tqdm(total=total, initial=step, desc="toy train", mininterval=10, smoothing=0.05)
     while cfg.steps is None or step < cfg.steps:
@@ -246,10 +355,16 @@ def train(cfg: TrainConfig, out: str | os.PathLike, work: str | os.PathLike, res
             f = lr_factor(int(frac * 10 ** 6), 10 ** 6, 0, cfg.min_lr_ratio)
             f *= min(1.0, (step + 1) / cfg.warmup_steps)
         else:
+            frac = step / total
             f = lr_factor(step, total, cfg.warmup_steps, cfg.min_lr_ratio)
         for g in opt.param_groups:
             g["lr"] = cfg.lr * f
-        loss = forward_loss(model, make_batch(step, cfg, batcher), share_prefix=cfg.share_prefix)
+        scenes = cfg.scenes_at(frac)
+        if scenes.max_objects != last_cap:
+            log(f"step {step}: scenes with {scenes.min_objects}-{scenes.max_objects} objects (curriculum)")
+            last_cap = scenes.max_objects
+        loss = forward_loss(model, make_batch(step, cfg, batcher, scenes=scenes), share_prefix=cfg.share_prefix,
+                            probe=probe, tap=tap, aux_weight=cfg.aux_weight)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -278,6 +393,7 @@ def train(cfg: TrainConfig, out: str | os.PathLike, work: str | os.PathLike, res
             export(model, processor, work / "latest", half=False)
             last_ckpt = time.time()
     bar.close()
+    tap.remove()
     checkpoint()
     model.eval()
     metrics = quick_eval(model, processor, n=cfg.eval_scenes, seed=cfg.seed, split="val", scene_config=cfg.scenes)
@@ -288,6 +404,6 @@ def train(cfg: TrainConfig, out: str | os.PathLike, work: str | os.PathLike, res
     export(model, processor, out, half=True,
            extra={"train_config": {k: v for k, v in cfg.__dict__.items() if k not in ("model", "scenes")},
                   "model_config": cfg.model.to_dict(), "scene_config": cfg.scenes.__dict__,
-                  "kind_mix": KIND_MIX, "command": command, "steps": step, "total_steps": total, "history": history})
+                  "kind_mix": KIND_MIX, "vision_pretraining": vision, "command": command, "steps": step, "total_steps": total, "history": history})
     log(f"exported to {out}")
     return {"step": step, "history": history}

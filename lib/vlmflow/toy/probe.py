@@ -1,0 +1,95 @@
+"""Token probe for the toy model's vision pretraining (used by ``train.py``; never part of the exported model).
+
+Real LLaVA starts from a pretrained CLIP tower and a projector aligned to the LLM's word embeddings; the toy model
+starts from scratch, and trained end to end through the language model alone it learned colour and count but never
+shape (the one nonlinear, multi-token feature of a scene). The probe supplies both missing pieces: for every image
+token as the language model receives it (the projector output, caught by ``ProjectorTap``) it classifies the
+shape, colour and size of the object under that token (``token_targets``, exact from the scene masks), with class
+vectors that are the language model's own embeddings of the words ``circle`` ... ``red`` ... ``large`` (plus a
+learned background vector per head). Training it therefore makes each image token point toward the words that name
+its object, so a question word can find the matching image tokens by attention from the first step.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from vlmflow.toy.scenes import COLORS, SHAPES, SIZES
+
+HEADS: tuple[tuple[str, tuple[str, ...]], ...] = (("shape", SHAPES), ("color", tuple(COLORS)), ("size", SIZES))
+
+
+def token_targets(scene, grid: int) -> np.ndarray:
+    """int64[3, grid*grid]: (shape, colour, size) class of the object under each image token, row-major, 0 where no
+    object pixel falls in the token. Scene cells are whole multiples of a token, so at most one object per token."""
+    H = scene.image.size[1]
+    t = H // grid
+    out = np.zeros((len(HEADS), grid * grid), dtype=np.int64)
+    for o in scene.objects:
+        covered = o.mask.reshape(grid, t, grid, t).any(axis=(1, 3)).reshape(-1)
+        for k, (attr, words) in enumerate(HEADS):
+            out[k, covered] = words.index(getattr(o.object, attr)) + 1
+    return out
+
+
+class TokenProbe(torch.nn.Module):
+    """Per head: logits [.., 1 + n_words] = features @ [background; embedding(words)]^T + bias.
+
+    The embedding matrix is read from the model at every call and is *not* a parameter of the probe, so optimising
+    ``probe.parameters()`` alone leaves the language model untouched (stage 1) while the joint stage trains both."""
+
+    def __init__(self, model, tokenizer):
+        super().__init__()
+        hidden = model.get_input_embeddings().weight.shape[1]
+        self._model = [model]  # a list: not registered as a submodule
+        ids = [tokenizer.convert_tokens_to_ids(list(words)) for _, words in HEADS]
+        if any(tokenizer.unk_token_id in i for i in ids):
+            raise ValueError("token probe: a shape/colour/size word is missing from the tokenizer's vocabulary")
+        for k, i in enumerate(ids):
+            self.register_buffer(f"word_ids_{k}", torch.tensor(i), persistent=False)
+        self.background = torch.nn.Parameter(torch.zeros(len(HEADS), hidden))
+        self.bias = torch.nn.Parameter(torch.zeros(len(HEADS), 1 + max(len(i) for i in ids)))
+
+    def logits(self, features: torch.Tensor, head: int) -> torch.Tensor:
+        emb = self._model[0].get_input_embeddings().weight
+        classes = torch.cat([self.background[head][None], emb[getattr(self, f"word_ids_{head}")]])
+        return features @ classes.to(features.dtype).T + self.bias[head, :classes.shape[0]]
+
+    def loss(self, features: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """Mean cross-entropy of the heads. features [B, N, hidden], targets [B, len(HEADS), N]."""
+        return sum(F.cross_entropy(self.logits(features, k).flatten(0, 1), targets[:, k].flatten())
+                   for k in range(len(HEADS))) / len(HEADS)
+
+    @torch.no_grad()
+    def object_token_accuracy(self, features: torch.Tensor, targets: torch.Tensor) -> dict[str, float]:
+        on_object = targets[:, 0] > 0
+        return {name: float((self.logits(features, k).argmax(-1) == targets[:, k])[on_object].float().mean())
+                for k, (name, _) in enumerate(HEADS)}
+
+
+class ProjectorTap:
+    """Keeps the last output of the LLaVA projector (the image tokens as the LM receives them), with gradients."""
+
+    def __init__(self, model):
+        self.features = None
+        self._handle = model.model.multi_modal_projector.register_forward_hook(self._keep)
+
+    def _keep(self, module, inputs, output):
+        self.features = output
+
+    def take(self) -> torch.Tensor:
+        """The kept features, released from the tap (so no autograd graph outlives the step)."""
+        features, self.features = self.features, None
+        return features
+
+    def __deepcopy__(self, memo):
+        # copy.deepcopy(model) (export) reaches the tap through the hook; a copy must not drag the autograd graph
+        # of the last step along (non-leaf tensors cannot be deep-copied), and it keeps nothing.
+        empty = ProjectorTap.__new__(ProjectorTap)
+        empty.features, empty._handle = None, None
+        return empty
+
+    def remove(self):
+        if self._handle is not None:
+            self._handle.remove()
