@@ -569,8 +569,10 @@ def load_sample(data: str, n_images: int | None = None, seed: int = 0, folder: s
 
         from vlmflow.toy.scenes import write_coco
 
+        from vlmflow.toy.scenes import scene_settings_id
+
         n = 100 if n_images is None else int(n_images)
-        out = Path(folder or tempfile.mkdtemp(prefix="vlmflow-toy-")) / f"toy-test-seed{seed}-n{n}"
+        out = Path(folder or tempfile.mkdtemp(prefix="vlmflow-toy-")) / f"toy-test-seed{seed}-n{n}-{scene_settings_id()}"
         if not (out / "instances.json").is_file():
             write_coco(out, seed=seed, n=n, split="test", progress=False)
         return CocoSample.from_folder(out)
@@ -616,6 +618,7 @@ def stored_localization(folder, *, model: str = "toy", device: str = "cpu", dtyp
     the_judge = get_judge(judge, **(judge_options or {}))
     ids = sample.image_ids[:n_images]
     settings = {"model": model, "weights": model_fingerprint(model), "data": data, "seed": seed,
+                "scenes": sample.root.name if data == "toy-test" else None,  # names the scene settings (load_sample)
                 "question": question, "max_new_tokens": int(max_new_tokens), "device": device, "dtype": str(dtype),
                 "tolerances": [float(t) for t in tolerances], "unit": unit, "heads": heads if isinstance(heads, str)
                 else list(heads), "row": row, "instances": instances, "toy_match": toy_match,

@@ -623,6 +623,7 @@ def stored_evaluate(folder, variants: Sequence[Variant | str], *, model: str = "
     toy = dataset_kind(sample) == "toy"
     items = toy_items(sample, n_images, kinds) if toy else pope_items(sample, n_images, seed=seed)
     settings = {"model": model, "weights": model_fingerprint(model), "data": data, "seed": seed,
+                "scenes": sample.root.name if data == "toy-test" else None,  # names the scene settings (load_sample)
                 "kinds": list(kinds) if toy else ["pope-adversarial"], "select": select,
                 "describe_tokens": int(describe_tokens), "max_new_tokens": int(max_new_tokens), "device": device,
                 "dtype": str(dtype), **library_versions()}

@@ -564,11 +564,11 @@ def sweep_images(data: str, n_images: int | None = None, seed: int = 0) -> tuple
     import os
 
     if data == "toy-test":
-        from vlmflow.toy.scenes import make_scene
+        from vlmflow.toy.scenes import make_scene, scene_settings_id
 
         n = 100 if n_images is None else int(n_images)
-        return f"toy-test:seed={seed}", [SweepImage(f"toy-test-{i:05d}", lambda i=i: make_scene(seed, "test", i).image)
-                                         for i in range(n)]
+        images = [SweepImage(f"toy-test-{i:05d}", lambda i=i: make_scene(seed, "test", i).image) for i in range(n)]
+        return f"toy-test:seed={seed}:scenes={scene_settings_id()}", images
     from vlmflow.data.coco import CocoSample, coco_sample
 
     if data == "coco-sample":

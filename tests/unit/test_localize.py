@@ -256,3 +256,18 @@ def test_heatmap_and_accuracy_table():
     assert lost["n_images"].max() == 3
     fig = Lz.plot_heatmaps(np.zeros((S, S, 3), dtype=np.uint8), {"layer 1": heat})
     assert len(fig.axes) == 1
+
+
+def test_toy_sample_folder_is_keyed_by_the_scene_generator_settings(tmp_path):
+    """A toy-test folder written under other scene settings (an older default) is never read back as today's."""
+    from vlmflow.localize import load_sample
+    from vlmflow.toy.scenes import make_scene
+
+    stale = tmp_path / "toy-test-seed0-n2"  # the name folders had before the key included the scene settings
+    stale.mkdir()
+    (stale / "instances.json").write_text("{}")
+    sample = load_sample("toy-test", 2, 0, tmp_path)
+    first = sample.image_ids[0]
+    assert len(sample.annotations(first)) == len(make_scene(0, "test", 0).objects)
+    written = [p.name for p in tmp_path.iterdir() if p.name != stale.name]
+    assert len(written) == 1 and written[0].startswith("toy-test-seed0-n2-")

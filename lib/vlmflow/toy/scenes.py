@@ -151,6 +151,16 @@ def position_word(cx: float, cy: float, width: int, height: int) -> str:
     return POSITIONS[3 * row + col]
 
 
+def scene_settings_id(config: "SceneConfig" = None) -> str:
+    """10 hex digits naming the scene settings (the default config when None): result folders and sweep data ids of
+    toy scenes carry it, so results computed on scenes of another default are never read back as today's."""
+    from dataclasses import asdict
+
+    from vlmflow.store import settings_hash
+
+    return settings_hash(asdict(config or SceneConfig()))[:10]
+
+
 def scene_seed(seed: int, split: str, index: int) -> tuple[int, int, int]:
     if split not in SPLIT_CODES:
         raise SceneConfigError(f"unknown split {split!r}; known: {', '.join(SPLIT_CODES)}")
