@@ -81,8 +81,6 @@ def test_a_blind_context_stays_at_chance(reprompt_results):
     assert blind_row["acc"] <= 0.5 + 2 * math.sqrt(0.25 / n)
 
 
-@pytest.mark.xfail(strict=True, reason="issue 3 open: the toy model's answers ignore the colour/shape words of a "
-                   "question (it describes scenes at F1 ~1 but answers yes/no at chance; see its MODEL_CARD.md)")
 def test_the_full_image_answers_existence_above_chance(reprompt_results):
     table, blind_row = reprompt_results
     n = int(blind_row["n_questions"])

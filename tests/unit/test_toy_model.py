@@ -170,7 +170,7 @@ def test_vision_pretraining_trains_only_tower_projector_and_probe():
     model, proc = build(TINY, seed=3)
     before = copy.deepcopy(model)
     probe = TokenProbe(model, proc.tokenizer)
-    assert {n for n, _ in probe.named_parameters()} == {"background", "bias"}  # the LM embedding is read, not owned
+    assert {n for n, _ in probe.named_parameters()} == {"background", "bias", "log_scale"}  # the LM embedding is read, not owned
     scenes = [make_scene(0, "val", i, SCENES) for i in range(8)]
     pv = proc.image_processor([s.image for s in scenes], return_tensors="pt")["pixel_values"]
     targets = torch.from_numpy(np.stack([token_targets(s, TINY.grid) for s in scenes]))
@@ -215,19 +215,85 @@ def test_export_works_while_the_tap_holds_a_training_graph(tmp_path):
 
 
 def test_token_probe_classes_are_the_word_embeddings(tiny):
-    """The probe scores a feature against [background; embedding(word)]: a feature equal to a word's embedding row
-    scores that word's class by exactly its squared norm (+ bias), which is what aligns image tokens with words."""
+    """The probe scores a feature against [background; embedding(word)]. Cosine mode (the default): a feature along a
+    word's embedding row scores that word's class by exactly the learned scale (+ bias), whatever its norm, and
+    highest of its head; dot-product mode: by the row's squared norm."""
     from vlmflow.toy.probe import HEADS, TokenProbe
 
     model, proc = tiny
-    probe = TokenProbe(model, proc.tokenizer)
     emb = model.get_input_embeddings().weight
+    cosine, dot = TokenProbe(model, proc.tokenizer), TokenProbe(model, proc.tokenizer, cosine=False)
     for k, (_, words) in enumerate(HEADS):
         for j, w in enumerate(words):
             row = emb[proc.tokenizer.convert_tokens_to_ids(w)]
-            logits = probe.logits(row[None], k)[0]
+            logits = cosine.logits(37.0 * row[None], k)[0]
             assert logits.shape == (1 + len(words),)
-            assert torch.allclose(logits[1 + j], row @ row)
+            assert torch.allclose(logits[1 + j], cosine.log_scale.exp()) and int(logits.argmax()) == 1 + j
+            assert torch.allclose(dot.logits(row[None], k)[0, 1 + j], row @ row)
+
+
+def test_mimetic_init_makes_queries_prefer_keys_like_themselves():
+    """After mimetic_init every head's W_k ~ W_q, so a token's pre-softmax score against itself (no rotary shift)
+    is about the requested self_score on average, and far above its score against unrelated tokens."""
+    from vlmflow.toy.train import mimetic_init
+
+    model, _ = build(TINY, seed=5)
+    mimetic_init(model, self_score=4.0, seed=0)
+    text = model.config.text_config
+    hd = text.hidden_size // text.num_attention_heads
+    x = torch.randn(512, text.hidden_size)
+    x = x / x.pow(2).mean(-1, keepdim=True).sqrt()  # RMS-normalised, as the attention input
+    for layer in model.model.language_model.layers:
+        q = (x @ layer.self_attn.q_proj.weight.T).view(512, -1, hd)
+        k = (x @ layer.self_attn.k_proj.weight.T).view(512, -1, hd)
+        self_score = (q * k).sum(-1) / hd ** 0.5  # [tokens, heads]
+        cross = (q * k.roll(1, 0)).sum(-1) / hd ** 0.5
+        assert 3.0 < float(self_score.mean()) < 5.0
+        assert float(cross.abs().mean()) < 0.35 * float(self_score.mean())
+
+
+def test_context_curriculum_hides_background_tokens_and_the_system_prompt(tiny):
+    """hidden_context(p=1) hides exactly the image tokens with no object under them and the system prompt (never BOS
+    or "USER :"); p=0 hides nothing. With the mask, the loss does not depend on what the hidden tokens contain (the
+    system prompt replaced by other words gives the same loss, shared-prefix or plain forward), and without it it
+    does."""
+    from vlmflow.toy.train import Batcher, TrainConfig, forward_loss, hidden_context, make_batch
+
+    model, proc = tiny
+    tok = proc.tokenizer
+    cfg = TrainConfig(batch_size=4, model=TINY, scenes=SCENES)
+    batch = make_batch(0, cfg, Batcher(proc))
+    ids = batch["input_ids"]
+    img_id = model.config.image_token_id
+    g = torch.Generator().manual_seed(0)
+    assert not hidden_context(batch, img_id, 0.0, g).any()
+    hidden = hidden_context(batch, img_id, 1.0, g)
+    first = int((ids[0] == img_id).nonzero()[0, 0])
+    for b in range(ids.shape[0]):
+        img_pos = (ids[b] == img_id).nonzero()[:, 0]
+        background = batch["token_targets"][b, 0] == 0
+        assert torch.equal(hidden[b, img_pos], background)
+        assert hidden[b, 1:first - 2].all() and not hidden[b, 0] and not hidden[b, first - 2:first].any()
+        assert not hidden[b, img_pos[-1] + 1:].any()
+    other = ids.clone()
+    other[:, 1:first - 2] = tok.convert_tokens_to_ids("circle")
+    model.eval()
+    with torch.no_grad():
+        for share in (True, False):
+            a = forward_loss(model, {**batch, "hidden": hidden}, share_prefix=share)
+            b = forward_loss(model, {**batch, "input_ids": other, "hidden": hidden}, share_prefix=share)
+            assert torch.allclose(a, b, atol=1e-6)
+        assert not torch.allclose(forward_loss(model, batch), forward_loss(model, {**batch, "input_ids": other}))
+        assert torch.allclose(forward_loss(model, {**batch, "hidden": hidden}, share_prefix=True),
+                              forward_loss(model, {**batch, "hidden": hidden}, share_prefix=False), atol=1e-5)
+    model.train()
+
+
+def test_hide_probability_falls_linearly_to_zero():
+    from vlmflow.toy.train import hide_probability
+
+    assert [hide_probability(f, 0.4) for f in (0.0, 0.2, 0.4, 0.9)] == [1.0, 0.5, 0.0, 0.0]
+    assert hide_probability(0.0, 0.0) == 0.0
 
 
 def _oracle_mask(ids, image_token_id, attn):

@@ -6,6 +6,7 @@
 """
 from __future__ import annotations
 
+import argparse
 import json
 
 
@@ -35,6 +36,11 @@ def register(subparsers) -> None:
     t.add_argument("--vision-minutes", type=float, default=6.0,
                    help="stage 1: token-probe pretraining of the vision tower + projector before --minutes (0: skip)")
     t.add_argument("--aux-weight", type=float, default=0.3, help="token-probe loss weight in the main stage")
+    t.add_argument("--hide-until", type=float, default=0.4,
+                   help="context curriculum: hide system prompt + background image tokens early, off from this "
+                        "fraction of the schedule on (0: off)")
+    t.add_argument("--mimetic", action=argparse.BooleanOptionalAction, default=True,
+                   help="mimetic initialisation of the LM's attention (W_k = W_q)")
     t.add_argument("--threads", type=int, default=2)
     t.add_argument("--resume", action="store_true")
     t.add_argument("--vision-layers", type=int, default=None, help="CLIP tower depth (default: ToyModelConfig)")
@@ -76,7 +82,7 @@ def _train(args) -> int:
                                          ("vision_feature_layer", args.vision_feature_layer)) if v is not None}
     cfg = TrainConfig(seed=args.seed, batch_size=args.batch_size, lr=args.lr, steps=args.steps,
                       minutes=args.minutes, threads=args.threads, vision_minutes=args.vision_minutes,
-                      aux_weight=args.aux_weight,
+                      aux_weight=args.aux_weight, hide_until=args.hide_until, mimetic=args.mimetic,
                       model=replace(ToyModelConfig(), **model_overrides))
     command = "vlmflow toy train " + " ".join(_argv_after("train"))
     train(cfg, args.out, args.work or "runs/toy_train", resume=args.resume, log=lambda m: print(m, flush=True),

@@ -263,10 +263,18 @@ def write_model_card(model_dir: str | os.PathLike, results: dict, command: str) 
     tc = train.get("train_config", {})
     vision_line = (f"- Stage 1, vision pretraining (the toy analogue of a pretrained CLIP and LLaVA's projector alignment,\n"
                    f"  `vlmflow.toy.probe`): tower + projector alone for {tc.get('vision_minutes')} minutes, until a token probe scoring\n"
-                   f"  every image token against the LM's word embeddings names the shape, colour and size of the object under\n"
+                   f"  every image token {'by cosine ' if tc.get('probe_cosine') else ''}against the LM's word embeddings names the shape, colour and size of the object under\n"
                    f"  it: {train['vision_pretraining']}. The probe is not part of this model.\n"
                    if train.get("vision_pretraining") else "")
     aux_text = f", plus {tc['aux_weight']} x the token-probe loss" if train.get("vision_pretraining") else ""
+    stage2 = []
+    if tc.get("mimetic"):
+        stage2.append("the LM's attention starts from a mimetic initialisation (per head W_k = W_q, `train.mimetic_init`)")
+    if tc.get("hide_until"):
+        stage2.append(f"a context curriculum hides the system prompt and the background image tokens from the text "
+                      f"with probability 1 at the start, falling linearly to 0 at {tc['hide_until']:.0%} of the schedule "
+                      f"(`train.hidden_context`; attention mask only)")
+    stage2_line = ("- Stage 2, all weights on the questions: " + "; ".join(stage2) + ".\n") if stage2 else ""
     status = target_status(results)
     status_rows = [f"| {r['check']} | {r['metric']} | {r['value']:.3f} | {r['bound']:.3f} | {'yes' if r['met'] else '**no**'} |"
                    for r in status]
@@ -300,7 +308,7 @@ On the held-out test split ({results['n_scenes']} scenes, seed {results['seed']}
 - Data: fresh train-split toy scenes every batch (scene seed `[{tc.get('seed')}, 0, index]`), never repeated;
   1-4 objects, 5 shapes, 6 colours, 2 sizes, 128 px (4 x 4 cells of 32 px, each under 2 x 2 image tokens), plain background. Question mix {train.get('kind_mix')}.
   Curriculum (fraction of the schedule, max objects from then on): {tc.get('curriculum') or 'none'}.
-{vision_line}- Loss: mean over each sample's answer tokens (+ EOS), then over samples{aux_text}. AdamW lr {tc.get('lr')}, batch
+{vision_line}{stage2_line}- Loss: mean over each sample's answer tokens (+ EOS), then over samples{aux_text}. AdamW lr {tc.get('lr')}, batch
   {tc.get('batch_size')}, warmup {tc.get('warmup_steps')} steps then cosine decay over the wall-clock budget, grad clip 1.
 - Steps: {train.get('steps')} in {hist[-1]['minutes'] if hist else '?'} minutes on a shared 2-core CPU (2 torch threads).
 

@@ -12,6 +12,14 @@ Vision pretraining (``probe.py`` says why): a first stage (``--vision-minutes``)
 so that a ``TokenProbe`` reads the shape, colour and size of the object under every image token against the LM's
 word embeddings; the probe stays on in the main stage with weight ``aux_weight`` so the language-model loss cannot
 wash those features out. The exported model is the plain ``LlavaForConditionalGeneration``.
+
+Yes/no questions (balanced, MME-style) carry no answer signal in the question or the image alone, and the first
+trained models answered them at chance however long they trained. Two measures against that plateau (see
+``diagnostics/yesno_context_length.py`` for the text-only measurement behind them): the LM's attention starts from
+``mimetic_init`` (queries prefer keys like themselves, so a question word finds the image tokens the probe aligned
+with it), and a context curriculum (``hidden_context``, ``hide_until``) hides the system prompt and the background
+image tokens from the text early in training, falling linearly to the full context, so that the circuit can first
+form on a short context. Positions never change, only the attention mask.
 Checkpoints (model + optimiser + step) are written atomically to ``WORK/checkpoint.pt`` every few minutes;
 ``--resume`` continues from there. Periodic held-out (val split) evaluation lines go to the log; at the end
 the model is exported in half precision with its processor to ``--out`` (``evaluate.py`` then measures it).
@@ -32,7 +40,7 @@ from vlmflow.toy.model import ToyModelConfig, build_prompt
 from vlmflow.toy.questions import sample_question
 from vlmflow.toy.scenes import SceneConfig, make_scene
 
-KIND_MIX = {"describe": 0.45, "exists": 0.3, "count": 0.05, "color": 0.12, "position": 0.08}
+KIND_MIX = {"describe": 0.4, "exists": 0.35, "count": 0.05, "color": 0.12, "position": 0.08}
 # Curriculum on scene complexity: (fraction of the schedule, max objects per scene from then on). Simple scenes
 # first make the early gradient of every question about one or two objects, so binding words to image tokens starts
 # sooner; the last 70% of the schedule sees the full 1-4 objects.
@@ -62,6 +70,9 @@ class TrainConfig:
     vision_minutes: float = 6.0  # stage 1: token-probe pretraining of tower + projector (0 = skip)
     vision_steps: int | None = None  # fixed stage-1 length instead of vision_minutes (tests)
     aux_weight: float = 0.3  # token-probe loss weight during the main stage (0 = off)
+    probe_cosine: bool = True  # the probe scores directions (cosine x learned scale), see probe.py
+    mimetic: bool = True  # mimetic initialisation of the LM's attention (mimetic_init)
+    hide_until: float = 0.4  # context curriculum (hidden_context) over this fraction of the schedule (0 = off)
     model: ToyModelConfig = field(default_factory=ToyModelConfig)
     scenes: SceneConfig = field(default_factory=SceneConfig)
 
@@ -146,30 +157,65 @@ def forward_loss(model, batch, share_prefix: bool = True, probe=None, tap=None,
     batch = dict(batch)
     labels = batch.pop("labels")
     targets = batch.pop("token_targets", None)
-    lm_loss = _lm_loss(model, batch, labels, share_prefix)
+    hidden = batch.pop("hidden", None)
+    lm_loss = _lm_loss(model, batch, labels, share_prefix, hidden)
     if probe is None or tap is None or aux_weight == 0 or targets is None:
         return lm_loss
     return lm_loss + aux_weight * probe.loss(tap.take(), targets)
 
 
-def _lm_loss(model, batch, labels, share_prefix: bool):
+def _lm_loss(model, batch, labels, share_prefix: bool, hidden=None):
     ids = batch["input_ids"]
+    visible = batch["attention_mask"] if hidden is None else batch["attention_mask"] * ~hidden
     if not share_prefix:
+        batch = {**batch, "attention_mask": visible}
         return per_sample_loss(model(**batch).logits, labels)
     is_img = ids == model.config.image_token_id
     P = int(is_img[0].nonzero()[0, 0])  # first image position
     if not torch_equal_rows(ids[:, :P]) or not bool(batch["attention_mask"][:, :P].all()):
         raise TrainingError("share_prefix needs a right-padded batch whose text before <image> is identical")
+    if not torch_equal_rows(visible[:, :P]):
+        raise TrainingError("share_prefix needs the same hidden positions before <image> in every sample")
     B = ids.shape[0]
-    prefix = model(input_ids=ids[:1, :P], use_cache=True)
+    prefix = model(input_ids=ids[:1, :P], attention_mask=visible[:1, :P], use_cache=True)
     cache = prefix.cache
     for layer in cache.layers:
         layer.keys = layer.keys.expand(B, -1, -1, -1)
         layer.values = layer.values.expand(B, -1, -1, -1)
-    out = model(input_ids=ids[:, P:], pixel_values=batch["pixel_values"], attention_mask=batch["attention_mask"],
+    out = model(input_ids=ids[:, P:], pixel_values=batch["pixel_values"], attention_mask=visible,
                 cache=cache, use_cache=True)
     # position P-1 predicts the first image token, which is never a target, so dropping it loses nothing
     return per_sample_loss(out.logits, labels[:, P:])
+
+
+def hidden_context(batch, image_token_id: int, p: float, generator) -> "torch.Tensor":
+    """bool [B, T]: the positions that the context curriculum hides from every token of this step: each background
+    image token (no object under it, ``token_targets``) with probability ``p``, and, for the whole batch with
+    probability ``p``, the system prompt (the tokens between BOS and ``USER:``; one draw per batch, so the prefix
+    that ``forward_loss`` shares stays one sequence). Positions stay as they are (only the attention
+    mask changes), so every token keeps its rotary position when the context returns.
+
+    Why: a balanced yes/no question has no answer signal in the question or the image alone, and at initialisation
+    the answer token averages ~110 positions; a text-only analogue of the toy LM (an object among N filler tokens,
+    ``is there a <colour> <shape> ?``) learned in ~200 steps with 8 fillers and sat at chance with 60."""
+    import torch
+
+    ids = batch["input_ids"]
+    is_img = ids == image_token_id
+    background = batch["token_targets"][:, 0] == 0  # [B, N] in the row-major order of the image tokens
+    if not bool((is_img.sum(1) == background.shape[1]).all()):
+        raise TrainingError("hidden_context: every sample needs exactly one image's tokens")
+    hidden = torch.zeros_like(is_img)
+    hidden[is_img] = (background & (torch.rand(background.shape, generator=generator) < p)).reshape(-1)
+    first_image = int(is_img[0].nonzero()[0, 0])
+    if float(torch.rand((), generator=generator)) < p:
+        hidden[:, 1:first_image - 2] = True  # keep BOS (attention sink) and "USER :"
+    return hidden
+
+
+def hide_probability(frac: float, until: float) -> float:
+    """Context curriculum: hide probability 1 at the start, falling linearly to 0 at ``until`` of the schedule."""
+    return max(0.0, 1.0 - frac / until) if until > 0 else 0.0
 
 
 def torch_equal_rows(x) -> bool:
@@ -250,6 +296,30 @@ def pretrain_vision(model, processor, probe, cfg: TrainConfig, log=print) -> dic
     return result
 
 
+def mimetic_init(model, self_score: float = 4.0, seed: int = 0) -> None:
+    """Mimetic initialisation of the language model's attention (Trockman & Kolter, 2023): per head ``W_k = W_q``
+    (plus small noise), Gaussian with the scale that gives a token's RMS-normalised residual a pre-softmax score of
+    about ``self_score`` against itself. At initialisation a query then prefers keys that resemble it, so a question
+    word finds the image tokens that the token probe aligned with that word, instead of averaging the sequence. In
+    the text-only analogue (``diagnostics/yesno_context_length.py``, 60 copies of one filler token) only the mimetic
+    start left chance within 300 steps."""
+    import torch
+
+    g = torch.Generator().manual_seed(seed)
+    text = getattr(model.config, "text_config", model.config)  # a LLaVA model or a bare causal LM
+    decoder = getattr(model.model, "language_model", model.model)
+    head_dim = text.hidden_size // text.num_attention_heads
+    sigma = math.sqrt(self_score / (math.sqrt(head_dim) * text.hidden_size))
+    with torch.no_grad():
+        for layer in decoder.layers:
+            q, k = layer.self_attn.q_proj.weight, layer.self_attn.k_proj.weight
+            if q.shape != k.shape:
+                raise TrainingError("mimetic_init needs as many key/value heads as query heads")
+            w = torch.randn(q.shape, generator=g) * sigma
+            q.copy_(w)
+            k.copy_(w + torch.randn(k.shape, generator=g) * 0.02)
+
+
 def lr_factor(step: int, total: int, warmup: int, min_ratio: float) -> float:
     if step < warmup:
         return (step + 1) / warmup
@@ -306,7 +376,9 @@ def train(cfg: TrainConfig, out: str | os.PathLike, work: str | os.PathLike, res
     work.mkdir(parents=True, exist_ok=True)
     ckpt_path = work / "checkpoint.pt"
     model, processor = build(cfg.model, seed=cfg.seed)
-    probe = TokenProbe(model, processor.tokenizer)
+    if cfg.mimetic:
+        mimetic_init(model, seed=cfg.seed)
+    probe = TokenProbe(model, processor.tokenizer, cosine=cfg.probe_cosine)
     opt = torch.optim.AdamW([*model.parameters(), *probe.parameters()], lr=cfg.lr, weight_decay=cfg.weight_decay,
                             betas=(0.9, 0.98))
     step, total, elapsed_before = 0, cfg.steps, 0.0
@@ -363,8 +435,13 @@ def train(cfg: TrainConfig, out: str | os.PathLike, work: str | os.PathLike, res
         if scenes.max_objects != last_cap:
             log(f"step {step}: scenes with {scenes.min_objects}-{scenes.max_objects} objects (curriculum)")
             last_cap = scenes.max_objects
-        loss = forward_loss(model, make_batch(step, cfg, batcher, scenes=scenes), share_prefix=cfg.share_prefix,
-                            probe=probe, tap=tap, aux_weight=cfg.aux_weight)
+        batch = make_batch(step, cfg, batcher, scenes=scenes)
+        p_hide = hide_probability(frac, cfg.hide_until)
+        if p_hide > 0:
+            g = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step)
+            batch["hidden"] = hidden_context(batch, model.config.image_token_id, p_hide, g)
+        loss = forward_loss(model, batch, share_prefix=cfg.share_prefix, probe=probe, tap=tap,
+                            aux_weight=cfg.aux_weight)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
