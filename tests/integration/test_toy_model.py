@@ -1,6 +1,7 @@
 """The shipped toy model (data/toy_model): loads offline with plain transformers Auto classes, describes 50 fresh
-test scenes with object F1 >= 0.9, and the full image knockout (image hidden from every text and generated token
-in every layer) drops that below 0.3."""
+test scenes with object F1 >= 0.9, answers their yes/no, count and colour questions at >= 0.9, and the full image
+knockout (image hidden from every text and generated token in every layer) drops the description below 0.3 and
+each answer accuracy to chance (within two binomial standard errors)."""
 import os
 from pathlib import Path
 
@@ -49,6 +50,19 @@ def test_describes_fresh_scenes_with_f1_at_least_09(fresh_scores):
 def test_full_knockout_leaves_description_f1_below_03(fresh_scores):
     _, ko = fresh_scores
     assert ko["describe_f1"] < 0.3, ko
+
+
+def test_answers_fresh_questions_at_target_and_at_chance_without_the_image(toy):
+    """Issue 3's question targets on fresh scenes; the knockout bound is the model card's (evaluate.target_status)."""
+    from vlmflow.toy.evaluate import CHANCE, evaluate, target_status
+
+    model, processor = toy
+    kinds = ("exists", "count", "color")
+    plain = evaluate(model, processor, n=50, seed=FRESH_SEED, split="test", kinds=kinds)
+    ko = evaluate(model, processor, n=50, seed=FRESH_SEED, split="test", kinds=kinds, knockout=True)
+    rows = target_status({"metrics": {"plain": plain, "full_knockout": ko}, "chance": CHANCE})
+    assert {r["metric"] for r in rows} == {"exists_acc", "count_acc", "color_acc"}
+    assert all(r["met"] for r in rows), rows
 
 
 def test_core_library_agrees_with_local_evaluation(toy):
