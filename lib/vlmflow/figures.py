@@ -161,8 +161,8 @@ def paper_vs_measured(
     """Show the paper's reported value beside the value measured here.
 
     With ``x=None`` the paper's value is a dashed horizontal reference line across the axes; with ``x`` given both
-    are markers at that x (e.g. one layer band). Unverified paper numbers (PROTOCOL.md marks them) say so in their
-    label. Returns the annotation text, which notebooks also print so that the page states it in words.
+    are markers at that x (e.g. one layer band). Paper numbers that this project could not check against the paper's own code say so in their
+    label (unverified). Returns the annotation text, which notebooks also print so that the page states it in words.
     """
     tag = PAPER_LABEL if verified else f"{PAPER_LABEL}, {UNVERIFIED}"
     parts = []

@@ -3,7 +3,7 @@ decoder layers.
 
 ``Knockout(source="image", target="generated", layers=range(0, 16))`` blocks, in layers 0-15, every attention score
 from a generated position (query row) to an image position (key column): the pre-softmax score becomes the dtype's
-minimum, the causal and padding masks still apply (PROTOCOL.md section 3). Several specs apply together (union of
+minimum, the causal and padding masks still apply (the paper's attention knockout). Several specs apply together (union of
 blocked pairs). ``vlmflow.attention`` compiles the specs of every batch row into a per-row, per-layer role-pair table;
 ``vlmflow.model.VLM.generate`` accepts one spec, a list (applied together) or a per-row list of lists.
 

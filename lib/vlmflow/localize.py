@@ -26,8 +26,8 @@ scenes). This module joins them:
    differ in the baselines: ``chance`` and the mass ratio use the union for ``"any"`` and the one instance for
    ``"nearest"`` (stricter: one instance covers less of the image).
 5. **Baselines beside every number.** ``chance`` = the share of image tokens on which a peak would score a hit
-   (what a uniformly random peak scores); ``chance_area`` = the share of the image the dilated mask covers (the
-   issue's wording; pixel rule only). Uniform baseline of the map (issue 8): ``mass_in`` = the attention mass on the
+   (what a uniformly random peak scores); ``chance_area`` = the share of the image the dilated mask covers (pixel
+   rule only). Uniform baseline of the map: ``mass_in`` = the attention mass on the
    object (each token weighted by the share of its box inside the mask), ``mask_share`` = what uniform attention
    over the image tokens would put there, ``mass_ratio`` = mass_in / mask_share (1 = no better than uniform).
 6. **Aggregates** (:func:`accuracy_table`): accuracy per layer or layer band with bootstrap CIs over images

@@ -18,7 +18,7 @@ store (``vlmflow.store``), and a stable ``spec_id`` (``vlmflow.knockout``'s stri
                hidden-state norm) and ``random`` (seed 0, per layer)
 The baseline records attention (``BASELINE_RECORD``: every position that predicts an output token) so figures of
 attention by role come from the same sweep. ``force_prefix=k > 0`` adds, next to each knockout config, its variant
-with the first k generated tokens forced to the baseline's (issue 8's control); both carry ``forced`` labels.
+with the first k generated tokens forced to the baseline's (the first-token control); both carry ``forced`` labels.
 """
 from __future__ import annotations
 

@@ -11,7 +11,8 @@ Rows:
   (``"generated"``: tokens fed back during decoding, i.e. positions prompt_length.. ; ``"query"``: the prompt's
   question tokens, recorded in the prefill);
   ``"last_prompt"``: the last prompt position, which predicts the first generated token.
-  ``["last_prompt", "generated"]`` = every position that predicts an output token (PROTOCOL.md section 5).
+  ``["last_prompt", "generated"]`` = every position that predicts an output token (the rows of the
+  paper's attention-by-role figure).
 """
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""Judges: how much of a reference description's objects a candidate description keeps (PROTOCOL.md section 4).
+"""Judges: how much of a reference description's objects a candidate description keeps (the paper's
+LLM-as-a-judge and the exact and lexical judges that stand in for it offline).
 
     from vlmflow.judge import get_judge, aggregate
     judge = get_judge("exact")             # toy world: exact (size, colour, shape) triples

@@ -1,6 +1,6 @@
 """The LLM judge: the paper's LLM-as-a-judge over any OpenAI-compatible chat endpoint.
 
-Protocol (PROTOCOL.md section 4, with the official code's defects fixed): the model never sees the image; it lists
+Protocol (the paper's judge, with the official code's defects fixed): the model never sees the image; it lists
 the tangible objects of the reference and candidate descriptions and matches them semantically (synonyms,
 singular/plural, more general or specific names), reasoning first (chain of thought), guided by three worked
 examples written for this project (a cyclist scene, a birthday cake, a living room) whose lists and numbers are

@@ -1,4 +1,4 @@
-"""The toy world: synthetic scenes with exact ground truth and a small LLaVA trained on them (issue 3).
+"""The toy world: synthetic scenes with exact ground truth and a small LLaVA trained on them.
 
 - ``scenes``: seeded scene generator (``make_scene``, ``SceneConfig``, ``ToyObject``) and COCO writer (``write_coco``);
 - ``grammar``: canonical description (``describe``), tolerant ``parse``, exact multiset ``score`` (the exact judge
