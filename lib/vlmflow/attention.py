@@ -94,9 +94,6 @@ class KnockoutPlan:
                 [[(tgt.to(device), cols.to(device)) for tgt, cols in terms] for terms in self.terms])
         return moved[0][group], moved[1][group]
 
-    def table(self, group: int, device) -> "torch.Tensor | None":
-        return self.group(group, device)[0]
-
     @property
     def empty(self) -> bool:
         return not self.tables
@@ -425,11 +422,6 @@ def active(roles: "TokenRoles", knockouts=None, record: "Record | None" = None, 
         _STATE.reset(token)
 
 
-def current() -> ForwardState | None:
-    """The active state (None outside :func:`active`)."""
-    return _STATE.get()
-
-
 def check_implementation(impl: str, what: Sequence[str] = ("knockout", "record")) -> None:
     """Raise UnsupportedAttentionError unless the language model runs the vlmflow attention."""
     if impl != NAME:
@@ -440,4 +432,4 @@ def check_implementation(impl: str, what: Sequence[str] = ("knockout", "record")
 
 
 __all__ = ["NAME", "ForwardState", "KnockoutPlan", "Recorder", "active", "attention_forward", "check_implementation",
-           "compile_knockouts", "current", "ensure_registered", "per_row_knockouts"]
+           "compile_knockouts", "ensure_registered", "per_row_knockouts"]
