@@ -1,5 +1,5 @@
 """Toy model build (prompt, tokenizer, processor), training batches, loss, a training smoke test, save/load and the
-evaluation's full knockout against an explicit-mask oracle. Uses the TINY config (milliseconds per step)."""
+evaluation's full knockout (through vf.Knockout) against an explicit-mask oracle. Uses the TINY config (milliseconds per step)."""
 import numpy as np
 import pytest
 import torch
@@ -307,30 +307,34 @@ def _oracle_mask(ids, image_token_id, attn):
     return torch.where(allowed, 0.0, torch.finfo(torch.float32).min)[:, None]
 
 
-def test_full_knockout_equals_explicit_mask_oracle(tiny):
+def test_evaluation_knockout_equals_explicit_mask_oracle(tiny):
+    """The toy evaluation's full knockout (``vf.Knockout("image", ("text", "generated"))`` through the registered
+    attention) equals eager attention with an explicit 4D mask in which no non-image row sees an image column: the
+    prompt logits, and greedy generation against a no-cache greedy loop under that mask."""
     import copy
 
-    from vlmflow.toy.evaluate import full_knockout, generate
+    from vlmflow.knockout import Knockout
+    from vlmflow.model import wrap
+    from vlmflow.toy.evaluate import item_rows
 
     model, proc = tiny
-    model.eval()
+    vlm = wrap(copy.deepcopy(model), proc, name="tiny toy")
     imgs = [make_scene(0, "test", i, SCENES).image for i in range(2)]
     qs = ["describe the image", "how many objects ?"]
-    proc.tokenizer.padding_side = "left"
-    x = proc(images=imgs, text=[build_prompt(q) for q in qs], return_tensors="pt", padding=True)
+    full = Knockout(source="image", target=("text", "generated"))
+    batch = vlm.prepare(imgs, qs)
+    x = batch.inputs
+    ko = vlm.forward(batch, knockout=full).logits
+    plain = vlm.forward(batch).logits
+    eager = copy.deepcopy(model).eval()
+    eager.set_attn_implementation({"text_config": "eager"})
     with torch.no_grad():
-        with full_knockout(model, x["input_ids"], max_new_tokens=0):
-            ko = model(**x).logits
-        plain = model(**x).logits
-        eager = copy.deepcopy(model)
-        eager.set_attn_implementation({"text_config": "eager"})
         mask = _oracle_mask(x["input_ids"], model.config.image_token_id, x["attention_mask"])
         ref = eager(input_ids=x["input_ids"], pixel_values=x["pixel_values"], attention_mask=mask).logits
     real = x["attention_mask"].bool()
     assert torch.allclose(ko[real], ref[real], atol=1e-5)
     assert not torch.allclose(ko[:, -1], plain[:, -1], atol=1e-4)  # the knockout changes the answer logits
-    # cached greedy generation under the knockout equals a no-cache greedy loop with the oracle mask
-    out = generate(model, proc, imgs, qs, max_new_tokens=5, knockout=True)
+    out = [g.text for g in vlm.generate_batch(batch, knockout=full, max_new_tokens=5)]
     ids, attn = x["input_ids"], x["attention_mask"]
     with torch.no_grad():
         for _ in range(5):
@@ -338,27 +342,39 @@ def test_full_knockout_equals_explicit_mask_oracle(tiny):
                            attention_mask=_oracle_mask(ids, model.config.image_token_id, attn)).logits
             nxt = logits[:, -1].argmax(-1, keepdim=True)
             ids, attn = torch.cat([ids, nxt], 1), torch.cat([attn, torch.ones_like(nxt)], 1)
-    new = ids[:, x["input_ids"].shape[1]:]
     expected = []
-    for row in new.tolist():
+    for row in ids[:, x["input_ids"].shape[1]:].tolist():
         if proc.tokenizer.eos_token_id in row:
             row = row[:row.index(proc.tokenizer.eos_token_id)]
         expected.append(proc.tokenizer.decode(row, skip_special_tokens=True).strip())
     assert out == expected
-    # outside the context the model is plain sdpa again
-    assert model.config.text_config._attn_implementation == "sdpa"
-    with torch.no_grad():
-        assert torch.equal(model(**x).logits, plain)
+    # item_rows (what evaluate and the model card use) asks the same knockout of the same library call
+    rows = item_rows(vlm, n=2, seed=0, knockout=True, kinds=("describe",), scene_config=SCENES, progress=False)
+    direct = vlm.generate([make_scene(0, "test", i, SCENES).image for i in range(2)], "describe the image",
+                          knockout=full, max_new_tokens=4 * SCENES.max_objects + 8)
+    assert [r["answer"] for r in sorted(rows, key=lambda r: r["scene"])] == [g.text for g in direct]
 
 
 def test_evaluate_reports_every_metric(tiny):
-    from vlmflow.toy.evaluate import evaluate
+    import copy
+
+    from vlmflow.model import wrap
+    from vlmflow.toy.evaluate import evaluate, item_rows
 
     model, proc = tiny
-    res = evaluate(model, proc, n=3, scene_config=SCENES)
-    assert set(res) >= {"describe_f1", "exists_acc", "count_acc", "color_acc"}
+    vlm = wrap(copy.deepcopy(model), proc, name="tiny toy")
+    res = evaluate(vlm, n=3, scene_config=SCENES)
+    assert set(res) >= {"describe_f1", "describe_f1_pooled", "exists_acc", "count_acc", "color_acc"}
     assert all(0 <= res[k] <= 1 for k in ("describe_f1", "exists_acc", "count_acc"))
     assert res["exists_n"] == 6  # one balanced pair per scene
+    # the averages are those of the rows (an independent recount)
+    rows = item_rows(vlm, n=3, scene_config=SCENES, progress=False)
+    exists = [r["correct"] for r in rows if r["kind"] == "exists"]
+    assert res["exists_acc"] == round(sum(exists) / len(exists), 4)
+    described = [r for r in rows if r["kind"] == "describe"]
+    assert res["describe_f1"] == round(sum(r["f1"] for r in described) / len(described), 4)
+    for r in described:  # matched + extra = named, matched + missed = present
+        assert r["n_matched"] + r["n_extra"] == r["n_answer"] and r["n_matched"] + r["n_missed"] == r["n_truth"]
 
 
 def test_target_status_applies_targets_and_binomial_chance_bounds():

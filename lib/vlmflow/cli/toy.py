@@ -49,7 +49,7 @@ def register(subparsers) -> None:
     t.set_defaults(func=_train)
 
     e = sub.add_parser("eval", help="evaluate a toy model on held-out test scenes")
-    e.add_argument("--model", default="data/toy_model")
+    e.add_argument("--model", default="toy")
     e.add_argument("--n", type=int, default=200)
     e.add_argument("--seed", type=int, default=0)
     e.add_argument("--split", default="test", choices=["train", "val", "test"])
@@ -109,14 +109,16 @@ def _recorded_command(model_dir: str) -> str:
 def _eval(args) -> int:
     import torch
 
-    from vlmflow.toy.evaluate import evaluate_all, load_model, write_model_card
+    from vlmflow.model import load, toy_model_path
+    from vlmflow.toy.evaluate import evaluate_all, write_model_card
 
     torch.set_num_threads(args.threads)
-    model, processor = load_model(args.model)
-    res = evaluate_all(model, processor, n=args.n, seed=args.seed, split=args.split, knockout=args.knockout)
+    vlm = load(args.model, dtype="float32")
+    res = evaluate_all(vlm, n=args.n, seed=args.seed, split=args.split, knockout=args.knockout)
     if args.card:
-        command = args.train_command or _recorded_command(args.model)
-        print(write_model_card(args.model, res, command))
+        model_dir = str(toy_model_path()) if args.model == "toy" else args.model
+        command = args.train_command or _recorded_command(model_dir)
+        print(write_model_card(model_dir, res, command))
     if args.json:
         print(json.dumps(res, indent=1))
     else:

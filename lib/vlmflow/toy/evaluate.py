@@ -1,101 +1,29 @@
 """Evaluate a toy model on held-out toy scenes (``vlmflow toy eval``); the numbers go into the model card.
 
-Metrics (greedy generation): description object F1 against ground truth (exact size-colour-shape triple, mean of
-per-image F1), yes/no accuracy on the balanced MME-style pairs, counting accuracy (``how many objects ?``),
-colour accuracy and position accuracy. ``full_knockout=True`` repeats them with the image hidden from every
-text and generated token in every layer (the paper's full knockout, image -> text+generated).
+Metrics (greedy generation through the core library, ``vlmflow.VLM.generate``): description object F1 against
+ground truth (exact size-colour-shape triple, mean of per-image F1, and pooled), yes/no accuracy on the balanced
+MME-style pairs, counting accuracy (``how many objects ?``), colour accuracy and position accuracy.
+``knockout=True`` repeats them under the paper's full knockout, ``vf.Knockout("image", ("text", "generated"))`` in
+every layer, through the one registered attention function (``vlmflow.attention``): the image is hidden from every
+text and generated token.
 
-The knockout here is implemented locally (see ``_knockout_mask_fn``): an attention-mask function registered with
-``transformers.masking_utils.AttentionMaskInterface`` plus sdpa attention under one name, set on the language
-model only, that removes image key columns from every query row that is not itself an image token. The lead will
-switch it to the core library's ``vf.Knockout(source="image", target=["text", "generated"])``.
+:func:`item_rows` answers every question once (one row each: figures bootstrap over them); :func:`evaluate` reduces
+the rows to the model card's averages; :func:`quick_eval` wraps a model under training for the training log.
 """
 from __future__ import annotations
 
-import contextlib
-import contextvars
 import math
 import os
-from pathlib import Path
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
-from vlmflow.toy import grammar
-from vlmflow.toy.model import build_prompt
 from vlmflow.toy.questions import (DESCRIBE_PROMPT, color_questions, count_questions, exists_pair,
                                    position_questions)
 from vlmflow.toy.scenes import SceneConfig, make_scene
 
-_ATTN_NAME = "vlmflow_toy_knockout"
-# bool[B, K]: True where a key position holds an image token, for the current generate() call (None: no knockout)
-_IMAGE_KEYS: contextvars.ContextVar = contextvars.ContextVar("toy_image_keys", default=None)
-
-
-def _knockout_mask_fn(*args, **kwargs):
-    """sdpa causal+padding mask, then image key columns removed for every non-image query row."""
-    from transformers.masking_utils import sdpa_mask
-
-    image_keys = _IMAGE_KEYS.get()
-    if image_keys is None:
-        return sdpa_mask(*args, **kwargs)
-    kwargs["allow_is_causal_skip"] = False  # we need the materialised mask to edit it
-    mask = sdpa_mask(*args, **kwargs)
-    # mask: bool [B, 1, Q, K] (True = attend); query i sits at absolute position q_offset + i.
-    B, _, Q, K = mask.shape
-    q_offset = int(kwargs.get("q_offset", 0))
-    img = image_keys[:, :K].to(mask.device)  # [B, K]
-    q_is_img = image_keys[:, q_offset:q_offset + Q].to(mask.device)  # [B, Q]
-    blocked = (~q_is_img)[:, :, None] & img[:, None, :]  # [B, Q, K]
-    # BOS is never an image token, so no row becomes fully masked (which would give NaNs in sdpa)
-    return mask & ~blocked[:, None]
-
-
-def _register():
-    from transformers import AttentionInterface
-    from transformers.integrations.sdpa_attention import sdpa_attention_forward
-    from transformers.masking_utils import AttentionMaskInterface
-
-    if _ATTN_NAME not in AttentionInterface._global_mapping:
-        AttentionInterface.register(_ATTN_NAME, sdpa_attention_forward)
-        AttentionMaskInterface.register(_ATTN_NAME, _knockout_mask_fn)
-
-
-@contextlib.contextmanager
-def full_knockout(model, input_ids, max_new_tokens: int):
-    """Within the block, the language model cannot let text or generated tokens attend to image tokens."""
-    import torch
-
-    _register()
-    prev = model.config.text_config._attn_implementation
-    model.set_attn_implementation({"text_config": _ATTN_NAME})
-    img = input_ids == model.config.image_token_id
-    img = torch.cat([img, torch.zeros(img.shape[0], max_new_tokens + 1, dtype=torch.bool)], dim=1)
-    token = _IMAGE_KEYS.set(img)
-    try:
-        yield
-    finally:
-        _IMAGE_KEYS.reset(token)
-        model.set_attn_implementation({"text_config": prev})
-
-
-def generate(model, processor, images, questions, *, max_new_tokens: int = 40, knockout: bool = False,
-             batch_size: int = 32) -> list[str]:
-    """Greedy answers (decoded, special tokens dropped) for parallel lists of images and questions."""
-    import torch
-
-    out: list[str] = []
-    tok = processor.tokenizer
-    for s in range(0, len(images), batch_size):
-        inputs = processor(images=images[s:s + batch_size], text=[build_prompt(q) for q in questions[s:s + batch_size]],
-                           return_tensors="pt", padding=True)
-        ctx = full_knockout(model, inputs["input_ids"], max_new_tokens) if knockout else contextlib.nullcontext()
-        with torch.no_grad(), ctx:
-            ids = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False,
-                                 pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id)
-        new = ids[:, inputs["input_ids"].shape[1]:]
-        out.extend(tok.batch_decode(new, skip_special_tokens=True))
-    return [t.strip() for t in out]
+KINDS = ("describe", "exists", "count", "color", "position")
 
 
 @dataclass
@@ -126,42 +54,40 @@ def _items(n: int, seed: int, split: str, scene_config: SceneConfig) -> list[_It
     return items
 
 
-def evaluate(model, processor, *, n: int = 200, seed: int = 0, split: str = "test",
-             scene_config: SceneConfig = SceneConfig(), knockout: bool = False, batch_size: int = 32,
-             kinds: tuple[str, ...] = ("describe", "exists", "count", "color", "position")) -> dict:
-    """Metrics dict: describe_f1 (mean per-image), describe_f1_pooled, exists_acc, count_acc, color_acc,
-    position_acc, and n per kind (only the ``kinds`` asked for)."""
-    items = [it for it in _items(n, seed, split, scene_config) if it.kind in kinds]
-    # group by kind so that batches have similar lengths
-    items.sort(key=lambda it: it.kind)
-    answers = generate(model, processor, [it.image for it in items], [it.question for it in items],
-                       knockout=knockout, batch_size=batch_size,
-                       max_new_tokens=4 * scene_config.max_objects + 8)
+def evaluate(vlm, *, n: int = 200, seed: int = 0, split: str = "test", scene_config: SceneConfig = SceneConfig(),
+             knockout: bool = False, batch_size: int = 32, kinds: tuple[str, ...] = KINDS,
+             progress: bool = False) -> dict:
+    """Metrics dict of a ``vlmflow.VLM``: describe_f1 (mean per image), describe_f1_pooled, exists_acc, count_acc,
+    color_acc, position_acc, and n per kind (only the ``kinds`` asked for), from :func:`item_rows`."""
+    rows = item_rows(vlm, n=n, seed=seed, split=split, knockout=knockout, kinds=kinds, scene_config=scene_config,
+                     batch_size=batch_size, progress=progress)
+    return metrics_of(rows, n_scenes=n)
+
+
+def metrics_of(rows: list[dict], n_scenes: int) -> dict:
+    """The model card's averages of :func:`item_rows`' rows."""
     res: dict = {}
-    f1s, tp, fp, fn = [], 0, 0, 0
-    acc: dict[str, list[bool]] = {}
-    for it, a in zip(items, answers):
-        if it.kind == "describe":
-            s = grammar.score(it.objects, grammar.parse(a))
-            f1s.append(s.f1)
-            tp, fp, fn = tp + s.tp, fp + s.fp, fn + s.fn
-        else:
-            acc.setdefault(it.kind, []).append(a == it.answer)
-    if f1s:
-        res["describe_f1"] = round(float(np.mean(f1s)), 4)
+    described = [r for r in rows if r["kind"] == "describe"]
+    if described:
+        tp, fp, fn = (sum(r[k] for r in described) for k in ("n_matched", "n_extra", "n_missed"))
+        res["describe_f1"] = round(float(np.mean([r["f1"] for r in described])), 4)
         res["describe_f1_pooled"] = round(2 * tp / max(1, 2 * tp + fp + fn), 4)
-    for kind in ("exists", "count", "color", "position"):
-        if kind in acc:
-            res[f"{kind}_acc"] = round(float(np.mean(acc[kind])), 4)
-            res[f"{kind}_n"] = len(acc[kind])
-    res["n_scenes"] = n
+    for kind in KINDS[1:]:
+        correct = [r["correct"] for r in rows if r["kind"] == kind]
+        if correct:
+            res[f"{kind}_acc"] = round(float(np.mean(correct)), 4)
+            res[f"{kind}_n"] = len(correct)
+    res["n_scenes"] = n_scenes
     return res
 
 
 def quick_eval(model, processor, *, n: int = 48, seed: int = 0, split: str = "val",
                scene_config: SceneConfig = SceneConfig()) -> dict:
-    """Cheap held-out check used in the training log."""
-    return evaluate(model, processor, n=n, seed=seed, split=split, scene_config=scene_config)
+    """Cheap held-out check of a model under training (the training log); leaves it in eval mode."""
+    from vlmflow.model import wrap
+
+    return evaluate(wrap(model, processor, name="toy (training)"), n=n, seed=seed, split=split,
+                    scene_config=scene_config)
 
 
 # What a model that ignores the image can reach at best on the default scenes (1-4 objects): the knockout rows of
@@ -169,7 +95,7 @@ def quick_eval(model, processor, *, n: int = 48, seed: int = 0, split: str = "va
 CHANCE = {"describe_f1": 0.0, "exists_acc": 0.5, "count_acc": 0.25, "color_acc": 1 / 6, "position_acc": 1 / 9}
 
 
-# Issue 3's quality targets on the test split, and the knockout bound: with the image hidden, an accuracy must not
+# The quality targets on the test split, and the knockout bound: with the image hidden, an accuracy must not
 # exceed chance by more than two binomial standard errors (describe F1: a blind guess scores ~0.02; bound 0.05).
 TARGETS = {"describe_f1": 0.9, "exists_acc": 0.9, "count_acc": 0.9, "color_acc": 0.9}
 BLIND_DESCRIBE_F1_BOUND = 0.05
@@ -195,40 +121,20 @@ def target_status(results: dict) -> list[dict]:
     return rows
 
 
-def load_model(path: str | os.PathLike):
-    """(model in float32, processor) from a saved toy-model folder, offline; the error names the folder."""
-    import torch
-    from transformers import AutoModelForImageTextToText, AutoProcessor
-
-    from vlmflow.errors import WeightsNotAvailableError
-
-    path = Path(path)
-    if not (path / "config.json").exists():
-        raise WeightsNotAvailableError(
-            f"no toy model at {path} (config.json missing); train one with `vlmflow toy train --out {path}`")
-    model = AutoModelForImageTextToText.from_pretrained(path, dtype=torch.float32, local_files_only=True)
-    processor = AutoProcessor.from_pretrained(path, local_files_only=True)
-    processor.tokenizer.padding_side = "left"
-    return model.eval(), processor
-
-
-def evaluate_all(model, processor, *, n: int = 200, seed: int = 0, split: str = "test", knockout: bool = True,
+def evaluate_all(vlm, *, n: int = 200, seed: int = 0, split: str = "test", knockout: bool = True,
                  scene_config: SceneConfig = SceneConfig()) -> dict:
     """The model card's table: plain metrics and, if asked, the same under the full image knockout."""
     import platform
 
     import torch
     import transformers
-    from tqdm import tqdm
 
     conds = ["plain"] + (["full_knockout"] if knockout else [])
-    metrics = {}
-    for cond in tqdm(conds, desc="toy eval"):
-        metrics[cond] = evaluate(model, processor, n=n, seed=seed, split=split, scene_config=scene_config,
-                                 knockout=cond == "full_knockout")
+    metrics = {cond: evaluate(vlm, n=n, seed=seed, split=split, scene_config=scene_config,
+                              knockout=cond == "full_knockout", progress=True) for cond in conds}
     return {"metrics": metrics, "chance": {k: round(v, 4) for k, v in CHANCE.items()},
             "n_scenes": n, "seed": seed, "split": split, "scene_config": scene_config.__dict__,
-            "knockout": "image -> text+generated, all layers (local mask; see vlmflow.toy.evaluate)",
+            "knockout": 'vf.Knockout("image", ("text", "generated")), all layers',
             "versions": {"torch": torch.__version__, "transformers": transformers.__version__,
                          "python": platform.python_version()}}
 
@@ -278,7 +184,7 @@ def write_model_card(model_dir: str | os.PathLike, results: dict, command: str) 
     status = target_status(results)
     status_rows = [f"| {r['check']} | {r['metric']} | {r['value']:.3f} | {r['bound']:.3f} | {'yes' if r['met'] else '**no**'} |"
                    for r in status]
-    verdict = ("meets every quality target of issue 3, and the full knockout brings every metric to chance"
+    verdict = ("meets every quality target below, and the full knockout brings every metric to chance"
                if all(r["met"] for r in status) else
                "does **not** meet every quality target below; its findings describe this model, not the paper's")
     text = f"""# vlmflow toy model
@@ -344,19 +250,20 @@ image, where objects are read) are findings about this small model trained from 
 
 
 def item_rows(vlm, *, n: int = 100, seed: int = 0, split: str = "test", knockout: bool = False,
-              kinds: tuple[str, ...] = ("describe", "exists", "count", "color", "position"),
+              kinds: tuple[str, ...] = KINDS,
               scene_config: SceneConfig = SceneConfig(), batch_size: int = 32, progress: bool = True) -> list[dict]:
     """The questions of :func:`evaluate` (same scenes, same draws), answered through the core library, one row each.
 
     ``vlm`` is a ``vlmflow.VLM`` (``vf.load("toy")`` or any supported model); ``knockout=True`` hides the image from
     every text and generated token in every layer with ``vf.Knockout("image", ("text", "generated"))``. Figures need
     rows rather than :func:`evaluate`'s averages: bootstrap CIs over scenes (``scene``), yes/no answer distributions
-    and accuracy by true answer (``vlmflow.scoring``), per-attribute description scores (issue 8).
+    and accuracy by true answer (``vlmflow.scoring``), per-attribute description scores.
 
     Row: scene, kind, question, truth, answer, parsed (``parse_yes_no`` for exists, ``normalize_answer`` otherwise;
     None = unparseable), correct; describe rows add f1 / precision / recall of the exact (size, colour, shape)
-    triple, f1_shape / f1_color / f1_size (the exact judge's per-attribute matching), n_truth, n_answer and
-    count_equal (as many objects named as there are).
+    triple, n_matched / n_extra / n_missed (objects matched, named but absent, present but not named),
+    f1_shape / f1_color / f1_size (the exact judge's per-attribute matching), n_truth, n_answer and count_equal (as
+    many objects named as there are).
     """
     from tqdm.auto import tqdm
 
@@ -384,6 +291,7 @@ def item_rows(vlm, *, n: int = 100, seed: int = 0, split: str = "test", knockout
                 j = exact.judge(it.answer, gen.text)
                 attributes = j.details["attributes"]
                 row.update(parsed=gen.text, correct=j.f1 == 1.0, f1=j.f1, precision=j.precision, recall=j.recall,
+                           n_matched=len(j.tp), n_extra=len(j.fp), n_missed=len(j.fn),
                            **{f"f1_{a}": attributes[a]["f1"] for a in ("shape", "color", "size")},
                            n_truth=j.details["count"]["reference"], n_answer=j.details["count"]["candidate"],
                            count_equal=bool(j.details["count"]["equal"]))
