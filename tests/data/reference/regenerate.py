@@ -343,6 +343,14 @@ CAPTIONS = [
 ]
 
 
+# More strings whose NLTK tokens are recorded (the tokenizer's corner cases).
+TOKENIZER_PROBES = ["The dog's bowl and the dogs' bowls.", "Isn't it a cat? Yes!", "He said \"a dog\" twice.",
+                    "Two dogs (a puppy) [and] {cats} <here>.", "1,000 dogs: 2:30, a dog; cats.", "A dog -- a cat.",
+                    "'tis a cat", "A dog...and a cat", "e.g. a dog.", "A dog.\nA cat.", "dog,cat", "cat.dog",
+                    "A 'cat' here.", "a cat's", "cats'", "I'm here; you're there; we'll see; they've gone; I'd go.",
+                    "Cannot see a dog.", "A dog & a cat @ home #1 $5 50% *star*", "U.S. dogs.", "A dog.)", "A cat!)"]
+
+
 def _load_chair(chair_dir: Path, pattern_dir: Path):
     """Import CHAIR's utils/chair.py (Python 2 source) with pattern.en.singularize from Pattern's inflect.py."""
     sys.path.insert(0, str(pattern_dir))
@@ -438,7 +446,7 @@ def _candidate_words(vocabulary: set[str], extra_texts: list[str]) -> set[str]:
     return candidates
 
 
-def run_chair(chair_dir: Path, pattern_dir: Path, coco_captions: list[str]) -> tuple[dict, dict]:
+def run_chair(chair_dir: Path, pattern_dir: Path, coco_captions: list[str], coco_source: str) -> tuple[dict, dict]:
     _check_commit("chair", chair_dir)
     _check_commit("pattern", pattern_dir)
     with tempfile.TemporaryDirectory() as tmp:
@@ -459,6 +467,7 @@ def run_chair(chair_dir: Path, pattern_dir: Path, coco_captions: list[str]) -> t
                               "words": double_words, "mscoco_words": words, "objects": node_words,
                               "hallucinated": [list(p) for p in s["mscoco_hallucinated_words"]],
                               "CHAIRs": s["metrics"]["CHAIRs"], "CHAIRi": s["metrics"]["CHAIRi"]})
+        probes = {t: nltk.word_tokenize(t.lower()) for t in ANSWERS + TOKENIZER_PROBES}
         vocabulary = _vocabulary_words(evaluator)
         words = _candidate_words(vocabulary, [c for c, _ in CAPTIONS] + coco_captions)
         table = {w: inflect.singularize(w) for w in sorted(words)}
@@ -471,10 +480,14 @@ def run_chair(chair_dir: Path, pattern_dir: Path, coco_captions: list[str]) -> t
         "how": "CHAIR(...).compute_chair on these captions with imid_to_objects set to ground_truth; caption_to_words "
                "gives words (after the double-word pass), mscoco_words and objects",
         "sentences": sentences,
+        "tokenizer_probes": [{"text": t, "tokens": probes[t]} for t in probes],
+        "coco_captions": {"source": coco_source, "captions": [
+            {"caption": t, "objects": evaluator.caption_to_words(t)[1]} for t in coco_captions]},
         "overall": {"CHAIRs": output["overall_metrics"]["CHAIRs"], "CHAIRi": output["overall_metrics"]["CHAIRi"]},
     }
     singular = {
         "source": {**SOURCES["pattern"], "sha256": chair_data["source"]["sha256"]["pattern/text/en/inflect.py"],
+                   "synonyms_sha256": chair_data["source"]["sha256"]["data/synonyms.txt"],
                    "vocabulary": "one-word synonyms of LisaAnne/Hallucination data/synonyms.txt (split as chair.py "
                                  "splits them) and the words of chair.py's double-word keys"},
         "what": "word -> Pattern's singularize(word), for every word asked whose singular is a vocabulary word; "
@@ -500,7 +513,9 @@ def main(argv=None) -> None:
     args = ap.parse_args(argv)
     coco = [a["caption"] for a in json.loads(args.coco_captions.read_text())["annotations"]]
     yes_no = {"pope": run_pope(args.pope), "mme": run_mme(args.mme_tool), "lmms-eval": run_lmms_eval(args.lmms_eval)}
-    chair_data, singular = run_chair(args.chair, args.pattern, coco)
+    chair_data, singular = run_chair(args.chair, args.pattern, coco,
+                                     f"{args.coco_captions.name} of the data folder (vlmflow.data coco_sample), "
+                                     f"sha256 {_sha256(args.coco_captions)}")
     for path, data in ((args.out / "yes_no.json", yes_no), (args.out / "chair.json", chair_data),
                        (LIB_TABLE, singular)):
         path.write_text(json.dumps(data, indent=1, ensure_ascii=False) + "\n")
