@@ -135,7 +135,8 @@ def coco_mentions(text: str, vocabulary=None) -> list[Mention]:
     from vlmflow.judge.lexical import LexicalJudge
 
     vocab = vocabulary or LexicalJudge().vocabulary
-    found = [Mention(category, category, surface.split()[-1], start) for category, surface, start in vocab.matches(text)]
+    found = [Mention(category, category, surface.split()[-1], start)
+             for category, surface, start in vocab.matches(text)]
     seen: dict[str, int] = {}
     out = []
     for m in found:

@@ -137,4 +137,5 @@ def test_mme_rule_with_our_metric_choices(tmp_path):
     assert official["recall"] == pytest.approx(data["metrics"]["recall"])
     assert ours["tp"] == official["tp"] and ours["fn"] > official["fn"] and ours["recall"] < official["recall"]
     color = score_yes_no(_mme_records(tmp_path, "color", REFERENCE["mme"]["tasks"]["color"]))
-    assert color.yes_metrics()["precision"] == 0.0 and math.isnan(color.yes_metrics(undefined=float("nan"))["precision"])
+    assert color.yes_metrics()["precision"] == 0.0
+    assert math.isnan(color.yes_metrics(undefined=float("nan"))["precision"])

@@ -10,7 +10,8 @@ named on its command line, runs them on the answers and captions below, and writ
   after its double-word pass, the COCO objects found, the hallucinated ones, CHAIRs and CHAIRi; CHAIRs and CHAIRi
   over all captions);
 - ``chair_singular.json`` (written into ``lib/vlmflow/judge/``): Pattern's ``singularize`` on every word whose
-  singular form Pattern makes a CHAIR vocabulary word (``vlmflow.judge.chair_words`` uses this table for CHAIR's own rule).
+  singular form Pattern makes a CHAIR vocabulary word (``vlmflow.judge.chair_words`` uses this table for CHAIR's
+  own rule).
 
 Each file names the source repositories and commits and the SHA-256 of every reference file that ran.
 
@@ -475,7 +476,8 @@ def run_chair(chair_dir: Path, pattern_dir: Path, coco_captions: list[str], coco
         table = {w: inflect.singularize(w) for w in sorted(words)}
         table = {w: s for w, s in table.items() if s in vocabulary}
     chair_data = {
-        "source": {**SOURCES["chair"], "singularize": SOURCES["pattern"], "tokenizer": f"nltk {nltk.__version__}; {punkt}",
+        "source": {**SOURCES["chair"], "singularize": SOURCES["pattern"],
+                   "tokenizer": f"nltk {nltk.__version__}; {punkt}",
                    "sha256": {"utils/chair.py": _sha256(chair_dir / "utils" / "chair.py"),
                               "data/synonyms.txt": _sha256(chair_dir / "data" / "synonyms.txt"),
                               "pattern/text/en/inflect.py": _sha256(pattern_dir / "pattern/text/en/inflect.py")}},
@@ -509,7 +511,8 @@ def main(argv=None) -> None:
                     help="a file with lmms-eval's def parse_pred_ans (lmms_eval/tasks/mme/utils.py)")
     ap.add_argument("--chair", type=Path, required=True, help="a checkout of LisaAnne/Hallucination")
     ap.add_argument("--pattern", type=Path, required=True, help="a checkout of clips/pattern")
-    ap.add_argument("--coco-captions", type=Path, default=HERE.parents[2].parent / "shared/data/coco_sample/captions.json",
+    ap.add_argument("--coco-captions", type=Path,
+                    default=HERE.parents[2].parent / "shared" / "data" / "coco_sample" / "captions.json",
                     help="COCO captions whose words join the singular table's candidates")
     ap.add_argument("--out", type=Path, default=HERE)
     args = ap.parse_args(argv)
