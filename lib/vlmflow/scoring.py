@@ -285,8 +285,7 @@ def _score(questions: Iterable[Any], answers: Mapping[Any, str | None] | Iterabl
 def official_scoring(questions: Iterable[Any]) -> dict[str, Any]:
     """The benchmark's own rule, pairing and image key for these records (their class attribute ``scoring``), or
     {} for records of no benchmark. Records of two benchmarks in one list are an error."""
-    found = {id(type(q).__dict__.get("scoring")): type(q).__dict__.get("scoring") for q in questions}
-    found = {k: v for k, v in found.items() if v is not None}
+    found = {id(rules): rules for rules in (getattr(type(q), "scoring", None) for q in questions) if rules}
     if len(found) > 1:
         raise ScoringError("these questions come from several benchmarks; score each on its own")
     return dict(next(iter(found.values()), {}))

@@ -139,3 +139,11 @@ def test_mme_rule_with_our_metric_choices(tmp_path):
     color = score_yes_no(_mme_records(tmp_path, "color", REFERENCE["mme"]["tasks"]["color"]))
     assert color.yes_metrics()["precision"] == 0.0
     assert math.isnan(color.yes_metrics(undefined=float("nan"))["precision"])
+
+
+def test_records_of_two_benchmarks_are_not_scored_together(tmp_path):
+    pope = _pope_records(tmp_path, REFERENCE["pope"]["scenarios"]["no_true_yes"])
+    mme = _mme_records(tmp_path, "count", REFERENCE["mme"]["tasks"]["count"])
+    with pytest.raises(ScoringError, match="several benchmarks"):
+        score_yes_no(pope + mme)
+    assert score_yes_no(pope, rule="mme").rule == "mme"  # an explicit rule always wins
