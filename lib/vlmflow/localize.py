@@ -129,28 +129,14 @@ def toy_mentions(text: str) -> list[Mention]:
 
 
 def coco_mentions(text: str, vocabulary=None) -> list[Mention]:
-    """COCO categories named in an English text: the lexical judge's greedy longest phrase match over the CHAIR
-    synonyms, with char offsets; the naming word is the phrase's last word ("hot **dog**", "wine **glasses**")."""
-    from vlmflow.judge.lexical import MAX_PHRASE, LexicalJudge
+    """COCO categories named in an English text: the lexical judge's matches (`Vocabulary.matches`: greedy longest
+    phrase over the CHAIR synonyms, blocking phrases kept, none across punctuation), with char offsets; the naming
+    word is the phrase's last word ("hot **dog**", "wine **glasses**")."""
+    from vlmflow.judge.lexical import LexicalJudge
 
     vocab = vocabulary or LexicalJudge().vocabulary
-    # same normalisation as lexical.words(), offsets kept: "'s" becomes two spaces
-    low = text.lower().replace("'s", "  ").replace("\u2019s", "  ")
-    toks = [(m.group(), m.start()) for m in re.finditer(r"[a-z]+", low)]
-    found: list[Mention] = []
-    i = 0
-    while i < len(toks):
-        for n in range(min(MAX_PHRASE, len(toks) - i), 0, -1):
-            category = vocab.surface.get(tuple(w for w, _ in toks[i:i + n]))
-            if category is not None:
-                word, start = toks[i + n - 1]
-                found.append(Mention(category, category, word, start))
-                i += n
-                break
-        else:
-            i += 1
-    if any(m.category == "toilet" for m in found):  # CHAIR: a toilet's "seat" is not a chair
-        found = [m for m in found if not (m.category == "chair" and m.word in ("seat", "seats"))]
+    found = [Mention(category, category, surface.split()[-1], start)
+             for category, surface, start in vocab.matches(text)]
     seen: dict[str, int] = {}
     out = []
     for m in found:

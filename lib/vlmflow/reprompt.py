@@ -554,8 +554,8 @@ def _first_answer_word(text: str | None) -> str | None:
 def score_table(answers: "pd.DataFrame", n_resamples: int = 1000, seed: int = 0,
                 first_word: bool = True) -> "pd.DataFrame":
     """Per variant and question kind: ACC (+ image-clustered bootstrap CI), ACC+, the answer distribution and
-    accuracy by true answer (``vlmflow.scoring``), mean context tokens. Yes/no kinds use the MME parsing rule (first
-    4 characters); the others exact match after normalisation, on the answer's first word when ``first_word``
+    accuracy by true answer (``vlmflow.scoring``), mean context tokens. Yes/no kinds use the MME parsing rule
+    (``rule="mme"``: exact yes/no, else the first 4 characters) with ACC+ paired by image id; the others exact match after normalisation, on the answer's first word when ``first_word``
     (one-word truths such as counts and colours: a model that keeps talking after the right word, as the toy model
     does in a second user turn, is not scored wrong for it)."""
     import pandas as pd
@@ -572,7 +572,8 @@ def score_table(answers: "pd.DataFrame", n_resamples: int = 1000, seed: int = 0,
         if not yes_no and first_word:
             for r in records:
                 r["answer"] = _first_answer_word(r["answer"])
-        s = (score_yes_no if yes_no else score_exact)(records)
+        # yes/no: MME's parsing rule; ACC+ pairs by image (toy and POPE-style items are not MME's line pairs)
+        s = score_yes_no(records, rule="mme", pairing="image") if yes_no else score_exact(records)
         ci = bootstrap_ci(s.frame().assign(correct=lambda f: f["correct"].astype(float)), value="correct",
                           n_resamples=n_resamples, seed=seed)
         first = g.iloc[0]

@@ -83,7 +83,9 @@ def test_real_mme_questions():
     flipped = {k: ("No" if v == "Yes" else "Yes") for k, v in truth.items()}
     assert score_yes_no(qs, flipped, pair_by=lambda q: q.image_key).acc == 0.0
     # pairing by bare image id would merge the same COCO image across subtasks
-    assert score_yes_no(qs, truth).n_images < 120
+    assert score_yes_no(qs, truth, pairing="image", pair_by="image_id").n_images < 120
+    # MME's own pairing (the reader's default): consecutive lines, as its script
+    assert (score_yes_no(qs, truth).pairing, score_yes_no(qs, truth).n_images) == ("adjacent", 120)
     groups = score_groups(qs, "subtask", answers=truth)
     assert sorted(groups) == ["color", "count", "existence", "position"]
     assert all(g.n_questions == 60 and g.n_images == 30 and g.extra == () for g in groups.values())

@@ -2,14 +2,23 @@
 
 The subtask is the file's stem (``existence``, ``count``, ``position``, ``color``); the image id is the number in the
 image name (``000000006040.jpg`` -> 6040, a COCO val2017 id). A fourth column, as in MME's example result files, is
-kept as the model's ``response``. Score with `vlmflow.scoring.score_yes_no` (ACC+ pairs by image within a subtask:
-`MmeRecord.image_key`). The question files come through `vlmflow.data.fetch("mme")`; MME's images are not shipped.
+kept as the model's ``response`` (an MME result file). The question files come through `vlmflow.data.fetch("mme")`;
+MME's images are not shipped.
+
+Scoring: `vlmflow.scoring.score_yes_no(records, answers)` scores by MME's own ``eval_tool/calculation.py`` by
+default: ``rule="mme"`` (lower-case; exact yes/no, else yes/no in the first 4 characters, else wrong) and
+``pairing="adjacent"`` (ACC+ over consecutive lines, two at a time, in file order). Score each subtask on its own
+(`vlmflow.scoring.score_groups(records, "subtask")`): ``Score.mme_score`` is MME's 100 * (ACC + ACC+) and
+``.yes_metrics()`` its precision and recall over the parseable answers. ``pairing="image"`` groups by
+`MmeRecord.image_key` instead (equal on the official files, whose two lines per image are adjacent).
 """
 from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass
+from operator import attrgetter
 from pathlib import Path
+from typing import ClassVar
 
 from vlmflow.errors import VlmflowError
 
@@ -29,6 +38,9 @@ class MmeRecord:
     question: str
     label: str  # the true answer, "yes" | "no"
     response: str | None = None
+
+    # MME's official scoring (`vlmflow.scoring.score_yes_no` defaults)
+    scoring: ClassVar[dict] = {"rule": "mme", "pairing": "adjacent", "pair_by": attrgetter("image_key")}
 
     @property
     def image_key(self) -> tuple[str, int | str]:

@@ -12,7 +12,13 @@ not yet asked about it), interleaved yes/no, with negatives drawn
 
 ``popular``/``adversarial`` fall back to random when no candidate is left, as POPE does. Differences, on purpose:
 positives are a seeded random choice among the image's categories (POPE takes the first ones of its list), and
-ties in frequency / co-occurrence are broken by category id. Score with `vlmflow.scoring.score_yes_no`.
+ties in frequency / co-occurrence are broken by category id.
+
+Scoring: `vlmflow.scoring.score_yes_no(records, answers)` parses answers with POPE's own rule by default
+(``rule="pope"``, as RUCAIBox/POPE's ``evaluate.py``: "no" when the first sentence has the word No / not / no,
+"yes" otherwise, so every answer counts), and ``.yes_metrics()`` gives POPE's accuracy, precision, recall, F1 and
+yes ratio (NaN where the official script divides by zero). Pass ``rule="mme"`` for MME's stricter first-characters
+rule (unparseable answers counted wrong); numbers from the two rules are not comparable.
 """
 from __future__ import annotations
 
@@ -22,7 +28,7 @@ import re
 from collections import Counter, defaultdict
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from vlmflow.errors import VlmflowError
 
@@ -45,6 +51,9 @@ class PopeRecord:
     label: str  # the true answer, "yes" | "no"
     object: str | None = None  # the category asked about (parsed from the standard question text)
     sampling: str | None = None
+
+    # POPE's official scoring (`vlmflow.scoring.score_yes_no` defaults); ACC+ pairs by image file
+    scoring: ClassVar[dict] = {"rule": "pope", "pairing": "image", "pair_by": "image"}
 
 
 def _image_id(image: str) -> int | None:

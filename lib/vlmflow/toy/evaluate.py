@@ -259,9 +259,9 @@ def item_rows(vlm, *, n: int = 100, seed: int = 0, split: str = "test", knockout
     rows rather than :func:`evaluate`'s averages: bootstrap CIs over scenes (``scene``), yes/no answer distributions
     and accuracy by true answer (``vlmflow.scoring``), per-attribute description scores.
 
-    Row: scene, kind, question, truth, answer, parsed (``parse_yes_no`` for exists, ``normalize_answer`` otherwise;
-    None = unparseable), correct; describe rows add f1 / precision / recall of the exact (size, colour, shape)
-    triple, n_matched / n_extra / n_missed (objects matched, named but absent, present but not named),
+    Row: scene, kind, question, truth, answer, parsed (``parse_yes_no(rule="mme")`` for exists, ``normalize_answer``
+    otherwise; None = unparseable), correct; describe rows add f1 / precision / recall of the exact (size, colour,
+    shape) triple, n_matched / n_extra / n_missed (objects matched, named but absent, present but not named),
     f1_shape / f1_color / f1_size (the exact judge's per-attribute matching), n_truth, n_answer and count_equal (as
     many objects named as there are).
     """
@@ -296,7 +296,7 @@ def item_rows(vlm, *, n: int = 100, seed: int = 0, split: str = "test", knockout
                            n_truth=j.details["count"]["reference"], n_answer=j.details["count"]["candidate"],
                            count_equal=bool(j.details["count"]["equal"]))
             else:
-                parse = parse_yes_no if it.kind == "exists" else normalize_answer
+                parse = (lambda t: parse_yes_no(t, rule="mme")) if it.kind == "exists" else normalize_answer
                 parsed = parse(gen.text)
                 row.update(parsed=parsed, correct=parsed is not None and parsed == parse(it.answer))
             rows.append(row)
