@@ -93,3 +93,17 @@ def eager_forward(eager, inputs, masks):
             return eager(**inputs, output_attentions=True)
     finally:
         _ORACLE_MASK.clear()
+
+
+def extend(inputs, tokens):
+    """``inputs`` (processor output) with ``tokens`` [B, k] appended, for a no-cache forward over a generated
+    continuation: ids, attention mask and, where present, mm_token_type_ids (text = 0)."""
+    out = dict(inputs)
+    B, k = tokens.shape
+    out["input_ids"] = torch.cat([inputs["input_ids"], tokens.to(inputs["input_ids"])], 1)
+    mask = inputs["attention_mask"]
+    out["attention_mask"] = torch.cat([mask, torch.ones(B, k, dtype=mask.dtype, device=mask.device)], 1)
+    if "mm_token_type_ids" in inputs:
+        tt = inputs["mm_token_type_ids"]
+        out["mm_token_type_ids"] = torch.cat([tt, torch.zeros(B, k, dtype=tt.dtype, device=tt.device)], 1)
+    return out

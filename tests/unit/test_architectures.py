@@ -21,7 +21,7 @@ import pytest
 import torch
 
 import vlmflow as vf
-from tests.oracles import ORACLE, eager_forward, oracle_masks
+from tests.oracles import ORACLE, eager_forward, extend, oracle_masks
 from tests.tiny import build
 
 ARCHS = ["llava", "internvl", "qwen2_vl", "qwen2_5_vl"]
@@ -55,18 +55,6 @@ def models(arch):
     eager = copy.deepcopy(model)
     eager.set_attn_implementation({"text_config": ORACLE})
     return vf.wrap(model, processor), plain, eager
-
-
-def _extend(inputs, token):
-    """inputs with one more token (no-cache greedy loop): ids, attention mask, mm_token_type_ids."""
-    out = dict(inputs)
-    B = inputs["input_ids"].shape[0]
-    out["input_ids"] = torch.cat([inputs["input_ids"], token.view(B, 1)], 1)
-    out["attention_mask"] = torch.cat([inputs["attention_mask"], torch.ones(B, 1, dtype=torch.long)], 1)
-    if "mm_token_type_ids" in inputs:
-        out["mm_token_type_ids"] = torch.cat([inputs["mm_token_type_ids"],
-                                              torch.zeros(B, 1, dtype=inputs["mm_token_type_ids"].dtype)], 1)
-    return out
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -143,7 +131,7 @@ def test_knockout_generate_equals_eager_no_cache_loop(models):
         logits[:, eos] = float("-inf")  # min_new_tokens=steps forbids end-of-sequence
         token = logits.argmax(-1)
         ids.append(int(token))
-        inputs = _extend(inputs, token)
+        inputs = extend(inputs, token.view(-1, 1))
     assert gen.token_ids == ids
 
 
