@@ -493,7 +493,7 @@ def main(argv=None) -> int:
                       f"{s['unbatched_s']:.1f} s, naive {s['naive_s']:.1f} s"
                       f"{' (loops extrapolated from %d)' % s['timed_loop_configurations'] if s['loops_extrapolated'] else ''}",
                       flush=True)
-                report["decode"] = {"arch": arch, "dtype": dt, **decode(vlm, image, max(steps, 4), bw, bw_source)}
+                report["decode"] = {"arch": arch, "dtype": dt, **decode(vlm, image, max(steps, 16), bw, bw_source)}
                 d = report["decode"]
                 print(f"  (b) decode step {d['step_s'] * 1e3:.2f} ms; bound {d['bound_s'] and d['bound_s'] * 1e3}"
                       f" ms ({d['weight_bytes'] / 2**30:.2f} GiB / {bw_source or 'unknown bandwidth'})", flush=True)
