@@ -41,7 +41,6 @@ import argparse
 import datetime
 import gc
 import json
-import math
 import os
 import sys
 import tempfile
@@ -481,6 +480,7 @@ def main(argv=None) -> int:
                 vlm.model.to(getattr(torch, dt))
             res = {"arch": arch, **oracle_check(vlm, image, steps, dt)}
             report["oracle"].append(res)
+            write_json(out_path, report)  # every part is kept as soon as it is measured
             print(f"  (a) {dt}: tokens {res['steps_within_tie_tol']}/{steps} within {res['tie_tol']} logits "
                   f"({res['tokens_equal_oracle_argmax']} exact), attention mass diff "
                   f"{res['attention_mass_max_diff']:.2e} (tol {res['mass_tol']}), knockout effect "
@@ -501,6 +501,7 @@ def main(argv=None) -> int:
                 m = report["memory"]
                 print(f"  (c) recording / output_attentions = {m['record_memory_ratio']:.4%} ({m['measure']})",
                       flush=True)
+                write_json(out_path, report)
         del vlm
         gc.collect()
         if device.type == "cuda":
@@ -509,9 +510,14 @@ def main(argv=None) -> int:
     if args.skip_figure or smoke:
         report["figure"] = {"skipped": "smoke mode" if smoke else "--skip-figure"}
     else:
-        report["figure"] = figure(args.figure, args.figure_model, "cuda",
-                                  out_path.parent / "gpu_check_figure" / args.figure)
-        print(f"  (d) {args.figure} on {args.figure_model}, cuda: {report['figure']['seconds']:.1f} s", flush=True)
+        try:
+            report["figure"] = figure(args.figure, args.figure_model, str(device),
+                                      out_path.parent / "gpu_check_figure" / args.figure)
+            print(f"  (d) {args.figure} on {args.figure_model}, {device}: {report['figure']['seconds']:.1f} s",
+                  flush=True)
+        except Exception as exc:  # noqa: BLE001  (the other figures are kept; the failure is reported)
+            report["figure"] = {"name": args.figure, "ok": False, "error": f"{type(exc).__name__}: {exc}"[:2000]}
+            print(f"  (d) {args.figure} FAILED: {report['figure']['error']}", file=sys.stderr, flush=True)
 
     ratios = {"speedup_vs_naive": report["sweep"]["speedup_vs_naive"],
               "speedup_vs_unbatched": report["sweep"]["speedup_vs_unbatched"],
@@ -529,7 +535,7 @@ def main(argv=None) -> int:
     print(f"figures: {out_path}")
     fmt = lambda v: "n/a" if v is None else f"{v:.4g}"  # noqa: E731
     print(" ".join(f"{k}={fmt(v)}" for k, v in ratios.items()) + f" oracle_ok={report['oracle_ok']}")
-    return 0 if n_ok == len(report["oracle"]) else 1
+    return 0 if n_ok == len(report["oracle"]) and report["figure"].get("ok", True) else 1
 
 
 if __name__ == "__main__":
