@@ -12,7 +12,6 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from tests.tiny import build
 from vlmflow import store as st
 from vlmflow.cli import main
 
@@ -21,15 +20,6 @@ SBATCH = ROOT / "cluster" / "sweep_array.sbatch"
 SHARD = ROOT / "cluster" / "shard.sh"
 N_SHARDS, N_IMAGES = 2, 3
 KEY = ["image", "spec_id"]
-
-
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("tiny_llava")
-    model, processor = build("llava")
-    model.save_pretrained(folder)
-    processor.save_pretrained(folder)
-    return folder
 
 
 def _sweep_args(model_dir) -> list[str]:
