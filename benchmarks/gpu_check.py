@@ -100,8 +100,9 @@ MASS_TOL = {"float32": 1e-5, "float16": 5e-3, "bfloat16": 2e-2}
 # Peak memory bandwidth in GB/s as published by NVIDIA for each product (not measured here); matched in order against
 # torch.cuda.get_device_name(): every listed substring must occur.
 BANDWIDTH_GBS = [
-    (("H200",), 4800, "H200 (HBM3e, 4.8 TB/s)"),
+    (("GH200", "144G"), 4900, "GH200 144 GB HBM3e (4.9 TB/s)"),  # before H200: "GH200" contains "H200"
     (("GH200",), 4000, "GH200 96 GB HBM3 (4.0 TB/s)"),
+    (("H200",), 4800, "H200 (HBM3e, 4.8 TB/s)"),
     (("H100", "NVL"), 3900, "H100 NVL (3.9 TB/s)"),
     (("H100", "PCIe"), 2000, "H100 PCIe (2.0 TB/s)"),
     (("H100",), 3350, "H100 SXM (3.35 TB/s)"),
@@ -109,9 +110,9 @@ BANDWIDTH_GBS = [
     (("A100", "80GB", "PCIe"), 1935, "A100 80GB PCIe (1.935 TB/s)"),
     (("A100", "80GB"), 2039, "A100 80GB SXM (2.039 TB/s)"),
     (("A100",), 1555, "A100 40GB (1.555 TB/s)"),
-    (("L40S",), 864, "L40S (864 GB/s)"),
+    (("L40",), 864, "L40 / L40S (864 GB/s)"),  # before L4
     (("L4",), 300, "L4 (300 GB/s)"),
-    (("A10",), 600, "A10 (600 GB/s)"),
+    (("A10",), 600, "A10 / A10G (600 GB/s)"),  # after A100
     (("RTX 4090",), 1008, "GeForce RTX 4090 (1.008 TB/s)"),
     (("V100",), 900, "V100 (900 GB/s)"),
 ]
@@ -210,7 +211,7 @@ def oracle_check(vlm, image, steps: int, dtype_name: str) -> dict:
     from tests.oracles import ORACLE, eager_forward, extend, oracle_masks
 
     n = vlm.num_layers
-    late = list(range(n // 2, n))
+    late = list(range(n // 2, n))  # image hidden from the generated tokens everywhere, from the text in the late half
     ko = [vf.Knockout("image", "generated"), vf.Knockout("image", "text", layers=late)]
     pairs = [("image", "generated", None), ("image", "text", late)]
     batch = vlm.prepare([image], QUESTION)

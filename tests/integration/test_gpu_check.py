@@ -98,6 +98,9 @@ def test_bandwidth_table_matches_device_names():
     assert gpu_check.bandwidth_for("NVIDIA H100 PCIe")[0] == 2000
     assert gpu_check.bandwidth_for("NVIDIA A100-SXM4-80GB")[0] == 2039
     assert gpu_check.bandwidth_for("NVIDIA A100 80GB PCIe")[0] == 1935
+    assert gpu_check.bandwidth_for("NVIDIA GH200 480GB")[0] == 4000
+    assert gpu_check.bandwidth_for("NVIDIA L40")[0] == 864 and gpu_check.bandwidth_for("NVIDIA L4")[0] == 300
+    assert gpu_check.bandwidth_for("NVIDIA A10G")[0] == 600
     assert gpu_check.bandwidth_for("some other accelerator") == (None, None)
     assert gpu_check.spread(97, 8)[0] == 0 and len(gpu_check.spread(97, 8)) == 8 and gpu_check.spread(13, 0) == \
         list(range(13))
