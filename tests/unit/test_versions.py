@@ -135,3 +135,23 @@ def test_import_vlmflow_names_the_version_problem(tmp_path, name, version, words
     ok = subprocess.run([sys.executable, "-c", "import vlmflow"], capture_output=True, text=True, env=env,
                         timeout=120)
     assert ok.returncode == 0, ok.stderr
+
+
+def test_environment_yml_pins_equal_the_cpu_constraints():
+    """The conda route installs what the tested CPU environment pins (torch aside: the same release, CUDA build)."""
+    cpu = {}
+    for line in (ROOT / "constraints.txt").read_text().splitlines():
+        line = line.split("#")[0].strip()
+        if line:
+            req = Requirement(line)
+            cpu[req.name.lower().replace("_", "-")] = _pinned_version(req)
+    env = yaml.safe_load((ROOT / "environment.yml").read_text())
+    pip = next(d["pip"] for d in env["dependencies"] if isinstance(d, dict) and "pip" in d)
+    for line in pip:
+        if line.startswith("-"):
+            continue
+        req = Requirement(line)
+        name = req.name.lower().replace("_", "-")
+        if name in ("torch", "torchvision"):
+            continue
+        assert name in cpu and _pinned_version(req) == cpu[name], f"environment.yml {req} vs constraints.txt {cpu.get(name)}"
