@@ -7,7 +7,7 @@ export OMP_NUM_THREADS ?= 2
 export TOKENIZERS_PARALLELISM := false
 export HF_HUB_OFFLINE := 1
 
-.PHONY: install test book figure browser toy-model data bench clean demo
+.PHONY: install test book figure browser toy-model data bench clean demo gpu-install gpu-check
 
 install: $(STAMP)
 
@@ -51,6 +51,24 @@ toy-model: install
 
 bench: install
 	$(PY) benchmarks/sweep_speed.py
+
+# The GPU path (benchmarks/README.md): a CUDA environment in .venv-gpu (PyPI's CUDA torch, requirements-gpu.txt), then
+# benchmarks/gpu_check.py on it. Conda users: `make gpu-check GPU_PY=python` inside the environment.yml environment.
+GPU_VENV := .venv-gpu
+GPU_PY   ?= $(GPU_VENV)/bin/python
+GPU_ARGS ?=
+gpu-install: $(GPU_VENV)/.installed
+
+$(GPU_VENV)/.installed: requirements.txt requirements-gpu.txt pyproject.toml
+	@test -x $(GPU_VENV)/bin/python || $(PYTHON) -m venv $(GPU_VENV)
+	$(GPU_VENV)/bin/python -m pip install -q --upgrade pip
+	$(GPU_VENV)/bin/python -m pip install -q -r requirements-gpu.txt
+	$(GPU_VENV)/bin/python -m pip install -q --no-deps --no-build-isolation -e .
+	$(GPU_VENV)/bin/python -m ipykernel install --sys-prefix --name python3 >/dev/null
+	@touch $@
+
+gpu-check: $(if $(filter $(GPU_VENV)/bin/python,$(GPU_PY)),gpu-install)
+	$(GPU_PY) benchmarks/gpu_check.py $(GPU_ARGS)
 
 clean:
 	rm -rf _build results book/figures/*.ipynb

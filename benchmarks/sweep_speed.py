@@ -45,8 +45,8 @@ def naive_attention(module, query, key, value, attention_mask, scaling=None, dro
     n_rep = H // key.shape[1]
     key, value = repeat_kv(key, n_rep), repeat_kv(value, n_rep)
     scores = (query @ key.transpose(2, 3)) * (scaling if scaling is not None else D ** -0.5)
-    mask = torch.zeros(B, 1, Q, K, dtype=scores.dtype)
-    causal = torch.arange(K)[None, :] > torch.arange(K - Q, K)[:, None]
+    mask = torch.zeros(B, 1, Q, K, dtype=scores.dtype, device=scores.device)
+    causal = torch.arange(K, device=scores.device)[None, :] > torch.arange(K - Q, K, device=scores.device)[:, None]
     mask[:, :, causal] = torch.finfo(scores.dtype).min
     st = _NAIVE_STATE
     if module.layer_idx in st.get("layers", ()):
@@ -56,12 +56,13 @@ def naive_attention(module, query, key, value, attention_mask, scaling=None, dro
             role = "generated" if pos >= P else st["roles"][pos]
             if role in tgt:
                 mask[:, :, qi, src] = torch.finfo(scores.dtype).min
-    weights = (scores + mask).softmax(-1)
+    weights = (scores.float() + mask.float()).softmax(-1).to(value.dtype)
     out = (weights @ value).transpose(1, 2).contiguous()
     return out, weights
 
 
 def run_naive(model, batch, knockouts, max_new_tokens, pad):
+    """One ``model.generate`` at batch 1 under the naive attention (must be set: ``use_naive``) -> new token ids."""
     import torch
 
     from vlmflow.roles import ROLES
@@ -81,6 +82,71 @@ def run_naive(model, batch, knockouts, max_new_tokens, pad):
     return out.sequences[0, batch.prompt_length:].tolist()
 
 
+def use_naive(model) -> None:
+    """Switch the model's text attention to the naive eager attention (``vlm.adapter.set_attention("vlmflow")``
+    switches back)."""
+    from transformers import AttentionInterface
+    from transformers.masking_utils import AttentionMaskInterface, eager_mask
+
+    AttentionInterface.register(NAIVE, naive_attention)
+    AttentionMaskInterface.register(NAIVE, eager_mask)
+    model.set_attn_implementation({"text_config": NAIVE})
+
+
+def _sync(device) -> None:
+    import torch
+
+    if getattr(device, "type", str(device)) == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def timed(fn, device="cpu"):
+    """(fn(), seconds), with the device synchronised on both sides."""
+    _sync(device)
+    t0 = time.perf_counter()
+    out = fn()
+    _sync(device)
+    return out, time.perf_counter() - t0
+
+
+def _pairs(n_images: int, n_configs: int, pairs):
+    return [(i, c) for i in range(n_images) for c in range(n_configs)] if pairs is None else list(pairs)
+
+
+def unbatched_pass(vlm, images, configs, question, max_new_tokens, pairs=None) -> dict:
+    """Way (b): one ``vlm.generate`` per (image, configuration) -> {(image, config): token ids}."""
+    return {(i, c): vlm.generate(images[i], question, knockout=list(configs[c].knockouts) or None,
+                                 max_new_tokens=max_new_tokens).token_ids
+            for i, c in _pairs(len(images), len(configs), pairs)}
+
+
+def naive_pass(vlm, images, configs, question, max_new_tokens, pairs=None, baseline_per_config=False) -> dict:
+    """Way (a): one naive ``generate`` per (image, configuration), cut at end-of-sequence -> {(image, config): ids}.
+    ``baseline_per_config``: also regenerate the baseline for every knockout configuration (not shared)."""
+    model = vlm.model
+    eos = model.generation_config.eos_token_id
+    eos_ids = eos if isinstance(eos, list) else [eos]
+    pad = model.generation_config.pad_token_id if model.generation_config.pad_token_id is not None else eos_ids[0]
+    use_naive(model)
+    try:
+        out, batches = {}, {}
+        for i, c in _pairs(len(images), len(configs), pairs):
+            batch = batches.setdefault(i, vlm.prepare([images[i]], question))
+            if baseline_per_config and configs[c].knockouts:
+                run_naive(model, batch, (), max_new_tokens, pad)
+            ids = run_naive(model, batch, configs[c].knockouts, max_new_tokens, pad)
+            out[i, c] = ids[:next((k for k, t in enumerate(ids) if t in eos_ids), len(ids))]
+        return out
+    finally:
+        vlm.adapter.set_attention("vlmflow")
+
+
+def engine_pass(engine, images, configs, question) -> dict:
+    """Way (c): the sweep engine over every image and configuration -> {(image, config): token ids}."""
+    res = engine.run_many(images, configs, question)
+    return {(i, c): r.token_ids for i, row in enumerate(res) for c, r in enumerate(row)}
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n-images", type=int, default=10)
@@ -90,8 +156,6 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
 
     import torch
-    from transformers import AttentionInterface
-    from transformers.masking_utils import AttentionMaskInterface, eager_mask
 
     import vlmflow as vf
     from vlmflow.model import toy_model_path
@@ -106,7 +170,6 @@ def main(argv=None) -> int:
         from vlmflow.toy.model import build
 
         vlm, which = vf.wrap(*build()), "untrained toy LLaVA (data/toy_model missing)"
-    model = vlm.model
     L = vlm.num_layers
     configs = preset("from-layer", L, record=None)
     images = [make_scene(0, "test", i).image for i in range(args.n_images)]
@@ -114,16 +177,12 @@ def main(argv=None) -> int:
     print(f"model: {which}; {L} layers; {len(configs)} configs x {len(images)} images = {n_cfg}; "
           f"max_new_tokens={args.max_new_tokens}; threads={args.threads}", flush=True)
     Q = "describe the image"
-    eos = model.generation_config.eos_token_id
-    pad = model.generation_config.pad_token_id if model.generation_config.pad_token_id is not None else eos
 
     warm = [configs[0], configs[-1]]
     # (c) engine first, so that the process's peak RSS measured after it is the engine's
     engine = SweepEngine(vlm, max_new_tokens=args.max_new_tokens, batch_size=args.batch_size)
     engine.run(images[0], warm, Q)  # untimed warm-up
-    t0 = time.perf_counter()
-    texts_c = [[r.token_ids for r in res] for res in engine.run_many(images, configs, Q)]
-    t_c = time.perf_counter() - t0
+    texts_c, t_c = timed(lambda: engine_pass(engine, images, configs, Q))
     rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     tracemalloc.start()  # untimed memory pass
     engine.run_many(images, configs, Q)
@@ -133,37 +192,17 @@ def main(argv=None) -> int:
           f"python-heap peak {py_peak / 2**20:.1f} MiB", flush=True)
 
     # (b) one vlm.generate per configuration
-    for c in warm:  # untimed warm-up
-        vlm.generate(images[0], Q, knockout=list(c.knockouts) or None, max_new_tokens=args.max_new_tokens)
-    t0 = time.perf_counter()
-    texts_b = [[vlm.generate(im, Q, knockout=list(c.knockouts) or None, max_new_tokens=args.max_new_tokens).token_ids
-                for c in configs] for im in images]
-    t_b = time.perf_counter() - t0
+    unbatched_pass(vlm, images[:1], warm, Q, args.max_new_tokens)  # untimed warm-up
+    texts_b, t_b = timed(lambda: unbatched_pass(vlm, images, configs, Q, args.max_new_tokens))
     print(f"(b) vlm.generate:  {t_b:8.1f} s  {n_cfg / t_b:7.2f} configs/s", flush=True)
 
     # (a) naive: eager + output_attentions, one generate per configuration
-    AttentionInterface.register(NAIVE, naive_attention)
-    AttentionMaskInterface.register(NAIVE, eager_mask)
-    model.set_attn_implementation({"text_config": NAIVE})
-    for c in warm:  # untimed warm-up
-        run_naive(model, vlm.prepare([images[0]], Q), c.knockouts, args.max_new_tokens, pad)
-    t0 = time.perf_counter()
-    texts_a = []
-    for im in images:
-        batch = vlm.prepare([im], Q)
-        row = []
-        for c in configs:
-            ids = run_naive(model, batch, c.knockouts, args.max_new_tokens, pad)
-            eos_ids = eos if isinstance(eos, list) else [eos]
-            cut = next((i for i, t in enumerate(ids) if t in eos_ids), len(ids))
-            row.append(ids[:cut])
-        texts_a.append(row)
-    t_a = time.perf_counter() - t0
-    vlm.adapter.set_attention("vlmflow")
+    naive_pass(vlm, images[:1], warm, Q, args.max_new_tokens)  # untimed warm-up
+    texts_a, t_a = timed(lambda: naive_pass(vlm, images, configs, Q, args.max_new_tokens))
     print(f"(a) naive eager:   {t_a:8.1f} s  {n_cfg / t_a:7.2f} configs/s", flush=True)
 
-    diff_b = sum(x != y for rb, rc in zip(texts_b, texts_c) for x, y in zip(rb, rc))
-    diff_a = sum(x != y for ra, rc in zip(texts_a, texts_c) for x, y in zip(ra, rc))
+    diff_b = sum(texts_b[k] != texts_c[k] for k in texts_c)
+    diff_a = sum(texts_a[k] != texts_c[k] for k in texts_c)
     print(f"identical outputs: engine vs vlm.generate {n_cfg - diff_b}/{n_cfg}, engine vs naive {n_cfg - diff_a}/{n_cfg}")
     if diff_b:
         print("ERROR: the engine differs from vlm.generate", file=sys.stderr)

@@ -14,6 +14,10 @@ import importlib
 
 __version__ = "0.1.0"
 
+from vlmflow import versions as _versions  # noqa: E402  (torch / transformers that cannot work: one-line error)
+
+_versions.check()
+
 _LAZY = {
     "load": "vlmflow.model",
     "wrap": "vlmflow.model",

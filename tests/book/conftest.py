@@ -56,11 +56,12 @@ def secret_env(monkeypatch):
 
 
 def copy_book(dest: Path) -> Path:
-    """The book's sources (config, toc, pages, notebooks) copied to ``dest``; executed pages are not copied."""
+    """The book's sources (config, toc, pages, notebooks, the included cluster/ files) copied to ``dest``; executed pages are not copied."""
     for name in ("_config.yml", "_toc.yml"):
         shutil.copy2(REPO / name, dest / name)
     shutil.copytree(REPO / "book", dest / "book", ignore=shutil.ignore_patterns("*.ipynb", ".ipynb_checkpoints"))
     shutil.copytree(REPO / "notebooks", dest / "notebooks", ignore=shutil.ignore_patterns(".ipynb_checkpoints"))
+    shutil.copytree(REPO / "cluster", dest / "cluster")  # book/rerun.md includes cluster/sweep_array.sbatch
     # What a real checkout also holds and the book must ignore (a stray page would be a "not in any toctree" warning)
     for decoy in (".pytest_cache/README.md", "lib/vlmflow.egg-info/README.md", "results/token_roles/notes.md"):
         (dest / decoy).parent.mkdir(parents=True, exist_ok=True)

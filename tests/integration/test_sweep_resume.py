@@ -8,23 +8,12 @@ import time
 from pathlib import Path
 
 import pandas as pd
-import pytest
 
-from tests.tiny import build
 from vlmflow import store as st
 from vlmflow.cli import main
 
 ROOT = Path(__file__).resolve().parents[2]
 N_IMAGES = 4
-
-
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("tiny_llava")
-    model, processor = build("llava")
-    model.save_pretrained(folder)
-    processor.save_pretrained(folder)
-    return folder
 
 
 def _args(model_dir, out):

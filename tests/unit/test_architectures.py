@@ -21,6 +21,7 @@ import pytest
 import torch
 
 import vlmflow as vf
+from tests.oracles import ORACLE, eager_forward, extend, oracle_masks
 from tests.tiny import build
 
 ARCHS = ["llava", "internvl", "qwen2_vl", "qwen2_5_vl"]
@@ -54,78 +55,6 @@ def models(arch):
     eager = copy.deepcopy(model)
     eager.set_attn_implementation({"text_config": ORACLE})
     return vf.wrap(model, processor), plain, eager
-
-
-# ------------------------------------------------------------------------------------------------------------
-# the oracle: eager attention + an additive mask built in this file
-
-ORACLE = "h2_eager_oracle"
-_ORACLE_MASK: dict = {}  # layer -> FloatTensor[B, 1, T, T] (0 / -inf) for the full sequence
-
-
-def _oracle_attention(module, query, key, value, attention_mask, **kwargs):
-    from transformers.models.llama.modeling_llama import eager_attention_forward
-
-    extra = _ORACLE_MASK.get(module.layer_idx)
-    if extra is not None:
-        Q, K = query.shape[2], key.shape[2]
-        extra = extra[:, :, K - Q:K, :K].to(query.dtype)
-        attention_mask = extra if attention_mask is None else attention_mask + extra
-    return eager_attention_forward(module, query, key, value, attention_mask, **kwargs)
-
-
-def _register_oracle():
-    from transformers import AttentionInterface
-    from transformers.masking_utils import AttentionMaskInterface, eager_mask
-
-    AttentionInterface.register(ORACLE, _oracle_attention)
-    AttentionMaskInterface.register(ORACLE, eager_mask)
-
-
-_register_oracle()
-
-
-def oracle_masks(input_ids, attention_mask, image_token_id, prompt_length, pairs, n_layers):
-    """{layer: [B, 1, T, T] additive}: -inf where the query position's kind is a target and the key's kind a source.
-
-    Kinds from ids alone: image = image_token_id; generated = position >= prompt_length; text = the other
-    non-pad prompt positions. ``pairs`` = [(source kind, target kind, layers)] (layers None = all)."""
-    B, T = input_ids.shape
-    pos = torch.arange(T)
-    kind = {
-        "image": input_ids == image_token_id,
-        "generated": (pos >= prompt_length)[None].expand(B, T),
-    }
-    kind["text"] = attention_mask.bool() & ~kind["image"] & ~kind["generated"]
-    masks = {}
-    for src, tgt, layers in pairs:
-        block = kind[tgt][:, :, None] & kind[src][:, None, :]  # [B, Tq, Tk]
-        for layer in (range(n_layers) if layers is None else layers):
-            m = masks.setdefault(layer, torch.zeros(B, 1, T, T))
-            m.masked_fill_(block[:, None], float("-inf"))
-    return masks
-
-
-def eager_forward(eager, inputs, masks):
-    _ORACLE_MASK.clear()
-    _ORACLE_MASK.update(masks)
-    try:
-        with torch.no_grad():
-            return eager(**inputs, output_attentions=True)
-    finally:
-        _ORACLE_MASK.clear()
-
-
-def _extend(inputs, token):
-    """inputs with one more token (no-cache greedy loop): ids, attention mask, mm_token_type_ids."""
-    out = dict(inputs)
-    B = inputs["input_ids"].shape[0]
-    out["input_ids"] = torch.cat([inputs["input_ids"], token.view(B, 1)], 1)
-    out["attention_mask"] = torch.cat([inputs["attention_mask"], torch.ones(B, 1, dtype=torch.long)], 1)
-    if "mm_token_type_ids" in inputs:
-        out["mm_token_type_ids"] = torch.cat([inputs["mm_token_type_ids"],
-                                              torch.zeros(B, 1, dtype=inputs["mm_token_type_ids"].dtype)], 1)
-    return out
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -202,7 +131,7 @@ def test_knockout_generate_equals_eager_no_cache_loop(models):
         logits[:, eos] = float("-inf")  # min_new_tokens=steps forbids end-of-sequence
         token = logits.argmax(-1)
         ids.append(int(token))
-        inputs = _extend(inputs, token)
+        inputs = extend(inputs, token.view(-1, 1))
     assert gen.token_ids == ids
 
 
