@@ -22,7 +22,7 @@ from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any
 
 from vlmflow.errors import UnsupportedAttentionError, VlmflowError
-from vlmflow.roles import PAD, ROLES, role_id_mask
+from vlmflow.roles import GENERATED, PAD, ROLES, role_id_mask
 
 if TYPE_CHECKING:
     import torch
@@ -165,8 +165,96 @@ def compile_knockouts(knockouts, batch_size: int, n_layers: int, roles: "TokenRo
             row = torch.zeros(roles.prompt_length, dtype=torch.bool)
             row[n_pad:] = torch.tensor(cols)
             terms[tgt][b, layers] |= row
-    plan = KnockoutPlan(pair, [(torch.tensor(t), c) for t, c in terms.items()])
+    term_list = [(torch.tensor(t), c) for t, c in terms.items()]
+    if roles is not None:
+        check_rows_keep_a_key(pair, term_list, roles, rows)
+        warn_inert(rows, roles, n_layers)
+    plan = KnockoutPlan(pair, term_list)
     return None if plan.empty else plan
+
+
+def check_rows_keep_a_key(pair: "torch.Tensor", terms: "list[tuple[torch.Tensor, torch.Tensor]]",
+                          roles: "TokenRoles", rows: "list[list[Knockout]]") -> None:
+    """KnockoutError if, in some layer, a query position would have every key it can see (itself and the positions
+    before it) blocked: softmax over no key has no meaning (sdpa returns NaN or spreads the row uniformly over
+    masked keys), so e.g. ``all:all`` or ``text:text`` (the first token sees only itself) is refused.
+
+    pair: BoolTensor[B, L, n_roles, n_roles]; terms: (target roles [n_roles], blocked columns [B, L, P]); checked
+    for every prompt position and for the generated positions (which see the whole prompt and themselves)."""
+    import torch
+
+    from vlmflow.knockout import KnockoutError
+
+    B, L = pair.shape[:2]
+    P = roles.prompt_length
+    ids = roles.ids[:, :P].cpu().long()  # [B, P]
+    valid = ids != PAD
+    # blocked[b, l, t, k]: a query of role t may not read prompt key k in layer l
+    blocked = pair.gather(3, ids[:, None, None, :].expand(B, L, N_ROLES, P))
+    for tgt, cols in terms:
+        blocked = blocked | (tgt[None, None, :, None] & cols[:, :, None, :])
+    allowed = ~blocked & valid[:, None, None, :]
+    seen = allowed.cumsum(-1) > 0  # [B, L, t, p]: some key at or before p is readable by a role-t query
+    own = seen.gather(2, ids[:, None, None, :].expand(B, L, 1, P))[:, :, 0]  # [B, L, P] at the query's own role
+    empty_prompt = valid[:, None, :] & ~own
+    # a generated query sees the prompt and the generated keys up to itself
+    empty_generated = ~allowed[:, :, GENERATED].any(-1) & pair[:, :, GENERATED, GENERATED]  # [B, L]
+    if not (empty_prompt.any() or empty_generated.any()):
+        return
+    if empty_prompt.any():
+        b, layer, p = (int(i) for i in empty_prompt.nonzero()[0])
+        n_pad = int((~valid[b]).sum())
+        who = f"the {ROLES[int(ids[b, p])]} token at prompt position {p - n_pad}"
+        sees = "itself only" if p == n_pad else f"prompt positions 0-{p - n_pad}"
+    else:
+        b, layer = (int(i) for i in empty_generated.nonzero()[0])
+        who, sees = "every generated token", "the prompt and the generated tokens"
+    specs = " & ".join(k.spec_id for k in rows[b])
+    raise KnockoutError(
+        f"knockout {specs} leaves {who} with no key to attend to in layer {layer} (it sees {sees}, all blocked); "
+        f"keep at least one visible key per position, e.g. leave the target's own roles out of the source "
+        f"(image:all, not all:all)"
+    )
+
+
+def warn_inert(rows: "list[list[Knockout]]", roles: "TokenRoles", n_layers: int) -> None:
+    """VlmflowWarning for each spec that names layers and positions but blocks no (query, key) pair on this input
+    (e.g. ``system:generated`` on a model without a system prompt): its result equals the baseline's, which is
+    rarely what was meant. Specs with an explicitly empty layer or position set are left alone (sweeps use them)."""
+    import warnings
+
+    from vlmflow.errors import VlmflowWarning
+
+    P = roles.prompt_length
+    inert: dict[str, str] = {}
+    active_ids: set[str] = set()
+    for b, specs in enumerate(rows):
+        ids = roles.ids[b, :P].tolist()
+        n_pad = sum(1 for r in ids if r == PAD)
+        own = ids[n_pad:]
+        for ko in specs:
+            if ko.layers == () or ko.source_positions == () or ko.spec_id in active_ids:
+                continue
+            src = role_id_mask(ko.source)
+            tgt = role_id_mask(ko.target)
+            cols = ko.source_columns(own)
+            source_at = [i for i, c in enumerate(cols) if c] + ([len(own)] if src[GENERATED] else [])
+            after_all = [10 ** 9] if tgt[GENERATED] else []  # generated positions come after every prompt position
+            target_at = [i for i, r in enumerate(own) if tgt[r]] + after_all
+            if source_at and target_at and min(source_at) <= max(target_at):
+                active_ids.add(ko.spec_id)
+                inert.pop(ko.spec_id, None)
+                continue
+            if not source_at:
+                why = f"no position of the input has the source role(s) {'+'.join(sorted(ko.source_roles))}"
+            elif not target_at:
+                why = f"no position of the input has the target role(s) {'+'.join(sorted(ko.target_roles))}"
+            else:
+                why = "every target position comes before every source position (attention is causal)"
+            inert[ko.spec_id] = why
+    for spec, why in inert.items():
+        warnings.warn(f"knockout {spec} blocks nothing on this input: {why}; the output equals the baseline's",
+                      VlmflowWarning, stacklevel=4)
 
 
 # ---- recorder ---------------------------------------------------------------------------------------------

@@ -10,6 +10,9 @@ of an object (its judge ignores colours and sizes), the truth an LLM judge is va
 Besides the main judgment, `details["attributes"]` gives a per-attribute breakdown: the same multiset matching on
 shape only, colour only and size only (P/R/F1 and counts each), and `details["count"]` the number of objects on
 each side. Object names are ``"size colour shape"`` (missing attributes left out).
+
+Text outside the toy world (a word that neither the grammar reads nor the toy model can say, ``grammar.unknown_words``)
+is refused with a JudgeError naming the words: the grammar would skip them, and "a cat" vs "a dog" would score F1 = 1.
 """
 from __future__ import annotations
 
@@ -27,7 +30,7 @@ def object_name(obj: Any) -> str:
 
 class ExactJudge(Judge):
     name = "exact"
-    version = "1"
+    version = "2"  # 2: refuses text outside the toy vocabulary (scores of toy text unchanged)
 
     def __init__(self, match_on: tuple[str, ...] = ("size", "color", "shape")) -> None:
         from vlmflow.judge.base import JudgeError
@@ -38,11 +41,21 @@ class ExactJudge(Judge):
             raise JudgeError(f"ExactJudge match_on={tuple(match_on)!r}: name one or more of {', '.join(ATTRIBUTES)}")
         self.match_on = tuple(match_on)
         self._parse = grammar.parse
+        self._unknown = grammar.unknown_words
 
     def provenance(self) -> dict[str, Any]:
         return {**super().provenance(), "match_on": list(self.match_on)}
 
     def judge(self, reference: str, candidate: str) -> Judgment:
+        from vlmflow.judge.base import JudgeError
+
+        for side, text in (("reference", reference), ("candidate", candidate)):
+            unknown = self._unknown(text)
+            if unknown:
+                shown = ", ".join(repr(w) for w in unknown[:5]) + (", ..." if len(unknown) > 5 else "")
+                raise JudgeError(f"the exact judge reads only toy-world descriptions (sizes, colours and shapes such "
+                                 f"as 'small red circle'); the {side} has other words: {shown}; the lexical and LLM "
+                                 f"judges read free text")
         ref, cand = self._parse(reference), self._parse(candidate)
         tp, fp, fn = match_by_key(ref, cand, key=lambda o: tuple(getattr(o, a) for a in self.match_on))
         return Judgment.from_matching(
