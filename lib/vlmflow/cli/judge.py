@@ -60,6 +60,8 @@ def register(subparsers) -> None:
 def _judge(args):
     from vlmflow.judge import get_judge
 
+    if args.judge == "exact":  # typed or filed text: refuse words outside the toy world rather than skip them
+        return get_judge("exact", strict=True)
     if args.judge != "llm":
         return get_judge(args.judge)
     options = {"base_url": args.base_url, "concurrency": args.concurrency, "timeout": args.timeout,
