@@ -96,7 +96,8 @@ def load_image(image: Any) -> "Image.Image":
         except ImageReadError:
             raise
         except Exception as exc:  # PIL raises UnidentifiedImageError, OSError, SyntaxError... for bad files
-            raise ImageReadError(f"cannot read image {path}: {str(exc).splitlines()[0] if str(exc) else exc!r}") from exc
+            why = str(exc).splitlines()[0].strip('"') if str(exc) else type(exc).__name__
+            raise ImageReadError(f"cannot read image {path}: {why}") from exc
     try:
         import numpy as np
     except ImportError:  # pragma: no cover - numpy is a dependency of torch

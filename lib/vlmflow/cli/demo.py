@@ -18,7 +18,7 @@ def register(subparsers) -> None:
     common.add_model_options(p, model_default=None,
                              default_text="toy, or an untrained toy model when the shipped one is missing")
     p.add_argument("--image", default=None, help="The image file to describe. Default: a toy scene.")
-    p.add_argument("--seed", type=int, default=0, help="The seed of the toy scene. Default: 0.")
+    p.add_argument("--seed", type=common.nonnegative_int, default=0, help="The seed of the toy scene. Default: 0.")
     p.add_argument("--max-new-tokens", type=common.positive_int, default=48,
                    help="The most tokens of each description (at least 1). Default: 48.")
     common.add_json_option(p, "the model, the image and the three descriptions")

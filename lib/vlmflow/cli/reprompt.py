@@ -26,7 +26,7 @@ def register(subparsers) -> None:
     p.add_argument("--select", default="attention", choices=("attention", "band", "norm", "random"),
                    help="How image tokens are ranked: attention from the generated tokens per layer, the middle "
                         "layer band, hidden-state norm, or seeded random. Default: attention.")
-    p.add_argument("--seed", type=int, default=0, help="The seed of --select random. Default: 0.")
+    p.add_argument("--seed", type=common.nonnegative_int, default=0, help="The seed of --select random. Default: 0.")
     p.add_argument("--describe-prompt", default="describe the image", type=common.text,
                    help="The prompt of the describe run whose cache is compressed. Default: 'describe the image'.")
     p.add_argument("--describe-tokens", type=common.positive_int, default=64,

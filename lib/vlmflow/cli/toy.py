@@ -21,7 +21,7 @@ def register(subparsers) -> None:
     s = sub.add_parser("scenes", help="Write toy scenes as COCO (DIR/instances.json and DIR/images/).",
                        description="Write N toy scenes as a COCO data set: DIR/instances.json with the objects' "
                                    "boxes, masks, colours and sizes, and one PNG per scene in DIR/images/.")
-    s.add_argument("--seed", type=int, default=0, help="The seed the scenes are drawn from. Default: 0.")
+    s.add_argument("--seed", type=common.nonnegative_int, default=0, help="The seed the scenes are drawn from. Default: 0.")
     s.add_argument("--n", type=common.positive_int, required=True, help="How many scenes to write (at least 1).")
     s.add_argument("--out", required=True, help="The folder to write (created if needed).")
     s.add_argument("--split", default="test", choices=["train", "val", "test"],
@@ -47,7 +47,7 @@ def register(subparsers) -> None:
                    help="The wall-clock budget of the main stage in this invocation, in minutes. Default: 80.")
     t.add_argument("--steps", type=common.positive_int, default=None,
                    help="The length of the training schedule in steps. Default: estimated from --minutes.")
-    t.add_argument("--seed", type=int, default=0, help="The training seed. Default: 0.")
+    t.add_argument("--seed", type=common.nonnegative_int, default=0, help="The training seed. Default: 0.")
     t.add_argument("--batch-size", type=common.positive_int, default=32, help="Scenes per step. Default: 32.")
     t.add_argument("--lr", type=common.positive_float, default=1e-3, help="The peak learning rate. Default: 0.001.")
     t.add_argument("--vision-minutes", type=common.nonnegative_float, default=6.0,
@@ -75,7 +75,7 @@ def register(subparsers) -> None:
     e.add_argument("--model", default="data/toy_model", help="The toy model folder. Default: data/toy_model.")
     e.add_argument("--n", type=common.positive_int, default=200,
                    help="How many scenes to evaluate on (at least 1). Default: 200.")
-    e.add_argument("--seed", type=int, default=0, help="The seed of the evaluation scenes. Default: 0.")
+    e.add_argument("--seed", type=common.nonnegative_int, default=0, help="The seed of the evaluation scenes. Default: 0.")
     e.add_argument("--split", default="test", choices=["train", "val", "test"],
                    help="Which split's scenes. Default: test.")
     e.add_argument("--knockout", action="store_true", help="Also evaluate with the full image knockout.")
@@ -104,6 +104,8 @@ def _scenes(args) -> int:
 
 
 def _train(args) -> int:
+    common.output_folder(args.out, "--out")
+    common.output_folder(args.work or "runs/toy_train", "--work")
     from dataclasses import replace
 
     from vlmflow.toy.model import ToyModelConfig
