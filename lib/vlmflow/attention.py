@@ -168,7 +168,7 @@ def compile_knockouts(knockouts, batch_size: int, n_layers: int, roles: "TokenRo
     term_list = [(torch.tensor(t), c) for t, c in terms.items()]
     if roles is not None:
         check_rows_keep_a_key(pair, term_list, roles, rows)
-        warn_inert(rows, roles, n_layers)
+        warn_inert(rows, roles)
     plan = KnockoutPlan(pair, term_list)
     return None if plan.empty else plan
 
@@ -188,26 +188,40 @@ def check_rows_keep_a_key(pair: "torch.Tensor", terms: "list[tuple[torch.Tensor,
     B, L = pair.shape[:2]
     P = roles.prompt_length
     ids = roles.ids[:, :P].cpu().long()  # [B, P]
-    valid = ids != PAD
-    # blocked[b, l, t, k]: a query of role t may not read prompt key k in layer l
-    blocked = pair.gather(3, ids[:, None, None, :].expand(B, L, N_ROLES, P))
-    for tgt, cols in terms:
-        blocked = blocked | (tgt[None, None, :, None] & cols[:, :, None, :])
-    allowed = ~blocked & valid[:, None, None, :]
-    seen = allowed.cumsum(-1) > 0  # [B, L, t, p]: some key at or before p is readable by a role-t query
-    own = seen.gather(2, ids[:, None, None, :].expand(B, L, 1, P))[:, :, 0]  # [B, L, P] at the query's own role
-    empty_prompt = valid[:, None, :] & ~own
+    # the answer depends only on (prompt layout, the layer's table, the layer's position columns): check each distinct
+    # combination once (a sweep batch repeats one layout and a few tables over its rows and layers)
+    layouts, layout_of = torch.unique(ids, dim=0, return_inverse=True)
+    parts = [layout_of[:, None, None].expand(B, L, 1), pair.reshape(B, L, N_ROLES * N_ROLES).long()]
+    parts += [cols.long() for _, cols in terms]
+    keys = torch.cat(parts, -1).reshape(B * L, -1)
+    uniq, inv = torch.unique(keys, dim=0, return_inverse=True)
+    U = uniq.shape[0]
+    u_ids = layouts[uniq[:, 0]]  # [U, P]
+    u_pair = uniq[:, 1:1 + N_ROLES * N_ROLES].bool().reshape(U, N_ROLES, N_ROLES)
+    blocked = u_pair.gather(2, u_ids[:, None, :].expand(U, N_ROLES, P))  # [U, t, k]: a role-t query may not read k
+    offset = 1 + N_ROLES * N_ROLES
+    for tgt, _ in terms:
+        blocked = blocked | (tgt[None, :, None] & uniq[:, None, offset:offset + P].bool())
+        offset += P
+    valid = u_ids != PAD
+    allowed = ~blocked & valid[:, None, :]
+    seen = allowed.to(torch.uint8).cummax(-1).values.bool()  # [U, t, p]: a key at or before p is readable by t
+    own = seen.gather(1, u_ids[:, None, :])[:, 0]  # [U, P] at the query's own role
+    empty_prompt = valid & ~own
     # a generated query sees the prompt and the generated keys up to itself
-    empty_generated = ~allowed[:, :, GENERATED].any(-1) & pair[:, :, GENERATED, GENERATED]  # [B, L]
-    if not (empty_prompt.any() or empty_generated.any()):
+    empty_generated = ~allowed[:, GENERATED].any(-1) & u_pair[:, GENERATED, GENERATED]  # [U]
+    bad = empty_prompt.any(-1) | empty_generated
+    if not bool(bad.any()):
         return
-    if empty_prompt.any():
-        b, layer, p = (int(i) for i in empty_prompt.nonzero()[0])
-        n_pad = int((~valid[b]).sum())
-        who = f"the {ROLES[int(ids[b, p])]} token at prompt position {p - n_pad}"
+    item = int(bad[inv].nonzero()[0])  # the first (row, layer) in batch order
+    b, layer = divmod(item, L)
+    u = int(inv[item])
+    if empty_prompt[u].any():
+        p = int(empty_prompt[u].nonzero()[0])
+        n_pad = int((~valid[u]).sum())
+        who = f"the {ROLES[int(u_ids[u, p])]} token at prompt position {p - n_pad}"
         sees = "itself only" if p == n_pad else f"prompt positions 0-{p - n_pad}"
     else:
-        b, layer = (int(i) for i in empty_generated.nonzero()[0])
         who, sees = "every generated token", "the prompt and the generated tokens"
     specs = " & ".join(k.spec_id for k in rows[b])
     raise KnockoutError(
@@ -217,7 +231,7 @@ def check_rows_keep_a_key(pair: "torch.Tensor", terms: "list[tuple[torch.Tensor,
     )
 
 
-def warn_inert(rows: "list[list[Knockout]]", roles: "TokenRoles", n_layers: int) -> None:
+def warn_inert(rows: "list[list[Knockout]]", roles: "TokenRoles") -> None:
     """VlmflowWarning for each spec that names layers and positions but blocks no (query, key) pair on this input
     (e.g. ``system:generated`` on a model without a system prompt): its result equals the baseline's, which is
     rarely what was meant. Specs with an explicitly empty layer or position set are left alone (sweeps use them)."""
@@ -228,19 +242,29 @@ def warn_inert(rows: "list[list[Knockout]]", roles: "TokenRoles", n_layers: int)
     P = roles.prompt_length
     inert: dict[str, str] = {}
     active_ids: set[str] = set()
+    layouts: dict[bytes, tuple] = {}
     for b, specs in enumerate(rows):
-        ids = roles.ids[b, :P].tolist()
-        n_pad = sum(1 for r in ids if r == PAD)
-        own = ids[n_pad:]
-        for ko in specs:
-            if ko.layers == () or ko.source_positions == () or ko.spec_id in active_ids:
-                continue
-            src = role_id_mask(ko.source)
-            tgt = role_id_mask(ko.target)
-            cols = ko.source_columns(own)
-            source_at = [i for i, c in enumerate(cols) if c] + ([len(own)] if src[GENERATED] else [])
-            after_all = [10 ** 9] if tgt[GENERATED] else []  # generated positions come after every prompt position
-            target_at = [i for i, r in enumerate(own) if tgt[r]] + after_all
+        todo = [ko for ko in specs if ko.layers != () and ko.source_positions != () and ko.spec_id not in active_ids]
+        if not todo:
+            continue
+        row = roles.ids[b, :P]
+        key = row.cpu().numpy().tobytes()
+        if key not in layouts:  # first and last position of each role in the row's own (unpadded) prompt
+            own = [r for r in row.tolist() if r != PAD]
+            first = {r: i for i, r in reversed(list(enumerate(own)))}
+            last = {r: i for i, r in enumerate(own)}
+            first[GENERATED] = len(own)
+            last[GENERATED] = 10 ** 9  # generated positions come after every prompt position
+            layouts[key] = own, first, last
+        own, first, last = layouts[key]
+        for ko in todo:
+            src, tgt = role_id_mask(ko.source), role_id_mask(ko.target)
+            if ko.source_positions is None:
+                source_at = [first[r] for r in first if src[r]]
+            else:
+                source_at = [i for i, c in enumerate(ko.source_columns(own)) if c]
+                source_at += [len(own)] if src[GENERATED] else []
+            target_at = [last[r] for r in last if tgt[r]]
             if source_at and target_at and min(source_at) <= max(target_at):
                 active_ids.add(ko.spec_id)
                 inert.pop(ko.spec_id, None)
