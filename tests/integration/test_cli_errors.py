@@ -223,3 +223,20 @@ def test_version_and_internal_errors(tmp_path):
             "from vlmflow.cli import main; sys.exit(main(['data', 'where']))")
     bug = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=_env(), capture_output=True, text=True)
     assert bug.returncode == 1 and "Traceback" in bug.stderr and "ZeroDivisionError" in bug.stderr
+
+
+def test_json_outputs_are_json_and_agree_with_the_library(tmp_path):
+    """--json prints one JSON object that says what the library says (cheap, torch-free commands)."""
+    from vlmflow import book
+    from vlmflow.data.fetcher import locate
+
+    scenes = _run(["toy", "scenes", "--n", "3", "--out", str(tmp_path / "s"), "--json"], tmp_path)
+    got = json.loads(scenes.stdout)
+    assert scenes.returncode == 0 and got["n"] == 3
+    assert len(json.loads(Path(got["instances"]).read_text())["images"]) == 3
+    assert sorted(p.name for p in Path(got["images"]).iterdir()) == [f"test_{i:06d}.png" for i in range(3)]
+    where = json.loads(_run(["data", "where", "--json"], tmp_path).stdout)
+    root, how = locate()
+    assert (where["root"], where["found_from"]) == (str(root), how)
+    listed = json.loads(_run(["figure", "--list", "--json"], tmp_path).stdout)
+    assert list(listed) == list(book.load_registry(ROOT))
