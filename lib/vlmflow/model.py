@@ -132,8 +132,12 @@ def model_source(name_or_path: str) -> str:
     if os.path.exists(source) or source.startswith((".", "/", "~")):
         raise WeightsNotAvailableError(f"model folder {source} does not exist (or is not a folder); use 'toy', a "
                                        f"model folder or a Hugging Face model id")
-    _check_hub_weights(source, os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0"))
+    _check_hub_weights(source, _hub_offline())
     return source
+
+
+def _hub_offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0")
 
 
 def load(name_or_path: str, device: str = "cpu", dtype=None, **kw) -> "VLM":
@@ -148,7 +152,7 @@ def load(name_or_path: str, device: str = "cpu", dtype=None, **kw) -> "VLM":
     check_device(device)
     torch_dtype = _torch_dtype(dtype)
     local = os.path.isdir(source)
-    offline = os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0") or local
+    offline = _hub_offline() or local
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
     model_kw = dict(kw)
@@ -199,6 +203,8 @@ def _check_hub_weights(repo_id: str, offline: bool) -> None:
            f"{repo_id}` where the network is reachable, or point HF_HOME at a cache that holds them")
     if offline:
         raise WeightsNotAvailableError(f"model {repo_id!r} is not in {where} and HF_HUB_OFFLINE is set: {fix}")
+    if any(os.environ.get(v) for v in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY")):
+        return  # behind a proxy a direct connection says nothing; transformers will try through the proxy
     import socket
     from urllib.parse import urlparse
 

@@ -176,7 +176,8 @@ def test_cuda_on_a_machine_without_it(files, tmp_path):
 def test_mistyped_model_online_without_route_fails_without_retries(files, tmp_path):
     """Not offline, but the hub cannot be reached (a closed local port): one connection attempt, not transformers'
     retries with backoff (~29 s before). The error names the command this environment ships."""
-    env = _env(HF_HUB_OFFLINE=None, HF_ENDPOINT="http://127.0.0.1:9", HF_HOME=str(tmp_path / "hf"))
+    no_proxy = {v: None for v in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY")}
+    env = _env(HF_HUB_OFFLINE=None, HF_ENDPOINT="http://127.0.0.1:9", HF_HOME=str(tmp_path / "hf"), **no_proxy)
     proc = _run(["describe", "--image", str(files / "scene.png"), "--model", "someone/llava-typo"], tmp_path, env)
     lines = _lines(proc.stderr)
     assert proc.returncode == 2 and len(lines) == 1, proc.stderr
