@@ -38,7 +38,8 @@ def register(subparsers) -> None:
     p.add_argument("--shard", default=None, metavar="i/n",
                    help="Run only every n-th image starting at image i (0-based), e.g. 0/4, so that n processes "
                         "can share a sweep. Default: all images.")
-    p.add_argument("--seed", type=common.nonnegative_int, default=0, help="The seed of the toy-test scenes. Default: 0.")
+    p.add_argument("--seed", type=common.nonnegative_int, default=0,
+                   help="The seed of the toy-test scenes. Default: 0.")
     p.add_argument("--merge", nargs="+", default=None, metavar="DIR",
                    help="Join these shard folders (same settings) into --out instead of running a sweep.")
     p.add_argument("--out", required=True, help="The result folder: new, or one of an earlier run to resume.")

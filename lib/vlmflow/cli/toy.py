@@ -13,7 +13,8 @@ from vlmflow.cli import common
 
 
 def register(subparsers) -> None:
-    p = subparsers.add_parser("toy", help="The toy world: synthetic scenes, and the toy model's training and evaluation.",
+    p = subparsers.add_parser("toy",
+                              help="The toy world: synthetic scenes, and the toy model's training and evaluation.",
                               description="The toy world: synthetic scenes with exact ground truth written as COCO, "
                                           "and the training and evaluation of the small toy model.")
     sub = p.add_subparsers(dest="toy_command", required=True, metavar="ACTION")
@@ -21,7 +22,8 @@ def register(subparsers) -> None:
     s = sub.add_parser("scenes", help="Write toy scenes as COCO (DIR/instances.json and DIR/images/).",
                        description="Write N toy scenes as a COCO data set: DIR/instances.json with the objects' "
                                    "boxes, masks, colours and sizes, and one PNG per scene in DIR/images/.")
-    s.add_argument("--seed", type=common.nonnegative_int, default=0, help="The seed the scenes are drawn from. Default: 0.")
+    s.add_argument("--seed", type=common.nonnegative_int, default=0,
+                   help="The seed the scenes are drawn from. Default: 0.")
     s.add_argument("--n", type=common.positive_int, required=True, help="How many scenes to write (at least 1).")
     s.add_argument("--out", required=True, help="The folder to write (created if needed).")
     s.add_argument("--split", default="test", choices=["train", "val", "test"],
@@ -75,7 +77,8 @@ def register(subparsers) -> None:
     e.add_argument("--model", default="data/toy_model", help="The toy model folder. Default: data/toy_model.")
     e.add_argument("--n", type=common.positive_int, default=200,
                    help="How many scenes to evaluate on (at least 1). Default: 200.")
-    e.add_argument("--seed", type=common.nonnegative_int, default=0, help="The seed of the evaluation scenes. Default: 0.")
+    e.add_argument("--seed", type=common.nonnegative_int, default=0,
+                   help="The seed of the evaluation scenes. Default: 0.")
     e.add_argument("--split", default="test", choices=["train", "val", "test"],
                    help="Which split's scenes. Default: test.")
     e.add_argument("--knockout", action="store_true", help="Also evaluate with the full image knockout.")
