@@ -208,13 +208,14 @@ def notebook_parameters(notebook: str | Path) -> list[str]:
     return names
 
 
-def check_parameter_names(spec: "FigureSpec", names: Iterable[str], root: str | Path) -> None:
-    """RegistryError naming each parameter that ``spec``'s notebook does not declare, the closest declared name and
-    the full list; called before anything executes."""
+def check_parameter_names(spec: "FigureSpec", params: Mapping[str, Any], root: str | Path) -> None:
+    """Before anything executes: secret-like parameters (``check_parameters``), then a RegistryError naming each
+    parameter that ``spec``'s notebook does not declare, the closest declared name and the full list."""
     import difflib
 
+    check_parameters(params, where=f"figure {spec.name}")
     declared = notebook_parameters(Path(root) / spec.notebook)
-    unknown = [n for n in names if n not in declared]
+    unknown = [n for n in params if n not in declared]
     if unknown:
         hints = [f"{n!r}" + (f" (did you mean {close[0]!r}?)" if (close := difflib.get_close_matches(n, declared, 1))
                              else "") for n in unknown]
@@ -544,6 +545,7 @@ def build(root: str | Path | None = None, *, only: Sequence[str] | None = None, 
     specs = load_registry(root)
     check_toc(root, specs)
     if overrides and not skip_notebooks:  # an override no selected notebook declares is a typo, not a no-op
+        check_parameters(overrides, where="--param")
         chosen = select(specs, only)
         declared = {n for spec in chosen for n in notebook_parameters(root / spec.notebook)}
         unknown = [n for n in overrides if n not in declared]
