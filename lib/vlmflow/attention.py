@@ -22,7 +22,7 @@ from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any
 
 from vlmflow.errors import UnsupportedAttentionError, VlmflowError
-from vlmflow.roles import PAD, ROLES, role_id_mask
+from vlmflow.roles import GENERATED, PAD, ROLES, role_id_mask
 
 if TYPE_CHECKING:
     import torch
@@ -162,8 +162,120 @@ def compile_knockouts(knockouts, batch_size: int, n_layers: int, roles: "TokenRo
             row = torch.zeros(roles.prompt_length, dtype=torch.bool)
             row[n_pad:] = torch.tensor(cols)
             terms[tgt][b, layers] |= row
-    plan = KnockoutPlan(pair, [(torch.tensor(t), c) for t, c in terms.items()])
+    term_list = [(torch.tensor(t), c) for t, c in terms.items()]
+    if roles is not None:
+        check_rows_keep_a_key(pair, term_list, roles, rows)
+        warn_inert(rows, roles)
+    plan = KnockoutPlan(pair, term_list)
     return None if plan.empty else plan
+
+
+def check_rows_keep_a_key(pair: "torch.Tensor", terms: "list[tuple[torch.Tensor, torch.Tensor]]",
+                          roles: "TokenRoles", rows: "list[list[Knockout]]") -> None:
+    """KnockoutError if, in some layer, a query position would have every key it can see (itself and the positions
+    before it) blocked: softmax over no key has no meaning (sdpa returns NaN or spreads the row uniformly over
+    masked keys), so e.g. ``all:all`` or ``text:text`` (the first token sees only itself) is refused.
+
+    pair: BoolTensor[B, L, n_roles, n_roles]; terms: (target roles [n_roles], blocked columns [B, L, P]); checked
+    for every prompt position and for the generated positions (which see the whole prompt and themselves)."""
+    import torch
+
+    from vlmflow.knockout import KnockoutError
+
+    B, L = pair.shape[:2]
+    P = roles.prompt_length
+    ids = roles.ids[:, :P].cpu().long()  # [B, P]
+    # the answer depends only on (prompt layout, the layer's table, the layer's position columns): check each distinct
+    # combination once (a sweep batch repeats one layout and a few tables over its rows and layers)
+    layouts, layout_of = torch.unique(ids, dim=0, return_inverse=True)
+    parts = [layout_of[:, None, None].expand(B, L, 1), pair.reshape(B, L, N_ROLES * N_ROLES).long()]
+    parts += [cols.long() for _, cols in terms]
+    keys = torch.cat(parts, -1).reshape(B * L, -1)
+    uniq, inv = torch.unique(keys, dim=0, return_inverse=True)
+    U = uniq.shape[0]
+    u_ids = layouts[uniq[:, 0]]  # [U, P]
+    u_pair = uniq[:, 1:1 + N_ROLES * N_ROLES].bool().reshape(U, N_ROLES, N_ROLES)
+    blocked = u_pair.gather(2, u_ids[:, None, :].expand(U, N_ROLES, P))  # [U, t, k]: a role-t query may not read k
+    offset = 1 + N_ROLES * N_ROLES
+    for tgt, _ in terms:
+        blocked = blocked | (tgt[None, :, None] & uniq[:, None, offset:offset + P].bool())
+        offset += P
+    valid = u_ids != PAD
+    allowed = ~blocked & valid[:, None, :]
+    seen = allowed.to(torch.uint8).cummax(-1).values.bool()  # [U, t, p]: a key at or before p is readable by t
+    own = seen.gather(1, u_ids[:, None, :])[:, 0]  # [U, P] at the query's own role
+    empty_prompt = valid & ~own
+    # a generated query sees the prompt and the generated keys up to itself
+    empty_generated = ~allowed[:, GENERATED].any(-1) & u_pair[:, GENERATED, GENERATED]  # [U]
+    bad = empty_prompt.any(-1) | empty_generated
+    if not bool(bad.any()):
+        return
+    item = int(bad[inv].nonzero()[0])  # the first (row, layer) in batch order
+    b, layer = divmod(item, L)
+    u = int(inv[item])
+    if empty_prompt[u].any():
+        p = int(empty_prompt[u].nonzero()[0])
+        n_pad = int((~valid[u]).sum())
+        who = f"the {ROLES[int(u_ids[u, p])]} token at prompt position {p - n_pad}"
+        sees = "itself only" if p == n_pad else f"prompt positions 0-{p - n_pad}"
+    else:
+        who, sees = "every generated token", "the prompt and the generated tokens"
+    specs = " & ".join(k.spec_id for k in rows[b])
+    raise KnockoutError(
+        f"knockout {specs} leaves {who} with no key to attend to in layer {layer} (it sees {sees}, all blocked); "
+        f"keep at least one visible key per position, e.g. leave the target's own roles out of the source "
+        f"(image:all, not all:all)"
+    )
+
+
+def warn_inert(rows: "list[list[Knockout]]", roles: "TokenRoles") -> None:
+    """VlmflowWarning for each spec that names layers and positions but blocks no (query, key) pair on this input
+    (e.g. ``system:generated`` on a model without a system prompt): its result equals the baseline's, which is
+    rarely what was meant. Specs with an explicitly empty layer or position set are left alone (sweeps use them)."""
+    import warnings
+
+    from vlmflow.errors import VlmflowWarning
+
+    P = roles.prompt_length
+    inert: dict[str, str] = {}
+    active_ids: set[str] = set()
+    layouts: dict[bytes, tuple] = {}
+    for b, specs in enumerate(rows):
+        todo = [ko for ko in specs if ko.layers != () and ko.source_positions != () and ko.spec_id not in active_ids]
+        if not todo:
+            continue
+        row = roles.ids[b, :P]
+        key = row.cpu().numpy().tobytes()
+        if key not in layouts:  # first and last position of each role in the row's own (unpadded) prompt
+            own = [r for r in row.tolist() if r != PAD]
+            first = {r: i for i, r in reversed(list(enumerate(own)))}
+            last = {r: i for i, r in enumerate(own)}
+            first[GENERATED] = len(own)
+            last[GENERATED] = 10 ** 9  # generated positions come after every prompt position
+            layouts[key] = own, first, last
+        own, first, last = layouts[key]
+        for ko in todo:
+            src, tgt = role_id_mask(ko.source), role_id_mask(ko.target)
+            if ko.source_positions is None:
+                source_at = [first[r] for r in first if src[r]]
+            else:
+                source_at = [i for i, c in enumerate(ko.source_columns(own)) if c]
+                source_at += [len(own)] if src[GENERATED] else []
+            target_at = [last[r] for r in last if tgt[r]]
+            if source_at and target_at and min(source_at) <= max(target_at):
+                active_ids.add(ko.spec_id)
+                inert.pop(ko.spec_id, None)
+                continue
+            if not source_at:
+                why = f"no position of the input has the source role(s) {'+'.join(sorted(ko.source_roles))}"
+            elif not target_at:
+                why = f"no position of the input has the target role(s) {'+'.join(sorted(ko.target_roles))}"
+            else:
+                why = "every target position comes before every source position (attention is causal)"
+            inert[ko.spec_id] = why
+    for spec, why in inert.items():
+        warnings.warn(f"knockout {spec} blocks nothing on this input: {why}; the output equals the baseline's",
+                      VlmflowWarning, stacklevel=4)
 
 
 # ---- recorder ---------------------------------------------------------------------------------------------

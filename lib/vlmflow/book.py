@@ -190,6 +190,39 @@ def parse_param(text: str) -> tuple[str, Any]:
         return key, raw
 
 
+def notebook_parameters(notebook: str | Path) -> list[str]:
+    """The names assigned in a notebook's cell tagged "parameters": all that papermill can set. (papermill injects
+    any other name without a word, so a mistyped parameter would silently run the defaults.)"""
+    import ast
+
+    data = json.loads(Path(notebook).read_text(encoding="utf-8"))
+    names: list[str] = []
+    for cell in data.get("cells", []):
+        if cell.get("cell_type") != "code" or "parameters" not in cell.get("metadata", {}).get("tags", []):
+            continue
+        source = "".join(cell["source"]) if isinstance(cell["source"], list) else cell["source"]
+        for node in ast.parse(source).body:
+            targets = (node.targets if isinstance(node, ast.Assign) else
+                       [node.target] if isinstance(node, ast.AnnAssign) else [])
+            names += [t.id for t in targets if isinstance(t, ast.Name) and t.id not in names]
+    return names
+
+
+def check_parameter_names(spec: "FigureSpec", params: Mapping[str, Any], root: str | Path) -> None:
+    """Before anything executes: secret-like parameters (``check_parameters``), then a RegistryError naming each
+    parameter that ``spec``'s notebook does not declare, the closest declared name and the full list."""
+    import difflib
+
+    check_parameters(params, where=f"figure {spec.name}")
+    declared = notebook_parameters(Path(root) / spec.notebook)
+    unknown = [n for n in params if n not in declared]
+    if unknown:
+        hints = [f"{n!r}" + (f" (did you mean {close[0]!r}?)" if (close := difflib.get_close_matches(n, declared, 1))
+                             else "") for n in unknown]
+        raise RegistryError(f"figure {spec.name}: unknown parameter {', '.join(hints)}; its parameters are "
+                            f"{', '.join(declared)}")
+
+
 def _name_words(name: str) -> list[str]:
     spaced = re.sub(r"([a-z0-9])([A-Z])", r"\1_\2", name)
     return [w for w in re.split(r"[^A-Za-z0-9]+", spaced.lower()) if w]
@@ -511,6 +544,14 @@ def build(root: str | Path | None = None, *, only: Sequence[str] | None = None, 
     root = repo_root(root) if root is None else Path(root)
     specs = load_registry(root)
     check_toc(root, specs)
+    if overrides and not skip_notebooks:  # an override no selected notebook declares is a typo, not a no-op
+        check_parameters(overrides, where="--param")
+        chosen = select(specs, only)
+        declared = {n for spec in chosen for n in notebook_parameters(root / spec.notebook)}
+        unknown = [n for n in overrides if n not in declared]
+        if unknown:
+            raise RegistryError(f"unknown parameter {', '.join(map(repr, unknown))}: no selected notebook declares "
+                                f"it; their parameters are {', '.join(sorted(declared))}")
     runs = [] if skip_notebooks else run_figures(select(specs, only), root=root, test=test,
                                                           overrides=overrides, progress=progress)
     out = None
@@ -576,6 +617,7 @@ def figure(name: str, *, model: str | None = None, device: str | None = None, dt
     root = repo_root(root) if root is None else Path(root)
     spec = select(load_registry(root), [name])[0]
     overrides = dict(params or {})
+    check_parameter_names(spec, overrides, root)
     for key, value in (("model", model), ("device", device), ("dtype", dtype)):
         if value is not None:
             overrides[key] = value

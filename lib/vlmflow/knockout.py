@@ -39,6 +39,10 @@ from vlmflow.roles import resolve, role_id_mask
 Names = str | tuple[str, ...]
 
 
+class KnockoutError(VlmflowError, ValueError):
+    """A knockout that cannot be applied meaningfully, e.g. one that leaves a position with no key to attend to."""
+
+
 class PositionError(VlmflowError, ValueError):
     """A knockout's source positions are malformed or lie outside the prompt they are applied to."""
 
@@ -215,7 +219,10 @@ class Knockout:
     def parse(cls, text: str) -> "Knockout":
         """``"image:generated@0-3"`` -> Knockout("image", "generated", (0, 1, 2, 3)); no ``@`` = all layers;
         ``"image[5-9]:generated"`` restricts the source to prompt positions 5..9."""
-        spec, _, layers = text.strip().partition("@")
+        spec, at, layers = text.strip().partition("@")
+        if at and not layers.strip():
+            raise LayerIndexError(f"knockout {text!r} ends in '@' without layers: write e.g. @0-3, @5 or @all, or "
+                                  f"drop the '@' for every layer")
         if spec.count(":") != 1:
             raise UnknownRoleError(f"cannot parse knockout {text!r}: expected SOURCE[POSITIONS]:TARGET[@LAYERS], "
                                    f"e.g. image:generated@0-3")

@@ -20,7 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from vlmflow.errors import UnsupportedAttentionError, VlmflowError, WeightsNotAvailableError
+from vlmflow.errors import (DeviceError, UnsupportedAttentionError, UsageError, VlmflowError,
+                            WeightsNotAvailableError)
 from vlmflow.knockout import spec_id
 
 if TYPE_CHECKING:
@@ -32,6 +33,23 @@ if TYPE_CHECKING:
     from vlmflow.roles import TokenRoles
 
 DEFAULT_QUESTION = "describe the image"
+
+
+def check_question(question, what: str = "question") -> str:
+    """``question`` if it is a string with a non-blank character; UsageError otherwise (an empty prompt makes the
+    model answer a question nobody asked)."""
+    if not isinstance(question, str):
+        raise UsageError(f"the {what} must be a string, got {type(question).__name__}")
+    if not question.strip():
+        raise UsageError(f"the {what} is empty: give the text the model should answer (e.g. 'describe the image')")
+    return question
+
+
+def check_max_new_tokens(max_new_tokens) -> int:
+    """``max_new_tokens`` as an int >= 1; UsageError otherwise (0 would return empty texts as if they were answers)."""
+    if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens < 1:
+        raise UsageError(f"max_new_tokens must be a whole number >= 1, got {max_new_tokens!r}")
+    return max_new_tokens
 
 
 def toy_model_path() -> Path:
@@ -50,18 +68,56 @@ def _torch_dtype(dtype):
     names = {"float16": torch.float16, "fp16": torch.float16, "half": torch.float16, "bfloat16": torch.bfloat16,
              "bf16": torch.bfloat16, "float32": torch.float32, "fp32": torch.float32, "float": torch.float32}
     if dtype not in names:
-        raise VlmflowError(f"unknown dtype {dtype!r}; use one of {', '.join(names)} or 'auto'")
+        raise UsageError(f"unknown dtype {dtype!r}; use one of {', '.join(names)} or 'auto'")
     return names[dtype]
 
 
-def load(name_or_path: str, device: str = "cpu", dtype=None, **kw) -> "VLM":
-    """Load "toy", a local folder or a hub id (AutoModelForImageTextToText + AutoProcessor) and wrap it.
+def available_devices() -> list[str]:
+    """The devices this torch build can use here, e.g. ["cpu"] or ["cpu", "cuda:0", "cuda:1"]."""
+    import torch
 
-    device: "cpu", "cuda" (or "cuda:N") or "auto" (accelerate ``device_map="auto"``); dtype: None (the checkpoint's),
-    "float16", "bfloat16", "float32", "auto" or a torch dtype. Extra keywords go to ``from_pretrained``.
-    """
-    from transformers import AutoModelForImageTextToText, AutoProcessor
+    out = ["cpu"]
+    if torch.cuda.is_available():
+        out += [f"cuda:{i}" for i in range(torch.cuda.device_count())]
+    mps = getattr(torch.backends, "mps", None)
+    if mps is not None and mps.is_available():
+        out.append("mps")
+    return out
 
+
+def check_device(device) -> None:
+    """DeviceError unless ``device`` ("cpu", "cuda", "cuda:N", "mps", "auto", a torch.device or None) exists in
+    this torch build on this machine; ``load`` calls it before any weights load."""
+    if device is None or device in ("auto", "cpu"):  # always there; no torch import needed
+        return
+    import torch
+
+    have = available_devices()
+    valid = ", ".join(have) + " or auto"
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError, ValueError):
+        raise DeviceError(f"unknown device {device!r}; on this machine use {valid}") from None
+    if dev.type == "cpu":
+        return
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            build = f"CUDA {torch.version.cuda}" if torch.version.cuda else "a CPU-only build"
+            raise DeviceError(f"device {device!r}: torch {torch.__version__} ({build}) sees no CUDA device on this "
+                              f"machine; use {valid}")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise DeviceError(f"device {device!r}: this machine has {torch.cuda.device_count()} CUDA device(s); "
+                              f"use {valid}")
+        return
+    if str(dev) not in have and dev.type not in have:
+        raise DeviceError(f"device {device!r} is not available to torch {torch.__version__} on this machine; use "
+                          f"{valid}")
+
+
+def model_source(name_or_path: str) -> str:
+    """What ``load`` will read for ``name_or_path`` (the toy model's folder, a model folder, or a hub id whose weights
+    are cached or downloadable); WeightsNotAvailableError naming the model and the way to get it otherwise. Cheap (no
+    transformers import, at most one short connection attempt), so commands call it before any long work."""
     if name_or_path == "toy":
         path = toy_model_path()
         if not (path / "config.json").is_file():
@@ -69,14 +125,37 @@ def load(name_or_path: str, device: str = "cpu", dtype=None, **kw) -> "VLM":
                 f"the toy model is not at {path}: build it with `vlmflow toy train --out {path}` or point "
                 f"$VLMFLOW_TOY_MODEL at a trained toy model folder"
             )
-        source = str(path)
-    else:
-        source = str(name_or_path)
-    local = os.path.isdir(source)
-    if not local and (os.path.exists(source) or source.startswith((".", "/"))):
-        raise WeightsNotAvailableError(f"model folder {source} does not exist (or is not a folder)")
-    model_kw = dict(kw)
+        return str(path)
+    source = str(name_or_path)
+    if os.path.isdir(source):
+        return source
+    if os.path.exists(source) or source.startswith((".", "/", "~")):
+        raise WeightsNotAvailableError(f"model folder {source} does not exist (or is not a folder); use 'toy', a "
+                                       f"model folder or a Hugging Face model id")
+    _check_hub_weights(source, _hub_offline())
+    return source
+
+
+def _hub_offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0")
+
+
+def load(name_or_path: str, device: str = "cpu", dtype=None, **kw) -> "VLM":
+    """Load "toy", a local folder or a hub id (AutoModelForImageTextToText + AutoProcessor) and wrap it.
+
+    device: "cpu", "cuda" (or "cuda:N") or "auto" (accelerate ``device_map="auto"``); dtype: None (the checkpoint's),
+    "float16", "bfloat16", "float32", "auto" or a torch dtype. Extra keywords go to ``from_pretrained``.
+    The device, the dtype and (for a hub id) the weights' availability are checked before transformers is even
+    imported, so a mistake costs seconds, not a model load or a minute of download retries.
+    """
+    source = model_source(name_or_path)  # no torch import: a mistyped id fails in well under a second
+    check_device(device)
     torch_dtype = _torch_dtype(dtype)
+    local = os.path.isdir(source)
+    offline = _hub_offline() or local
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+
+    model_kw = dict(kw)
     if torch_dtype is not None:
         model_kw["dtype"] = torch_dtype
     if device == "auto":
@@ -87,7 +166,6 @@ def load(name_or_path: str, device: str = "cpu", dtype=None, **kw) -> "VLM":
         processor = AutoProcessor.from_pretrained(source, local_files_only=local_only)
         return model, processor
 
-    offline = os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0") or local
     try:
         model, processor = _from_pretrained(True)
     except (OSError, ValueError) as first:
@@ -102,14 +180,55 @@ def load(name_or_path: str, device: str = "cpu", dtype=None, **kw) -> "VLM":
     return wrap(model, processor, name=str(name_or_path))
 
 
+# The download command that this environment ships (huggingface_hub >= 1.0 installs `hf`; `huggingface-cli` is gone).
+DOWNLOAD_COMMAND = "hf download"
+HUB_CONNECT_TIMEOUT_S = 3.0
+
+
+def _check_hub_weights(repo_id: str, offline: bool) -> None:
+    """Fail fast on a hub id whose weights are not in the cache and cannot be fetched: an invalid id, offline mode,
+    or no route to the hub (one TCP connect with a short timeout instead of transformers' retries with backoff)."""
+    from huggingface_hub import constants, try_to_load_from_cache
+    from huggingface_hub.errors import HFValidationError
+
+    try:
+        cached = try_to_load_from_cache(repo_id, "config.json")
+    except HFValidationError as exc:
+        raise WeightsNotAvailableError(f"model {repo_id!r} is neither 'toy', an existing model folder nor a valid "
+                                       f"Hugging Face model id ({str(exc).splitlines()[0]})") from None
+    if isinstance(cached, str):
+        return
+    where = f"the Hugging Face cache {constants.HF_HUB_CACHE}"
+    fix = (f"check the spelling (or use 'toy' or a model folder); to get the weights run `{DOWNLOAD_COMMAND} "
+           f"{repo_id}` where the network is reachable, or point HF_HOME at a cache that holds them")
+    if offline:
+        raise WeightsNotAvailableError(f"model {repo_id!r} is not in {where} and HF_HUB_OFFLINE is set: {fix}")
+    if any(os.environ.get(v) for v in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY")):
+        return  # behind a proxy a direct connection says nothing; transformers will try through the proxy
+    import socket
+    from urllib.parse import urlparse
+
+    url = urlparse(constants.ENDPOINT)
+    host, port = url.hostname or "huggingface.co", url.port or (443 if url.scheme == "https" else 80)
+    try:
+        socket.create_connection((host, port), timeout=HUB_CONNECT_TIMEOUT_S).close()
+    except OSError as exc:
+        raise WeightsNotAvailableError(f"model {repo_id!r} is not in {where} and {host} cannot be reached "
+                                       f"({exc.strerror or type(exc).__name__}): {fix}") from None
+
+
 def _not_available(source: str, exc: Exception) -> WeightsNotAvailableError:
     if os.path.isdir(source):
-        return WeightsNotAvailableError(f"cannot load the model folder {source}: {exc}")
-    home = os.environ.get("HF_HOME", "~/.cache/huggingface")
+        return WeightsNotAvailableError(f"cannot load the model folder {source}: "
+                                        f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}")
+    why = str(exc).splitlines()[0] if str(exc) else ""
+    if "RepositoryNotFound" in type(exc).__name__ or "404" in why:
+        return WeightsNotAvailableError(f"no model {source!r} on the Hugging Face Hub (or it is private or gated): "
+                                        f"check the id, or use 'toy' or a local model folder")
     return WeightsNotAvailableError(
-        f"the weights of {source!r} are not available locally (Hugging Face cache under {home}) and could not be "
-        f"downloaded: run `huggingface-cli download {source}` on a machine with internet and copy the cache, or set "
-        f"HF_HOME to a cache that holds them ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})"
+        f"the weights of {source!r} are not in the local Hugging Face cache and could not be downloaded: run "
+        f"`{DOWNLOAD_COMMAND} {source}` where the network is reachable, or point HF_HOME at a cache that holds them "
+        f"({type(exc).__name__}: {why})"
     )
 
 
@@ -222,6 +341,10 @@ class VLM:
 
         imgs = list(images) if isinstance(images, (list, tuple)) else [images]
         qs = [questions] * len(imgs) if isinstance(questions, str) else list(questions)
+        if len(qs) != len(imgs):
+            raise UsageError(f"{len(imgs)} images but {len(qs)} questions: give one question, or one per image")
+        for q in qs:
+            check_question(q)
         pil = [load_image(im) for im in imgs]
         inputs, roles = self.adapter.prepare(pil, qs)
         inputs = inputs.to(self.device)
@@ -287,6 +410,7 @@ class VLM:
         from vlmflow.roles import TokenRoles
 
         self._check(knockout, record, gen_kwargs)
+        check_max_new_tokens(max_new_tokens)
         B, P = len(batch), batch.prompt_length
         prefixes = _per_row_prefix(force_prefix, B)
         processors = list(gen_kwargs.pop("logits_processor", []) or [])

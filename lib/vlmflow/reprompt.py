@@ -286,6 +286,9 @@ def template_for(vlm: "VLM") -> str:
 
 
 def question_ids(vlm: "VLM", question: str, template: str | None = None) -> list[int]:
+    from vlmflow.model import check_question
+
+    check_question(question)
     text = (template or template_for(vlm)).format(question=question)
     ids = vlm.tokenizer(text, add_special_tokens=False)["input_ids"]
     if not ids:

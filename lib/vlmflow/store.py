@@ -155,6 +155,8 @@ class ResultStore:
         self.parts = self.folder / PARTS
         self.settings = json.loads(json.dumps(settings, sort_keys=True, default=str))
         self.hash = settings_hash(self.settings)
+        if self.folder.exists() and not self.folder.is_dir():
+            raise StoreError(f"result folder {self.folder} is a file; give a new folder or one from an earlier run")
         self.parts.mkdir(parents=True, exist_ok=True)
         for tmp in self.parts.glob(".tmp-*"):  # left by a killed writer: never a committed part
             tmp.unlink(missing_ok=True)

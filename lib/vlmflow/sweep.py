@@ -205,8 +205,10 @@ class SweepEngine:
     def __init__(self, vlm: "VLM", *, max_new_tokens: int = 64, batch_size: int = 32, drop_finished: bool = True):
         if batch_size < 1:
             raise SweepError(f"batch_size must be >= 1, got {batch_size}")
+        from vlmflow.model import check_max_new_tokens
+
         self.vlm = vlm
-        self.max_new_tokens = int(max_new_tokens)
+        self.max_new_tokens = check_max_new_tokens(max_new_tokens)
         self.batch_size = int(batch_size)
         self.drop_finished = drop_finished
         self._check_generation_config()
@@ -563,6 +565,8 @@ def sweep_images(data: str, n_images: int | None = None, seed: int = 0) -> tuple
     ``"coco-sample"`` (the shipped 100-image COCO sample), a COCO-format folder or its ``instances.json``."""
     import os
 
+    if n_images is not None and (isinstance(n_images, bool) or int(n_images) != n_images or n_images < 1):
+        raise SweepError(f"n_images must be a whole number >= 1 (or None for all images), got {n_images!r}")
     if data == "toy-test":
         from vlmflow.toy.scenes import make_scene, scene_settings_id
 

@@ -121,9 +121,12 @@ def test_a_notebook_that_prints_a_key_is_caught_and_deleted(tmp_path, secret_env
     assert not out.exists()
 
 
-def test_figure_cli_reruns_into_its_own_folder(tmp_path, capsys):
+def test_figure_cli_reruns_into_its_own_folder(tmp_path, capsys, monkeypatch):
     root = tiny_root(tmp_path)
     out = tmp_path / "myrun"
+    # the echo notebook loads no model: let its made-up model and device through the CLI's pre-checks
+    monkeypatch.setattr("vlmflow.model.check_device", lambda device: None)
+    monkeypatch.setattr("vlmflow.model.model_source", lambda name: name)
     code = main(["figure", "echo", "--root", str(root), "--model", "some-org/some-model", "--device", "cuda",
                  "--param", "n=7", "--out", str(out)])
     assert code == 0

@@ -1,6 +1,8 @@
 """load / wrap / generate: folders and the toy path, offline errors, image inputs, force_prefix, the describe CLI."""
 import json
+import sys
 import types
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -55,7 +57,8 @@ def test_missing_weights_say_how_to_get_them(monkeypatch, tmp_path):
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
     with pytest.raises(WeightsNotAvailableError, match="llava-hf/llava-1.5-7b-hf") as err:
         vf.load("llava-hf/llava-1.5-7b-hf")
-    assert "huggingface-cli download llava-hf/llava-1.5-7b-hf" in str(err.value)
+    assert "`hf download llava-hf/llava-1.5-7b-hf`" in str(err.value)
+    assert (Path(sys.executable).parent / "hf").is_file(), "the message names `hf`, which this environment must ship"
     monkeypatch.setenv("VLMFLOW_TOY_MODEL", str(tmp_path / "nowhere"))
     with pytest.raises(WeightsNotAvailableError, match="nowhere"):
         vf.load("toy")

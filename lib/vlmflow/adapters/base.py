@@ -26,31 +26,85 @@ if TYPE_CHECKING:
     from vlmflow.adapters.geometry import ImageGeometry
 
 
+# Sizes an image may have. Below MIN_SIDE px a side holds less than one 14-px vision patch (the patch of every
+# supported real model: CLIP ViT-L/14 in LLaVA-1.5, InternViT, Qwen2-VL's ViT), so the model sees upsampled noise.
+# Above MAX_PIXELS the processors' resize alone takes gigabytes, while no supported model reads more than Qwen2-VL's
+# default max_pixels (12.8 MP); downscale first.
+MIN_SIDE = 14
+MAX_PIXELS = 50_000_000
+
+
+def check_image_size(size: tuple[int, int], what: str) -> None:
+    """ImageReadError naming ``what`` unless (W, H) ``size`` lies within MIN_SIDE and MAX_PIXELS."""
+    w, h = size
+    if min(w, h) < MIN_SIDE:
+        raise ImageReadError(f"{what} is {w}x{h} px: each side must be at least {MIN_SIDE} px (one vision patch of "
+                             f"the supported models)")
+    if w * h > MAX_PIXELS:
+        raise ImageReadError(f"{what} is {w}x{h} px ({w * h / 1e6:.1f} MP): the limit is {MAX_PIXELS / 1e6:.0f} MP; "
+                             f"downscale it first (no supported model reads more than ~13 MP)")
+
+
+def _array_to_uint8(arr, what: str):
+    """An (H, W[, C]) array -> uint8. uint8 as is; other integer types must lie in [0, 255]; floats in [0, 1]
+    (a float array in [0, 255] is refused, not clipped to white). Bool, complex and NaN are refused."""
+    import numpy as np
+
+    if arr.ndim not in (2, 3) or (arr.ndim == 3 and arr.shape[2] not in (1, 3, 4)):
+        hint = " (channels first? use arr.transpose(1, 2, 0))" if arr.ndim == 3 and arr.shape[0] in (1, 3, 4) else ""
+        raise ImageReadError(f"{what} has shape {arr.shape}: expected (H, W) or (H, W, C) with C = 1, 3 or 4{hint}")
+    if arr.dtype == np.uint8:
+        return arr
+    if arr.size == 0:
+        return arr.astype(np.uint8)
+    if np.issubdtype(arr.dtype, np.integer):
+        lo, hi = int(arr.min()), int(arr.max())
+        if lo < 0 or hi > 255:
+            raise ImageReadError(f"{what} ({arr.dtype}) has values {lo}..{hi}: integer images must lie in 0..255")
+        return arr.astype(np.uint8)
+    if np.issubdtype(arr.dtype, np.floating):
+        if not np.isfinite(arr).all():
+            raise ImageReadError(f"{what} ({arr.dtype}) contains NaN or infinite values")
+        lo, hi = float(arr.min()), float(arr.max())
+        if lo < 0.0 or hi > 1.0:
+            fix = "; divide by 255 (or pass uint8)" if hi <= 255.0 and lo >= 0.0 else ""
+            raise ImageReadError(f"{what} ({arr.dtype}) has values {lo:g}..{hi:g}: float images must lie in "
+                                 f"[0, 1]{fix}")
+        return (arr.astype(np.float64) * 255).round().astype(np.uint8)
+    raise ImageReadError(f"{what} has dtype {arr.dtype}: pass uint8 (0..255) or float (0..1)")
+
+
 def load_image(image: Any) -> "Image.Image":
-    """A PIL RGB image from a PIL image, a path (str / PathLike) or an ndarray (H, W[, C], uint8 or float in [0, 1])."""
+    """A PIL RGB image from a PIL image, a path (str / PathLike) or an ndarray (H, W[, C], uint8, integers in
+    0..255, or float in [0, 1]). ImageReadError names what is wrong: a missing or unreadable file, an array's
+    shape, dtype or value range, or a size outside ``MIN_SIDE`` .. ``MAX_PIXELS``."""
     from PIL import Image
 
     if isinstance(image, Image.Image):
+        check_image_size(image.size, "the image")
         return image.convert("RGB")
     if isinstance(image, (str, os.PathLike)):
         path = os.fspath(image)
+        if os.path.isdir(path):
+            raise ImageReadError(f"image {path} is a folder; give an image file")
         try:
             with Image.open(path) as im:
+                check_image_size(im.size, f"image {path}")  # before decoding: a huge file is refused cheaply
                 return im.convert("RGB")
         except FileNotFoundError as exc:
             raise ImageReadError(f"image file not found: {path}") from exc
+        except ImageReadError:
+            raise
         except Exception as exc:  # PIL raises UnidentifiedImageError, OSError, SyntaxError... for bad files
-            raise ImageReadError(f"cannot read image {path}: {exc}") from exc
+            why = str(exc).splitlines()[0].strip('"') if str(exc) else type(exc).__name__
+            raise ImageReadError(f"cannot read image {path}: {why}") from exc
     try:
         import numpy as np
     except ImportError:  # pragma: no cover - numpy is a dependency of torch
         np = None
     if np is not None and isinstance(image, np.ndarray):
-        arr = image
-        if arr.ndim not in (2, 3) or (arr.ndim == 3 and arr.shape[2] not in (1, 3, 4)):
-            raise ImageReadError(f"cannot read image array of shape {arr.shape}: expected (H, W) or (H, W, 1|3|4)")
-        if arr.dtype != np.uint8:
-            arr = (np.clip(arr.astype(np.float64), 0.0, 1.0) * 255).round().astype(np.uint8)
+        arr = _array_to_uint8(image, "image array")
+        check_image_size((arr.shape[1], arr.shape[0]), "image array")
         if arr.ndim == 3 and arr.shape[2] == 1:
             arr = arr[:, :, 0]
         return Image.fromarray(arr).convert("RGB")

@@ -14,34 +14,54 @@ import argparse
 import json
 import sys
 
+from vlmflow.cli import common
+
 
 def register(subparsers) -> None:
-    p = subparsers.add_parser("judge", help="score a candidate description against a reference (P/R/F1 of objects)",
+    p = subparsers.add_parser("judge", help="Score a candidate description against a reference (object P/R/F1).",
                               description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--judge", choices=("exact", "lexical", "llm"), default="lexical", help="which judge (default lexical)")
-    p.add_argument("--reference", help="reference description (the unmasked run)")
-    p.add_argument("--candidate", help="candidate description (e.g. a knocked-out run)")
-    p.add_argument("--pairs", help="JSONL file of pairs (reference, candidate per line)")
-    p.add_argument("--out", help="JSONL output for --pairs (default: stdout)")
-    p.add_argument("--json", action="store_true", help="print JSON (single pair or summary)")
-    p.add_argument("--label-page", metavar="HTML", help="write a human-labelling page for --pairs, pre-filled by the judge")
-    p.add_argument("--validate", metavar="LABELS", help="agreement of the judge with human labels (JSONL)")
-    p.add_argument("--tolerance", type=float, default=0.1, help="P/R agreement tolerance for --validate (default 0.1)")
+    p.add_argument("--judge", choices=("exact", "lexical", "llm"), default="lexical",
+                   help="Which judge: exact (toy-world descriptions only), lexical (English, the CHAIR word lists, "
+                        "offline) or llm (an OpenAI-compatible model). Default: lexical.")
+    p.add_argument("--reference", help="The reference description (e.g. the run without knockout).")
+    p.add_argument("--candidate", help="The candidate description (e.g. a knocked-out run).")
+    p.add_argument("--pairs", help="A JSONL file with one pair per line, each with 'reference' and 'candidate'.")
+    p.add_argument("--out", help="The JSONL file the judged --pairs are written to. Default: standard output.")
+    p.add_argument("--json", action="store_true",
+                   help="Print one JSON object: the judgment of a single pair, or the summary of --pairs.")
+    p.add_argument("--label-page", metavar="HTML",
+                   help="Write a human-labelling page for --pairs, pre-filled with the judge's answers.")
+    p.add_argument("--validate", metavar="LABELS",
+                   help="Measure the judge's agreement with the human labels in this JSONL file.")
+    p.add_argument("--tolerance", type=common.fraction, default=0.1,
+                   help="How far precision and recall may differ and still count as agreement in --validate, "
+                        "between 0 and 1. Default: 0.1.")
+    p.add_argument("--allow-failures", action="store_true",
+                   help="Exit with 0 even when some judgments of --pairs failed (they are reported and left out of "
+                        "the summary); without it, any failed judgment makes the exit code 1.")
     g = p.add_argument_group("LLM judge")
-    g.add_argument("--model", default=None, help="model name (default gpt-4o-2024-08-06)")
-    g.add_argument("--base-url", default=None, help="OpenAI-compatible endpoint (default $OPENAI_BASE_URL or OpenAI)")
-    g.add_argument("--batch", action="store_true", help="use the Batch API (half price, results within 24 h)")
-    g.add_argument("--cache-dir", default=None, help="judgment cache folder (default ~/.cache/vlmflow/judge)")
-    g.add_argument("--concurrency", type=int, default=8, help="parallel requests (default 8)")
-    g.add_argument("--timeout", type=float, default=120.0, help="seconds per request (default 120)")
-    g.add_argument("--max-attempts", type=int, default=5, help="attempts per pair before it is recorded failed")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    g.add_argument("--model", default=None, help="The judge model's name. Default: gpt-4o-2024-08-06.")
+    g.add_argument("--base-url", default=None,
+                   help="An OpenAI-compatible endpoint. Default: $OPENAI_BASE_URL, else OpenAI's.")
+    g.add_argument("--batch", action="store_true",
+                   help="Use the Batch API (half the price; results arrive within 24 hours).")
+    g.add_argument("--cache-dir", default=None,
+                   help="The folder that caches judgments. Default: ~/.cache/vlmflow/judge.")
+    g.add_argument("--concurrency", type=common.positive_int, default=8,
+                   help="How many requests run in parallel (at least 1). Default: 8.")
+    g.add_argument("--timeout", type=common.positive_float, default=120.0,
+                   help="Seconds each request may take. Default: 120.")
+    g.add_argument("--max-attempts", type=common.positive_int, default=5,
+                   help="Attempts per pair before its judgment is recorded as failed (at least 1). Default: 5.")
+    p.add_argument("--no-progress", action="store_true", help="Show no progress bar.")
     p.set_defaults(func=run)
 
 
 def _judge(args):
     from vlmflow.judge import get_judge
 
+    if args.judge == "exact":  # typed or filed text: refuse words outside the toy world rather than skip them
+        return get_judge("exact", strict=True)
     if args.judge != "llm":
         return get_judge(args.judge)
     options = {"base_url": args.base_url, "concurrency": args.concurrency, "timeout": args.timeout,
@@ -61,48 +81,85 @@ def _row(judgment) -> dict:
 
 
 def _read_pairs(path: str) -> list[dict]:
+    from vlmflow.errors import read_user_text
     from vlmflow.judge import JudgeError
 
     rows = []
-    try:
-        lines = open(path, encoding="utf-8").read().splitlines()
-    except OSError as exc:
-        raise JudgeError(f"cannot read pairs file {path}: {exc}") from None
-    for n, line in enumerate(lines, 1):
+    for n, line in enumerate(read_user_text(path, "pairs file", JudgeError).splitlines(), 1):
         if not line.strip():
             continue
         try:
             row = json.loads(line)
-            if not (isinstance(row.get("reference"), str) and isinstance(row.get("candidate"), str)):
-                raise ValueError("needs string fields 'reference' and 'candidate'")
-        except (ValueError, AttributeError) as exc:
+            if not (isinstance(row, dict) and isinstance(row.get("reference"), str)
+                    and isinstance(row.get("candidate"), str)):
+                raise ValueError("needs a JSON object with string fields 'reference' and 'candidate'")
+        except ValueError as exc:
             raise JudgeError(f"{path} line {n}: {exc}") from None
+        row["_line"] = n
         rows.append(row)
+    if not rows:
+        raise JudgeError(f"pairs file {path} holds no pairs (one JSON object per line with 'reference' and "
+                         f"'candidate')")
     return rows
 
 
-def _judge_rows(judge, rows, args):
+def _judge_rows(judge, rows, args, source: str):
+    from vlmflow.judge import JudgeError
+
     pairs = [(r["reference"], r["candidate"]) for r in rows]
+    if args.judge == "exact":  # refusals name the line
+        for row, (reference, candidate) in zip(rows, pairs):
+            try:
+                judge.judge(reference, candidate)
+            except JudgeError as exc:
+                raise JudgeError(f"{source} line {row.get('_line', '?')}: {exc}") from None
     if args.judge == "llm":
         return judge.judge_many(pairs, progress=not args.no_progress, batch=args.batch)
     return judge.judge_many(pairs, progress=not args.no_progress)
 
 
+def _failed(judgments, args, where: str) -> int:
+    """Exit code for a batch: 1 (with one line naming the count and the reasons) if any judgment failed, unless
+    --allow-failures; scripts must not read a batch with failures as a success."""
+    failed = [j for j in judgments if not j.ok]
+    if not failed:
+        return 0
+    reasons = sorted({j.failed for j in failed})
+    line = (f"{len(failed)} of {len(judgments)} judgments failed ({'; '.join(r[:120] for r in reasons[:3])}"
+            f"{'; ...' if len(reasons) > 3 else ''}); {where}")
+    if args.allow_failures:
+        print(f"vlmflow: warning: {line}", file=sys.stderr)
+        return 0
+    print(f"vlmflow: error: {line}; rerun to retry them, or pass --allow-failures", file=sys.stderr)
+    return 1
+
+
 def run(args) -> int:
     from vlmflow.judge import JudgeError, aggregate
 
+    for option, path in (("--out", args.out), ("--label-page", args.label_page)):
+        if path:
+            common.output_file(path, option)  # before any (paid) judging
+    if args.pairs is None and (args.out or args.label_page):
+        raise JudgeError("--out and --label-page go with --pairs FILE")
+    if args.validate is None and args.pairs is None and (args.reference is None or args.candidate is None):
+        raise JudgeError("give --reference and --candidate, or --pairs FILE (or --validate LABELS)")
     judge = _judge(args)
     if args.validate:
         from vlmflow.judge.validate import agreement, read_labels
 
         labels = read_labels(args.validate)
-        rows = [{"reference": lab.reference, "candidate": lab.candidate} for lab in labels]
-        result = agreement(_judge_rows(judge, rows, args), [lab.judgment() for lab in labels], args.tolerance)
+        rows = [{"reference": lab.reference, "candidate": lab.candidate, "_line": i + 1}
+                for i, lab in enumerate(labels)]
+        judgments = _judge_rows(judge, rows, args, args.validate)
+        result = agreement(judgments, [lab.judgment() for lab in labels], args.tolerance)
         print(json.dumps(result.to_dict(), indent=None if args.json else 1))
-        return 0
+        return _failed(judgments, args, "agreement counts only the others")
     if args.pairs:
         rows = _read_pairs(args.pairs)
-        judgments = _judge_rows(judge, rows, args)
+        judgments = _judge_rows(judge, rows, args, args.pairs)
+        for row in rows:
+            row.pop("_line", None)
         if args.label_page:
             from vlmflow.judge.label import write_label_page
 
@@ -123,9 +180,7 @@ def run(args) -> int:
         if getattr(judge, "last_run", None) is not None:
             summary["usage"] = judge.last_run.__dict__ | {"summary": judge.last_run.summary()}
         print(json.dumps(summary) if args.json else summary["aggregation"], file=sys.stderr)
-        return 0
-    if args.reference is None or args.candidate is None:
-        raise JudgeError("give --reference and --candidate, or --pairs FILE (or --validate LABELS)")
+        return _failed(judgments, args, f"their rows in {args.out or 'the output'} carry the reason")
     judgment = judge.judge(args.reference, args.candidate)
     if args.json:
         print(json.dumps(_row(judgment), ensure_ascii=False))

@@ -7,57 +7,91 @@ from __future__ import annotations
 
 import json
 
+from vlmflow.cli import common
+
 
 def register(subparsers) -> None:
-    p = subparsers.add_parser("localize", help="localization accuracy of object-naming tokens (Figures 6-7)",
-                              description=__doc__.splitlines()[0])
-    p.add_argument("--model", default="toy", help="'toy', a local model folder or a Hugging Face id (default: toy)")
+    p = subparsers.add_parser(
+        "localize", help="Measure how well object-naming tokens localize their objects, by layer (Figures 6-7).",
+        description="For every generated token that names an object, find the image token each layer's attention "
+                    "peaks on and score whether it lies on that object, by layer and by layer band, next to the "
+                    "chance rate; tables and provenance go to --out.")
+    common.add_model_options(p)
     p.add_argument("--data", default="coco_sample",
-                   help="a COCO-format folder, or 'coco_sample' for the shipped COCO sample (default)")
-    p.add_argument("--out", required=True, help="output folder")
-    p.add_argument("--n-images", type=int, default=None, help="first N images only")
-    p.add_argument("--tolerance", type=float, action="append", default=None,
-                   help="tolerance (repeat for a sweep); px for COCO (default 0 20 40 80), tokens for toy (0 1)")
-    p.add_argument("--heads", default="mean", help="mean, max, or comma-separated head indices")
-    p.add_argument("--instances", default="any", choices=("any", "nearest"))
+                   help="A COCO-format folder (e.g. toy scenes written by `vlmflow toy scenes`), or coco_sample for "
+                        "the shipped COCO sample. Default: coco_sample.")
+    p.add_argument("--out", required=True, help="The output folder for the tables and the provenance.")
+    p.add_argument("--n-images", type=common.positive_int, default=None,
+                   help="Use only the first N images (at least 1). Default: all of them.")
+    p.add_argument("--tolerance", type=common.nonnegative_float, action="append", default=None,
+                   help="How far (pixels for COCO, tokens for toy scenes) a peak may lie from the object and still "
+                        "count; repeat the option for several. Default: 0 20 40 80 px for COCO, 0 1 tokens for toy.")
+    p.add_argument("--heads", default="mean",
+                   help="How attention heads are combined: mean, max, or comma-separated head indices. "
+                        "Default: mean.")
+    p.add_argument("--instances", default="any", choices=("any", "nearest"),
+                   help="Which instances of the named category count as hits: any of them, or only the nearest. "
+                        "Default: any.")
     p.add_argument("--toy-match", default="exact", choices=("exact", "shape"),
-                   help="toy world: a mention targets instances with every named attribute (exact) or its shape only")
-    p.add_argument("--row", default="predicting", choices=("predicting", "fed"))
-    p.add_argument("--no-knockout", action="store_true", help="skip the KO image->generated run (no 'lost' subset)")
-    p.add_argument("--max-new-tokens", type=int, default=64)
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--dtype", default=None)
+                   help="In toy scenes, whether a mention targets the instances with every named attribute (exact) "
+                        "or those of its shape alone. Default: exact.")
+    p.add_argument("--row", default="predicting", choices=("predicting", "fed"),
+                   help="Which attention row is read: the one predicting the object word, or the one fed with it. "
+                        "Default: predicting.")
+    p.add_argument("--no-knockout", action="store_true",
+                   help="Skip the run with image->generated knocked out (then there is no 'lost' subset).")
+    p.add_argument("--max-new-tokens", type=common.positive_int, default=64,
+                   help="The most tokens of each description (at least 1). Default: 64.")
+    common.add_json_option(p, "the accuracy by layer band, the counts and the output folder")
     p.set_defaults(func=run)
 
 
-def run(args) -> int:
-    from pathlib import Path
+def _heads(text: str):
+    from vlmflow.errors import UsageError
 
+    if text in ("mean", "max"):
+        return text
+    try:
+        heads = [int(h) for h in text.split(",")]
+    except ValueError:
+        raise UsageError(f"--heads {text!r}: use mean, max, or comma-separated head indices such as 0,3") from None
+    if any(h < 0 for h in heads):
+        raise UsageError(f"--heads {text!r}: head indices start at 0")
+    return heads
+
+
+def run(args) -> int:
     from vlmflow.data import CocoSample, coco_sample
     from vlmflow.localize import localize_dataset
-    from vlmflow.model import load
 
+    heads = _heads(args.heads)
+    out = common.output_folder(args.out, "--out")
+    common.check_model_options(args)
     sample = coco_sample(progress=False) if args.data == "coco_sample" else CocoSample.from_folder(args.data)
-    heads = args.heads if args.heads in ("mean", "max") else [int(h) for h in args.heads.split(",")]
-    vlm = load(args.model, device=args.device, dtype=args.dtype)
+    vlm = common.load_model(args)
     res = localize_dataset(vlm, sample, n_images=args.n_images, tolerances=args.tolerance, heads=heads,
                            row=args.row, instances=args.instances, toy_match=args.toy_match,
                            knockout=not args.no_knockout,
                            max_new_tokens=args.max_new_tokens)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    res.objects.to_parquet(out / "objects.parquet")
-    res.images.to_parquet(out / "images.parquet")
     import pandas as pd
 
-    for by in ("layer", "band"):
-        tables = [res.accuracy(by, subset).assign(subset=subset) for subset in ("all", "lost")]
-        pd.concat(tables).to_csv(out / f"accuracy_by_{by}.csv", index=False)
-    (out / "provenance.json").write_text(json.dumps({**res.provenance, "command": "vlmflow localize",
-                                                     "args": {k: v for k, v in vars(args).items() if k != "func"}},
-                                                    indent=1, default=str))
+    with common.no_leftovers(out):
+        out.mkdir(parents=True, exist_ok=True)
+        res.objects.to_parquet(out / "objects.parquet")
+        res.images.to_parquet(out / "images.parquet")
+        for by in ("layer", "band"):
+            tables = [res.accuracy(by, subset).assign(subset=subset) for subset in ("all", "lost")]
+            pd.concat(tables).to_csv(out / f"accuracy_by_{by}.csv", index=False)
+        (out / "provenance.json").write_text(json.dumps({**res.provenance, "command": "vlmflow localize",
+                                                         "args": {k: v for k, v in vars(args).items()
+                                                                  if k != "func"}}, indent=1, default=str))
     band = res.accuracy("band", "all")
     n_obj = res.objects.drop_duplicates(["image_id", "object", "occurrence"])
+    if args.json:
+        common.print_json({"images": len(res.images), "objects_present": int(n_obj["present"].sum()),
+                           "objects_absent": int((~n_obj["present"].astype(bool)).sum()), "out": str(out),
+                           "accuracy_by_band": band.to_dict("records")})
+        return 0
     print(f"{len(res.images)} images, {int(n_obj['present'].sum())} named objects present "
           f"({int((~n_obj['present'].astype(bool)).sum())} not in the image) -> {out}")
     with_pd_options(lambda: print(band.to_string(index=False, float_format=lambda v: f"{v:.3f}")))

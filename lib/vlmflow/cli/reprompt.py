@@ -5,42 +5,48 @@ image once and answer from the describe prompt's KV cache cut down to the text p
 tokens per layer."""
 from __future__ import annotations
 
-import json
+from vlmflow.cli import common
 
 
 def register(subparsers) -> None:
-    p = subparsers.add_parser("reprompt", help="answer a question from a compressed context (Image Re-prompting)",
-                              description=__doc__.splitlines()[0])
-    p.add_argument("--model", default="toy", help="'toy', a local model folder or a Hugging Face id (default: toy)")
-    p.add_argument("--image", required=True, help="image file")
-    p.add_argument("--question", required=True, help="the new question")
+    p = subparsers.add_parser(
+        "reprompt", help="Answer a question from a compressed context (Image Re-prompting, Table 1).",
+        description="Describe the image once, then answer a new question from that run's KV cache cut down to its "
+                    "text positions and/or the top-K%% image tokens per layer (Image Re-prompting); --context full "
+                    "answers from the ordinary prompt with the whole image instead.")
+    common.add_model_options(p)
+    p.add_argument("--image", required=True, help="The image file the question is about.")
+    p.add_argument("--question", required=True, type=common.text, help="The new question to answer.")
     p.add_argument("--context", default="query+topk", choices=("full", "context", "query", "topk", "query+topk"),
-                   help="full: the plain prompt with the image; context: the whole describe context; query: its text "
-                        "positions only; topk / query+topk: with the top-K%% image tokens (default: query+topk)")
-    p.add_argument("--k", type=float, default=5.0, help="percentage of image tokens kept per layer (default: 5)")
+                   help="What the answer may read. full: the plain prompt with the whole image; context: the whole "
+                        "describe context; query: its text positions only; topk and query+topk: with the top-K%% "
+                        "image tokens per layer. Default: query+topk.")
+    p.add_argument("--k", type=float, default=5.0,
+                   help="The percentage of image tokens kept per layer, between 0 and 100. Default: 5.")
     p.add_argument("--select", default="attention", choices=("attention", "band", "norm", "random"),
-                   help="how image tokens are ranked (default: attention from the generated tokens, per layer)")
-    p.add_argument("--seed", type=int, default=0, help="seed of --select random")
-    p.add_argument("--describe-prompt", default="describe the image")
-    p.add_argument("--describe-tokens", type=int, default=64, help="max new tokens of the description")
-    p.add_argument("--max-new-tokens", type=int, default=8)
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--dtype", default=None)
-    p.add_argument("--json", action="store_true", help='print {"answer": ..., "context_tokens": N, ...}')
+                   help="How image tokens are ranked: attention from the generated tokens per layer, the middle "
+                        "layer band, hidden-state norm, or seeded random. Default: attention.")
+    p.add_argument("--seed", type=common.nonnegative_int, default=0, help="The seed of --select random. Default: 0.")
+    p.add_argument("--describe-prompt", default="describe the image", type=common.text,
+                   help="The prompt of the describe run whose cache is compressed. Default: 'describe the image'.")
+    p.add_argument("--describe-tokens", type=common.positive_int, default=64,
+                   help="The most tokens the describe run generates (at least 1). Default: 64.")
+    p.add_argument("--max-new-tokens", type=common.positive_int, default=8,
+                   help="The most tokens of the answer (at least 1). Default: 8.")
+    common.add_json_option(p, "the answer, the context size and the settings")
     p.set_defaults(func=run)
 
 
 def run(args) -> int:
+    if not 0 <= args.k <= 100:
+        from vlmflow.errors import UsageError
+
+        raise UsageError(f"--k must be a percentage in [0, 100], got {args.k:g}")
     from vlmflow.adapters.base import load_image
-    from vlmflow.model import load
     from vlmflow.reprompt import answer, compress, describe, full_answer, n_keep
 
-    if not 0 <= args.k <= 100:
-        from vlmflow.reprompt import RepromptError
-
-        raise RepromptError(f"--k must be a percentage in [0, 100], got {args.k}")
     image = load_image(args.image)
-    vlm = load(args.model, device=args.device, dtype=args.dtype)
+    vlm = common.load_model(args)
     extra = {}
     if args.context == "full":
         a = full_answer(vlm, image, args.question, args.max_new_tokens)
@@ -52,10 +58,10 @@ def run(args) -> int:
                  "kept_image_tokens": 0 if args.context in ("query",) else
                  run_.n_image if args.context == "context" else n_keep(args.k, run_.n_image)}
     if args.json:
-        print(json.dumps({"answer": a.text, "context_tokens": a.context_tokens, "context": args.context,
-                          "k": args.k if args.context in ("topk", "query+topk") else None,
-                          "select": args.select if args.context in ("topk", "query+topk") else None,
-                          "model": args.model, **extra}))
+        common.print_json({"answer": a.text, "context_tokens": a.context_tokens, "context": args.context,
+                           "k": args.k if args.context in ("topk", "query+topk") else None,
+                           "select": args.select if args.context in ("topk", "query+topk") else None,
+                           "model": args.model, **extra})
     else:
         print(a.text)
     return 0

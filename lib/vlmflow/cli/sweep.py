@@ -5,54 +5,85 @@ Pieces: data and the driver in ``vlmflow.sweep`` (``sweep_images``, ``run_sweep`
 ``vlmflow.presets``, the folder in ``vlmflow.store`` (read it with ``vlmflow.store.load_results``)."""
 from __future__ import annotations
 
+from pathlib import Path
+
+from vlmflow.cli import common
+
+PRESET_NAMES = ("from-layer", "upto-layer", "window", "topk")  # vlmflow.presets.PRESETS, without importing torch
+
 
 def register(subparsers) -> None:
-    p = subparsers.add_parser("sweep", help="run a knockout sweep (resumable, shardable) or merge shard folders",
-                              description=__doc__.splitlines()[0])
-    p.add_argument("--model", default="toy", help="'toy', a local model folder or a Hugging Face id (default: toy)")
-    p.add_argument("--data", default="toy-test", help="toy-test, coco-sample, a COCO folder or its instances.json")
-    p.add_argument("--preset", default="from-layer", help="from-layer, upto-layer, window or topk (default: from-layer)")
-    p.add_argument("--n-images", type=int, default=None, help="first N images of the data (default: all)")
-    p.add_argument("--max-new-tokens", type=int, default=64)
-    p.add_argument("--force-prefix", type=int, default=0, metavar="K",
-                   help="also run each knockout with its first K tokens forced to the baseline's")
-    p.add_argument("--question", default="describe the image")
-    p.add_argument("--batch-size", type=int, default=32, help="configurations decoded together (memory)")
-    p.add_argument("--shard", default=None, metavar="i/n", help="run every n-th image starting at i (0-based)")
-    p.add_argument("--seed", type=int, default=0, help="toy-test scene seed")
-    p.add_argument("--device", default="cpu", help="cpu, cuda or auto (default: cpu)")
-    p.add_argument("--dtype", default=None, help="float16, bfloat16, float32 (default: the checkpoint's)")
-    p.add_argument("--merge", nargs="+", default=None, metavar="DIR", help="join these shard folders into --out")
-    p.add_argument("--out", required=True, help="result folder")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p = subparsers.add_parser(
+        "sweep", help="Run a knockout sweep into a resumable result folder, or merge shard folders.",
+        description="Run every knockout configuration of a preset on the first N images of a data set into a result "
+                    "folder that a rerun resumes (and that shards can fill in parallel); with --merge, join shard "
+                    "folders into --out instead. Read the folder with vlmflow.store.load_results.")
+    common.add_model_options(p)
+    p.add_argument("--data", default="toy-test",
+                   help="The images: toy-test (toy scenes), coco-sample (the shipped COCO sample), a COCO-format "
+                        "folder or its instances.json. Default: toy-test.")
+    p.add_argument("--preset", default="from-layer", choices=PRESET_NAMES,
+                   help="The set of knockout configurations (see vlmflow.presets). Default: from-layer.")
+    p.add_argument("--n-images", type=common.positive_int, default=None,
+                   help="Use the first N images of the data (at least 1). Default: all of them.")
+    p.add_argument("--max-new-tokens", type=common.positive_int, default=64,
+                   help="The most tokens generated per configuration (at least 1). Default: 64.")
+    p.add_argument("--force-prefix", type=common.nonnegative_int, default=0, metavar="K",
+                   help="Also run each knockout with its first K generated tokens forced to the baseline's. "
+                        "Default: 0 (no forced runs).")
+    p.add_argument("--question", default="describe the image", type=common.text,
+                   help="The prompt of every run. Default: 'describe the image'.")
+    p.add_argument("--batch-size", type=common.positive_int, default=32,
+                   help="How many configurations are decoded together; lower it when memory runs out. Default: 32.")
+    p.add_argument("--shard", default=None, metavar="i/n",
+                   help="Run only every n-th image starting at image i (0-based), e.g. 0/4, so that n processes "
+                        "can share a sweep. Default: all images.")
+    p.add_argument("--seed", type=common.nonnegative_int, default=0,
+                   help="The seed of the toy-test scenes. Default: 0.")
+    p.add_argument("--merge", nargs="+", default=None, metavar="DIR",
+                   help="Join these shard folders (same settings) into --out instead of running a sweep.")
+    p.add_argument("--out", required=True, help="The result folder: new, or one of an earlier run to resume.")
+    p.add_argument("--quiet", action="store_true", help="Show no progress bar.")
+    common.add_json_option(p, "the number of configurations computed (or rows merged) and the folder")
     p.set_defaults(func=run)
 
 
 def run(args) -> int:
     from vlmflow import store as st
 
+    out = common.output_folder(args.out, "--out")
+    has_results = lambda folder: any((folder / st.PARTS).glob("*.parquet"))  # noqa: E731 - a rerun resumes them
     if args.merge:
-        n = st.merge(args.merge, args.out)
-        print(f"merged {len(args.merge)} folders into {args.out}: {n} result rows")
+        for folder in args.merge:
+            if not Path(folder).is_dir():
+                raise st.StoreError(f"--merge {folder}: no such folder")
+        with common.no_leftovers(out, keep=has_results):
+            n = st.merge(args.merge, out)
+        if args.json:
+            common.print_json({"merged": list(args.merge), "rows": n, "out": str(out)})
+        else:
+            print(f"merged {len(args.merge)} folders into {out}: {n} result rows")
         return 0
-    from vlmflow.model import load
-    from vlmflow.presets import PRESETS, UnknownPresetError, preset
+    from vlmflow.presets import preset
     from vlmflow.sweep import run_sweep, sweep_images
 
-    if args.preset not in PRESETS:  # fail before the model loads
-        raise UnknownPresetError(f"unknown sweep preset {args.preset!r}; presets: {', '.join(PRESETS)}")
     shard = st.shard_of(args.shard)
+    common.check_model_options(args)  # fail before the data and the model load
     data_id, images = sweep_images(args.data, args.n_images, args.seed)
-    vlm = load(args.model, device=args.device, dtype=args.dtype)
+    vlm = common.load_model(args)
     configs = preset(args.preset, vlm.num_layers, force_prefix=args.force_prefix)
     settings = settings_for(vlm, args.model, data_id, args.question, args.max_new_tokens, args.seed, args.device,
                             args.dtype)
     provenance = {"preset": args.preset, "command": "vlmflow sweep", "shard": args.shard,
                   "weights": settings["weights"], "model": args.model}
-    store = st.ResultStore(args.out, settings, provenance)
-    n = run_sweep(vlm, images, configs, store, question=args.question, max_new_tokens=args.max_new_tokens,
-                  batch_size=args.batch_size, shard=shard, progress=not args.quiet)
-    print(f"{n} configurations computed; results in {args.out}")
+    with common.no_leftovers(out, keep=has_results):
+        store = st.ResultStore(out, settings, provenance)
+        n = run_sweep(vlm, images, configs, store, question=args.question, max_new_tokens=args.max_new_tokens,
+                      batch_size=args.batch_size, shard=shard, progress=not args.quiet)
+    if args.json:
+        common.print_json({"computed": n, "images": len(images), "configurations": len(configs), "out": str(out)})
+    else:
+        print(f"{n} configurations computed; results in {out}")
     return 0
 
 

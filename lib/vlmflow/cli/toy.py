@@ -9,56 +9,85 @@ from __future__ import annotations
 import argparse
 import json
 
+from vlmflow.cli import common
+
 
 def register(subparsers) -> None:
-    p = subparsers.add_parser("toy", help="toy world: synthetic scenes, the toy model's training and evaluation")
+    p = subparsers.add_parser("toy",
+                              help="The toy world: synthetic scenes, and the toy model's training and evaluation.",
+                              description="The toy world: synthetic scenes with exact ground truth written as COCO, "
+                                          "and the training and evaluation of the small toy model.")
     sub = p.add_subparsers(dest="toy_command", required=True, metavar="ACTION")
 
-    s = sub.add_parser("scenes", help="write toy scenes as COCO (DIR/instances.json + DIR/images/)")
-    s.add_argument("--seed", type=int, default=0)
-    s.add_argument("--n", type=int, required=True)
-    s.add_argument("--out", required=True)
-    s.add_argument("--split", default="test", choices=["train", "val", "test"])
-    s.add_argument("--min-objects", type=int, default=1)
-    s.add_argument("--max-objects", type=int, default=4)
-    s.add_argument("--clutter", type=float, default=0.0, help="0 (plain) .. 1 (grey strokes + pixel noise)")
-    s.add_argument("--image-size", type=int, default=128)
+    s = sub.add_parser("scenes", help="Write toy scenes as COCO (DIR/instances.json and DIR/images/).",
+                       description="Write N toy scenes as a COCO data set: DIR/instances.json with the objects' "
+                                   "boxes, masks, colours and sizes, and one PNG per scene in DIR/images/.")
+    s.add_argument("--seed", type=common.nonnegative_int, default=0,
+                   help="The seed the scenes are drawn from. Default: 0.")
+    s.add_argument("--n", type=common.positive_int, required=True, help="How many scenes to write (at least 1).")
+    s.add_argument("--out", required=True, help="The folder to write (created if needed).")
+    s.add_argument("--split", default="test", choices=["train", "val", "test"],
+                   help="Which split's scenes (disjoint streams per split). Default: test.")
+    s.add_argument("--min-objects", type=common.nonnegative_int, default=1,
+                   help="The fewest objects in a scene. Default: 1.")
+    s.add_argument("--max-objects", type=common.positive_int, default=4,
+                   help="The most objects in a scene. Default: 4.")
+    s.add_argument("--clutter", type=common.fraction, default=0.0,
+                   help="Background clutter from 0 (plain) to 1 (grey strokes and pixel noise). Default: 0.")
+    s.add_argument("--image-size", type=common.positive_int, default=128,
+                   help="The side of the square images in pixels. Default: 128.")
+    common.add_json_option(s, "the instances.json path, the number of scenes and the split")
     s.set_defaults(func=_scenes)
 
-    t = sub.add_parser("train", help="train the toy model from scratch (checkpoints, --resume)")
-    t.add_argument("--out", required=True, help="folder for the exported (fp16) model and processor")
-    t.add_argument("--work", default=None, help="checkpoint folder (default: runs/toy_train)")
-    t.add_argument("--minutes", type=float, default=80.0, help="wall-clock budget of the main stage in this invocation")
-    t.add_argument("--steps", type=int, default=None, help="schedule length (default: estimated from --minutes)")
-    t.add_argument("--seed", type=int, default=0)
-    t.add_argument("--batch-size", type=int, default=32)
-    t.add_argument("--lr", type=float, default=1e-3)
-    t.add_argument("--vision-minutes", type=float, default=6.0,
-                   help="stage 1: token-probe pretraining of the vision tower + projector before --minutes (0: skip)")
-    t.add_argument("--aux-weight", type=float, default=0.3, help="token-probe loss weight in the main stage")
-    t.add_argument("--hide-until", type=float, default=0.4,
-                   help="context curriculum: hide system prompt + background image tokens early, off from this "
-                        "fraction of the schedule on (0: off)")
+    t = sub.add_parser("train", help="Train the toy model from scratch (with checkpoints and --resume).",
+                       description="Train the toy model from scratch: stage 1 pretrains the vision tower and "
+                                   "projector with a token probe, stage 2 trains everything on the toy questions; "
+                                   "checkpoints go to --work and the exported model to --out.")
+    t.add_argument("--out", required=True, help="The folder for the exported (float16) model and processor.")
+    t.add_argument("--work", default=None, help="The checkpoint folder. Default: runs/toy_train.")
+    t.add_argument("--minutes", type=common.positive_float, default=80.0,
+                   help="The wall-clock budget of the main stage in this invocation, in minutes. Default: 80.")
+    t.add_argument("--steps", type=common.positive_int, default=None,
+                   help="The length of the training schedule in steps. Default: estimated from --minutes.")
+    t.add_argument("--seed", type=common.nonnegative_int, default=0, help="The training seed. Default: 0.")
+    t.add_argument("--batch-size", type=common.positive_int, default=32, help="Scenes per step. Default: 32.")
+    t.add_argument("--lr", type=common.positive_float, default=1e-3, help="The peak learning rate. Default: 0.001.")
+    t.add_argument("--vision-minutes", type=common.nonnegative_float, default=6.0,
+                   help="Minutes of stage 1 (token-probe pretraining of the vision tower and projector) before the "
+                        "main stage; 0 skips it. Default: 6.")
+    t.add_argument("--aux-weight", type=common.nonnegative_float, default=0.3,
+                   help="The weight of the token-probe loss in the main stage. Default: 0.3.")
+    t.add_argument("--hide-until", type=common.fraction, default=0.4,
+                   help="Context curriculum: the system prompt and background image tokens are hidden early on, "
+                        "less and less until this fraction of the schedule; 0 turns it off. Default: 0.4.")
     t.add_argument("--mimetic", action=argparse.BooleanOptionalAction, default=True,
-                   help="mimetic initialisation of the LM's attention (W_k = W_q)")
-    t.add_argument("--threads", type=int, default=2)
-    t.add_argument("--resume", action="store_true")
-    t.add_argument("--vision-layers", type=int, default=None, help="CLIP tower depth (default: ToyModelConfig)")
+                   help="Start the language model's attention from a mimetic initialisation (W_k = W_q). "
+                        "Default: on.")
+    t.add_argument("--threads", type=common.positive_int, default=2, help="CPU threads for torch. Default: 2.")
+    t.add_argument("--resume", action="store_true", help="Continue from the last checkpoint in --work.")
+    t.add_argument("--vision-layers", type=common.positive_int, default=None,
+                   help="The depth of the CLIP vision tower. Default: ToyModelConfig's.")
     t.add_argument("--vision-feature-layer", type=int, default=None,
-                   help="hidden state of the CLIP tower fed to the projector (default: ToyModelConfig)")
+                   help="Which hidden state of the vision tower feeds the projector. Default: ToyModelConfig's.")
     t.set_defaults(func=_train)
 
-    e = sub.add_parser("eval", help="evaluate a toy model on held-out test scenes")
-    e.add_argument("--model", default="toy")
-    e.add_argument("--n", type=int, default=200)
-    e.add_argument("--seed", type=int, default=0)
-    e.add_argument("--split", default="test", choices=["train", "val", "test"])
-    e.add_argument("--knockout", action="store_true", help="also evaluate with the full image knockout")
-    e.add_argument("--threads", type=int, default=2)
-    e.add_argument("--json", action="store_true")
-    e.add_argument("--card", action="store_true", help="write MODEL_CARD.md and eval.json into the model folder")
-    e.add_argument("--train-command", default=None, help="training command to record in the card "
-                   "(default: from training.json)")
+    e = sub.add_parser("eval", help="Evaluate a toy model on held-out test scenes.",
+                       description="Evaluate a toy model on fresh scenes: description F1 and the accuracy of each "
+                                   "question kind, optionally also under the full image knockout.")
+    e.add_argument("--model", default="toy",
+                   help="The toy model: 'toy' (the shipped one, or $VLMFLOW_TOY_MODEL) or a model folder. Default: toy.")
+    e.add_argument("--n", type=common.positive_int, default=200,
+                   help="How many scenes to evaluate on (at least 1). Default: 200.")
+    e.add_argument("--seed", type=common.nonnegative_int, default=0,
+                   help="The seed of the evaluation scenes. Default: 0.")
+    e.add_argument("--split", default="test", choices=["train", "val", "test"],
+                   help="Which split's scenes. Default: test.")
+    e.add_argument("--knockout", action="store_true", help="Also evaluate with the full image knockout.")
+    e.add_argument("--threads", type=common.positive_int, default=2, help="CPU threads for torch. Default: 2.")
+    common.add_json_option(e, "the metrics")
+    e.add_argument("--card", action="store_true", help="Write MODEL_CARD.md and eval.json into the model folder.")
+    e.add_argument("--train-command", default=None,
+                   help="The training command to record in the card. Default: the one in training.json.")
     e.set_defaults(func=_eval)
 
 
@@ -67,12 +96,20 @@ def _scenes(args) -> int:
 
     cfg = SceneConfig.for_objects(args.min_objects, args.max_objects, image_size=args.image_size,
                                   clutter=args.clutter)
-    path = write_coco(args.out, args.seed, args.n, split=args.split, config=cfg)
-    print(path)
+    out = common.output_folder(args.out, "--out")
+    with common.no_leftovers(out):
+        path = write_coco(out, args.seed, args.n, split=args.split, config=cfg)
+    if args.json:
+        common.print_json({"instances": str(path), "images": str(path.parent / "images"), "n": args.n,
+                           "split": args.split, "seed": args.seed})
+    else:
+        print(path)
     return 0
 
 
 def _train(args) -> int:
+    common.output_folder(args.out, "--out")
+    common.output_folder(args.work or "runs/toy_train", "--work")
     from dataclasses import replace
 
     from vlmflow.toy.model import ToyModelConfig

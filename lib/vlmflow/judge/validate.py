@@ -156,11 +156,10 @@ _REQUIRED = ("pair_id", "reference", "candidate", "reference_objects", "candidat
 
 
 def read_labels(path: str | Path) -> list[HumanLabel]:
+    from vlmflow.errors import read_user_text
+
     path = Path(path)
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except OSError as exc:
-        raise JudgeError(f"cannot read human labels {path}: {exc}") from exc
+    lines = read_user_text(path, "human labels file", JudgeError).splitlines()
     out = []
     for n, line in enumerate(lines, 1):
         if not line.strip():
@@ -178,6 +177,8 @@ def read_labels(path: str | Path) -> list[HumanLabel]:
         except (ValueError, TypeError, MatchError) as exc:
             raise JudgeError(f"{path} line {n}: bad human label ({exc})") from None
         out.append(label)
+    if not out:
+        raise JudgeError(f"human labels file {path} holds no labels (one JSON object per line)")
     return out
 
 

@@ -99,6 +99,21 @@ def vocabulary() -> list[str]:
     return [*SIZES, *COLORS, *SHAPES, ",", NOTHING]
 
 
+def unknown_words(text: str) -> list[str]:
+    """The words of ``text`` (as ``parse`` splits it) that neither ``parse`` reads nor the toy model can say, in
+    order of first appearance: ``parse`` skips them silently, so a judge built on it must refuse such text (``"a
+    cat"`` would otherwise parse to no object and match ``"a dog"`` perfectly). Digits are numbers."""
+    from vlmflow.toy.model import vocabulary as model_vocabulary
+
+    known = {w.lower() for w in model_vocabulary()} | set(_SHAPE_WORDS) | set(_COLOR_WORDS) | set(_SIZE_WORDS) \
+        | set(_NUMBER_WORDS) | _BREAK_WORDS
+    out: list[str] = []
+    for w in _WORD_RE.findall(text.lower()):
+        if w not in known and not w.isdigit() and w not in out:
+            out.append(w)
+    return out
+
+
 def write_chair_lists(folder) -> "Path":
     """The toy world's objects as CHAIR-format word lists (``synonyms.txt``, ``chair_rules.json``,
     ``coco_categories.json``) in ``folder``, so that the lexical judge reads toy descriptions:
