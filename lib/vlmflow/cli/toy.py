@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
 
 from vlmflow.cli import common
 
@@ -146,9 +147,13 @@ def _recorded_command(model_dir: str) -> str:
 def _eval(args) -> int:
     import torch
 
+    from vlmflow.errors import WeightsNotAvailableError
     from vlmflow.model import load, toy_model_path
     from vlmflow.toy.evaluate import evaluate_all, write_model_card
 
+    if args.model != "toy" and not (Path(args.model) / "config.json").is_file():
+        raise WeightsNotAvailableError(f"no toy model at {args.model} (no config.json there): train one with "
+                                       f"`vlmflow toy train --out {args.model}`, or use --model toy")
     torch.set_num_threads(args.threads)
     vlm = load(args.model, dtype="float32")
     res = evaluate_all(vlm, n=args.n, seed=args.seed, split=args.split, knockout=args.knockout)
