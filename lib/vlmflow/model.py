@@ -6,11 +6,15 @@
   ``prepare(images, questions) -> Batch``                 processor output + TokenRoles (left-padded batch)
   ``forward(batch, knockout=..., record=...)``            one forward pass -> ForwardResult (logits, records)
   ``generate(images, question, knockout=..., record=..., force_prefix=...)`` greedy decoding -> Generation(s)
+  ``prefill(batch, knockout=..., hidden_norms=...)``       the prompt pass of one row, kept for continuing -> Prefill
+  ``eos_ids``                                             the token ids that end a generation
 
 Knockouts may be one spec, a list applied together, or a per-row list of lists (see
 ``vlmflow.attention.per_row_knockouts``). Everything runs inside ``vlmflow.attention.active``, so transformers'
-own ``generate`` with its DynamicCache is used unchanged. The sweep engine (``vlmflow.sweep``) builds on
-``prepare`` + ``active``.
+own ``generate`` with its DynamicCache is used unchanged. The sweep engine (``vlmflow.sweep``) and re-prompting
+(``vlmflow.reprompt``) continue from ``prefill`` (prompt KV cache, the decoder's input embeddings and rotary
+positions, last logits, image hidden-state norms) and stop on ``eos_ids``; positions of tokens appended later come
+from the adapter (``Adapter.text_position_ids``), so neither names an architecture.
 """
 from __future__ import annotations
 
@@ -172,6 +176,34 @@ class Generation:
     logits: "torch.Tensor | None" = None  # [steps, vocab] raw logits per generated step (return_logits=True)
 
 
+@dataclass
+class Prefill:
+    """The prompt pass of one prepared row (no padding), kept so that work can continue after it.
+
+    By causality any run whose changes start at prompt position ``b`` shares this pass's cache at positions ``< b``."""
+
+    batch: Batch
+    cache: Any  # DynamicCache over the P prompt positions (keys rotated at their own positions)
+    embeds: "torch.Tensor | None"  # [1, P, hidden]: the decoder's inputs_embeds (image features merged)
+    positions: "torch.Tensor"  # [1, P] or [rope_axes, 1, P]: the decoder's rotary position ids (Adapter)
+    last_logits: "torch.Tensor"  # [vocab] float32 logits at the last prompt position
+    image_norms: "torch.Tensor | None" = None  # [L, N_img] L2 norms of the image tokens' hidden state at each layer input
+
+    @property
+    def length(self) -> int:
+        return self.batch.prompt_length
+
+    @property
+    def roles(self) -> "TokenRoles":
+        return self.batch.roles
+
+    @property
+    def next_position(self) -> int:
+        """The position id of the first token after the prompt: P for RoPE, P + rope delta for M-RoPE (the largest
+        prompt position + 1, as the model's own decoding continues)."""
+        return int(self.positions.max()) + 1
+
+
 class _ForcePrefix:
     """LogitsProcessor: for generated step k < len(prefix[b]) only prefix[b][k] can be chosen (teacher forcing)."""
 
@@ -263,6 +295,48 @@ class VLM:
             records = [state.recorder.result(b, ids[b].cpu()) for b in range(len(batch))]
         return ForwardResult(out.logits, records, out)
 
+    @property
+    def eos_ids(self) -> frozenset[int]:
+        """The token ids that end a generation (``generation_config.eos_token_id``: one id or a list)."""
+        eos = self.model.generation_config.eos_token_id
+        return frozenset(eos if isinstance(eos, (list, tuple)) else [eos] if eos is not None else [])
+
+    # ---- the prompt pass, kept ----------------------------------------------------------------------------------
+    def prefill(self, batch: Batch, knockout=None, hidden_norms: bool = False) -> Prefill:
+        """Run the prompt of a one-row batch once under ``knockout`` (None: plain) and keep what continuing needs:
+        the KV cache, the decoder's input embeddings and rotary positions (captured by a forward pre-hook on the
+        language model, so they come from the model's own code, M-RoPE included), the last logits and, with
+        ``hidden_norms``, the image tokens' hidden-state norms per layer input."""
+        import torch
+
+        from vlmflow.attention import active
+
+        if len(batch) != 1 or bool((batch.inputs["attention_mask"] == 0).any()):
+            raise VlmflowError(f"prefill takes one unpadded row, got a batch of {len(batch)}")
+        captured: dict[str, Any] = {}
+
+        def grab(module, args, kwargs):
+            captured["embeds"] = kwargs.get("inputs_embeds")
+            captured["positions"] = kwargs.get("position_ids")
+
+        handle = self.adapter.language_model().register_forward_pre_hook(grab, with_kwargs=True)
+        try:
+            with torch.no_grad(), active(batch.roles, knockout, None, n_layers=self.num_layers):
+                out = self.model(**batch.inputs, use_cache=True, logits_to_keep=1, output_hidden_states=hidden_norms)
+        finally:
+            handle.remove()
+        cache = out.get("cache") if "cache" in out else out.get("past_key_values")  # renamed in transformers 5
+        if cache is None:
+            raise VlmflowError(f"model {self.name}: {type(self.model).__name__} returned no KV cache from the prefill")
+        P = batch.prompt_length
+        positions = self.adapter.decoder_positions(captured.get("positions"), P, device=self.device)
+        norms = None
+        if hidden_norms:  # hidden_states[l] is layer l's input: [1, P, hidden]
+            img = batch.roles.positions("image", 0)
+            norms = torch.stack([out.hidden_states[layer][0, img].float().norm(dim=-1)
+                                 for layer in range(self.num_layers)]).cpu()
+        return Prefill(batch, cache, captured.get("embeds"), positions, out.logits[0, -1].float(), norms)
+
     # ---- greedy generation ------------------------------------------------------------------------------------
     def generate(self, images, question: str | Sequence[str] = DEFAULT_QUESTION, knockout=None,
                  record: "Record | None" = None, max_new_tokens: int = 64, force_prefix=None,
@@ -293,11 +367,10 @@ class VLM:
         if any(prefixes):
             processors.append(_ForcePrefix(prefixes, P))
         tok = self.tokenizer
-        eos = self.model.generation_config.eos_token_id
-        eos_ids = set(eos if isinstance(eos, list) else [eos] if eos is not None else [])
+        eos_ids = self.eos_ids
         pad = self.model.generation_config.pad_token_id
         if pad is None:
-            pad = tok.pad_token_id if tok.pad_token_id is not None else next(iter(eos_ids), 0)
+            pad = tok.pad_token_id if tok.pad_token_id is not None else min(eos_ids, default=0)
         with torch.no_grad(), active(batch.roles, knockout, record, n_layers=self.num_layers) as state:
             out = self.model.generate(**batch.inputs, do_sample=False, num_beams=1, max_new_tokens=max_new_tokens,
                                       logits_processor=processors or None, pad_token_id=pad,

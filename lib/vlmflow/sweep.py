@@ -8,9 +8,9 @@ knockout=cfg.knockouts, force_prefix=...)`` run alone, token for token (tests/un
 
 How work is shared, per image:
 
-1. **Shared prefill (batch 1).** The whole prompt runs once with no knockout, keeping its KV cache, the language
-   model's input embeddings (image features merged) and position ids (captured by a forward pre-hook on the
-   language model, so Qwen2-VL's 3D M-RoPE positions come from the model's own code), and the last position's logits.
+1. **Shared prefill (batch 1).** The whole prompt runs once with no knockout (``VLM.prefill``), keeping its KV cache,
+   the language model's input embeddings (image features merged) and rotary position ids (as the model's own code
+   computed them, in the adapter's shape: ``Adapter.decoder_positions``), and the last position's logits.
    By causality, a configuration whose knockouts and recorded rows first touch prompt position ``b`` (its
    *boundary*) has exactly this cache at positions ``< b``. Configurations that only touch generated rows (baseline,
    KO image->generated) have ``b = P`` and share the whole prompt, including the first generated token's logits.
@@ -23,9 +23,9 @@ How work is shared, per image:
    the end instead (one recorder per chunk; finished rows are cut off by position when results are read).
 
 Decoding calls the language model and the output embedding directly with explicit position ids: for every supported
-architecture (LLaVA, InternVL, Qwen2-VL / 2.5-VL) the top-level model adds nothing after the language model's head.
-Positions of generated tokens continue from the last prompt position (+1 per step, on every rope axis), which is
-what transformers' own generate does (for Qwen2-VL: ``cache position + rope_deltas``).
+architecture the top-level model adds nothing after the language model's head. Positions of generated tokens
+continue from the last prompt position (+1 per step, on every position axis), which is what transformers' own
+generate does (``Prefill.next_position``).
 
 Configurations are chunked ``batch_size`` at a time (memory: the KV cache grows with rows x positions), into a
 preallocated KV buffer per chunk (``vlmflow.kvcache``: no ``torch.cat`` growth per step). ``run_many`` lets rows of
@@ -53,7 +53,7 @@ from vlmflow.selection import ImageSelection
 if TYPE_CHECKING:
     import torch
 
-    from vlmflow.model import VLM
+    from vlmflow.model import VLM, Prefill
     from vlmflow.record import AttentionRecord
 
 DEFAULT_QUESTION = "describe the image"
@@ -150,22 +150,6 @@ class SweepResult:
         return self.first_token == self.baseline_first_token
 
 
-@dataclass
-class _Prefill:
-    """The shared batch-1 prompt pass of one image."""
-
-    batch: Any  # vlmflow.model.Batch (one row, no padding)
-    cache: Any  # DynamicCache over the P prompt positions
-    embeds: "torch.Tensor"  # [1, P, hidden]: the language model's inputs_embeds
-    positions: "torch.Tensor"  # [1, P] or [n_axes, 1, P]: the language model's position ids
-    last_logits: "torch.Tensor"  # [vocab] logits at the last prompt position
-    image_norms: "torch.Tensor | None" = None  # [L, N_img] hidden-state norms of the image tokens at each layer input
-
-    @property
-    def length(self) -> int:
-        return int(self.embeds.shape[1])
-
-
 def boundary(config: SweepConfig, role_ids: Sequence[int], n_layers: int) -> int:
     """First prompt position whose computation differs from the plain prompt pass under ``config``: the first
     position a knockout targets (in a layer it touches) at or after the first position of its source, or the first
@@ -214,9 +198,7 @@ class SweepEngine:
         self.lm = vlm.adapter.language_model()
         self.embed = model.get_input_embeddings()
         self.head = model.get_output_embeddings()
-        gen = model.generation_config
-        eos = gen.eos_token_id
-        self.eos_ids = set(eos if isinstance(eos, (list, tuple)) else [eos] if eos is not None else [])
+        self.eos_ids = vlm.eos_ids
 
     # ---- checks -------------------------------------------------------------------------------------------
     def _check_generation_config(self) -> None:
@@ -249,7 +231,7 @@ class SweepEngine:
         """All ``configs`` on each image; per image, results in the order of ``configs``.
 
         Images whose prompts have the same token layout (same question, same number of image tokens: e.g. every
-        LLaVA-1.5 or toy image) decode in shared batches, rows of several images together: fewer, fuller forwards.
+        fixed-resolution model's image) decode in shared batches, rows of several images together: fewer, fuller forwards.
         Each image still gets its own prefill, and each row exactly its own image's prefix cache."""
         import torch
 
@@ -270,7 +252,7 @@ class SweepEngine:
                     out[m] = res
         return out
 
-    def _run_images(self, pres: "list[_Prefill]", configs: list[SweepConfig]) -> list[list[SweepResult]]:
+    def _run_images(self, pres: "list[Prefill]", configs: list[SweepConfig]) -> list[list[SweepResult]]:
         """``configs`` on images that share one prompt layout (so one boundary per concrete configuration)."""
         import dataclasses
 
@@ -326,7 +308,7 @@ class SweepEngine:
                     results[m][i] = dataclasses.replace(r, config=configs[i], knockouts=concrete[m][i].knockouts)
         return results
 
-    def _resolve(self, config: SweepConfig, pre: "_Prefill", baseline: SweepResult) -> tuple[Knockout, ...]:
+    def _resolve(self, config: SweepConfig, pre: "Prefill", baseline: SweepResult) -> tuple[Knockout, ...]:
         """A top-K configuration's knockouts restricted to the image tokens outside its selection, on this image."""
         L = self.vlm.num_layers
         image_pos = pre.batch.roles.positions("image", 0).tolist()  # one unpadded row: prompt coordinates
@@ -345,46 +327,18 @@ class SweepEngine:
         return tuple(out)
 
     # ---- internals ----------------------------------------------------------------------------------------
-    def _prefill(self, image, question: str, norms: bool = False) -> _Prefill:
-        import torch
-
-        from vlmflow.attention import active
-
+    def _prefill(self, image, question: str, norms: bool = False) -> "Prefill":
+        """``VLM.prefill`` of one image, checked for what sharing its prefix needs."""
         vlm = self.vlm
-        batch = vlm.prepare([image], [question])
-        captured: dict[str, Any] = {}
-
-        def grab(module, args, kwargs):
-            captured["embeds"] = kwargs.get("inputs_embeds")
-            captured["positions"] = kwargs.get("position_ids")
-
-        handle = self.lm.register_forward_pre_hook(grab, with_kwargs=True)
-        try:
-            with active(batch.roles, None, None, n_layers=vlm.num_layers):
-                out = vlm.model(**batch.inputs, use_cache=True, logits_to_keep=1, output_hidden_states=norms)
-        finally:
-            handle.remove()
-        embeds = captured.get("embeds")
-        if embeds is None:
+        pre = vlm.prefill(vlm.prepare([image], [question]), hidden_norms=norms)
+        if pre.embeds is None:
             raise SweepError(f"model {vlm.name}: its language model was not called with inputs_embeds; the sweep "
                              f"engine cannot share the prompt prefix for {type(vlm.model).__name__}")
-        P = batch.prompt_length
-        positions = captured.get("positions")
-        if positions is None:
-            positions = torch.arange(P, device=embeds.device)[None]
-        elif positions.ndim == 3 and positions.shape[0] == 4:  # Qwen2-VL via generate: [text; t, h, w]
-            positions = positions[1:]
-        cache = out.cache if "cache" in out else out.past_key_values
-        for i, layer in enumerate(cache.layers):
+        for i, layer in enumerate(pre.cache.layers):
             if type(layer).__name__ != "DynamicLayer":
                 raise SweepError(f"model {vlm.name}: cache layer {i} is a {type(layer).__name__}; the sweep engine "
                                  f"shares only plain dynamic caches (no sliding-window layers)")
-        image_norms = None
-        if norms:  # hidden_states[l] is layer l's input: [1, P, hidden]
-            img = batch.roles.positions("image", 0)
-            image_norms = torch.stack([out.hidden_states[layer][0, img].float().norm(dim=-1)
-                                       for layer in range(vlm.num_layers)]).cpu()
-        return _Prefill(batch, cache, embeds, positions, out.logits[0, -1].float(), image_norms)
+        return pre
 
     def _lm_step(self, embeds, positions, cache, n_keys: int):
         """One language-model forward over ``embeds`` [B, Q, hidden] continuing ``cache``; -> last logits [B, vocab]."""
@@ -396,7 +350,7 @@ class SweepEngine:
         hidden = out.last_hidden_state[:, -1:]
         return self.head(hidden)[:, -1].float()
 
-    def _run_group(self, rows_in: "list[tuple[_Prefill, SweepConfig, int, list[int]]]") -> list[SweepResult]:
+    def _run_group(self, rows_in: "list[tuple[Prefill, SweepConfig, int, list[int]]]") -> list[SweepResult]:
         """Run one chunk: per row (its image's prefill, concrete configuration, boundary, tokens to force).
 
         Every row's image has the same prompt layout (length P, roles); rows of one image are adjacent."""
