@@ -34,6 +34,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from vlmflow.atomic import TMP_PREFIX, atomic_write
 from vlmflow.errors import VlmflowError
 
 if TYPE_CHECKING:
@@ -114,36 +115,13 @@ def _safe(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]", "_", str(name))[:80] or "_"
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _atomic_write(path: Path, write) -> None:
-    """``write(file_object)`` into a temp file beside ``path``, fsync, rename over ``path``, fsync the folder."""
-    tmp = path.parent / f".tmp-{os.getpid()}-{path.name}"
-    try:
-        with open(tmp, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    _fsync_dir(path.parent)
-
-
 def _write_parquet(path: Path, rows: list[dict]) -> None:
     import pandas as pd
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     table = pa.Table.from_pandas(pd.DataFrame(rows), preserve_index=False)
-    _atomic_write(path, lambda f: pq.write_table(table, f))
+    atomic_write(path, lambda f: pq.write_table(table, f))
 
 
 class ResultStore:
@@ -156,7 +134,7 @@ class ResultStore:
         self.settings = json.loads(json.dumps(settings, sort_keys=True, default=str))
         self.hash = settings_hash(self.settings)
         self.parts.mkdir(parents=True, exist_ok=True)
-        for tmp in self.parts.glob(".tmp-*"):  # left by a killed writer: never a committed part
+        for tmp in self.parts.glob(f"{TMP_PREFIX}*"):  # left by a killed writer: never a committed part
             tmp.unlink(missing_ok=True)
         manifest = self.folder / MANIFEST
         if manifest.is_file():
@@ -174,7 +152,7 @@ class ResultStore:
         else:
             self.provenance = dict(provenance or {})
             body = {"settings_hash": self.hash, "settings": self.settings, "provenance": self.provenance}
-            _atomic_write(manifest, lambda f: f.write(json.dumps(body, indent=2, sort_keys=True,
+            atomic_write(manifest, lambda f: f.write(json.dumps(body, indent=2, sort_keys=True,
                                                                  default=str).encode()))
 
     def done(self) -> set[tuple[str, str]]:
@@ -279,8 +257,8 @@ def merge(folders: Iterable[str | os.PathLike], out: str | os.PathLike) -> int:
             if len(fresh) == len(rows):  # the whole part is new: copy it (and its attention part) as it is
                 att = part.with_name(part.name[: -len(".parquet")] + ".attention.parquet")
                 if att.is_file():
-                    _atomic_write(store.parts / att.name, lambda f, a=att: shutil.copyfileobj(open(a, "rb"), f))
-                _atomic_write(store.parts / part.name, lambda f, p=part: shutil.copyfileobj(open(p, "rb"), f))
+                    atomic_write(store.parts / att.name, lambda f, a=att: shutil.copyfileobj(open(a, "rb"), f))
+                atomic_write(store.parts / part.name, lambda f, p=part: shutil.copyfileobj(open(p, "rb"), f))
             else:
                 store.write_part(fresh[0]["image"], fresh)
     return len(seen)

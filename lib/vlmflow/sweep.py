@@ -51,8 +51,6 @@ from vlmflow.roles import role_id_mask
 from vlmflow.selection import ImageSelection
 
 if TYPE_CHECKING:
-    import torch
-
     from vlmflow.model import VLM, Prefill
     from vlmflow.record import AttentionRecord
 

@@ -183,10 +183,9 @@ def judge_pairs(judge: "Judge", pairs: Sequence[tuple[str, str]], cache_dir: str
                               for (r, c), j in zip(todo, judged)], columns=cols)
         stored = fresh if stored.empty else pd.concat([stored, fresh], ignore_index=True)
         if cache_file is not None:
-            from vlmflow.store import _atomic_write
+            from vlmflow.atomic import atomic_write
 
-            cache_file.parent.mkdir(parents=True, exist_ok=True)
-            _atomic_write(cache_file, lambda f: stored.to_parquet(f, index=False))
+            atomic_write(cache_file, lambda f: stored.to_parquet(f, index=False))
     table = stored.set_index(["reference", "candidate"])
     out = table.loc[list(pairs)].reset_index() if len(pairs) else pd.DataFrame(columns=cols)
     for name in SCORE_FIELDS:

@@ -330,9 +330,9 @@ def lr_factor(step: int, total: int, warmup: int, min_ratio: float) -> float:
 def _atomic_save(obj, path: Path) -> None:
     import torch
 
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    from vlmflow.atomic import atomic_write
+
+    atomic_write(path, lambda f: torch.save(obj, f))
 
 
 def export(model, processor, out: str | os.PathLike, *, half: bool = True, extra: dict | None = None) -> Path:
