@@ -348,14 +348,24 @@ class SweepEngine:
         hidden = out.last_hidden_state[:, -1:]
         return self.head(hidden)[:, -1].float()
 
+    def _chunk_cache(self, segments: list, b: int, B: int, P: int):
+        """Each image's prefill cache cropped to the boundary ``b``, copied once into a buffer per row with room for
+        the suffix and every decode step (``vlmflow.kvcache``: no torch.cat growth per step)."""
+        from vlmflow.kvcache import buffer_cache
+
+        n_layers = len(segments[0][0].cache.layers)
+        return buffer_cache([[(pre.cache.layers[layer].keys[:, :, :b], pre.cache.layers[layer].values[:, :, :b], n)
+                              for pre, _, n in segments] for layer in range(n_layers)], B, P + self.max_new_tokens)
+
     def _run_group(self, rows_in: "list[tuple[Prefill, SweepConfig, int, list[int]]]") -> list[SweepResult]:
         """Run one chunk: per row (its image's prefill, concrete configuration, boundary, tokens to force).
 
-        Every row's image has the same prompt layout (length P, roles); rows of one image are adjacent."""
+        Every row's image has the same prompt layout (length P, roles); rows of one image are adjacent. Over 60
+        lines because it is the batched greedy loop: the rows still running, their positions and their knockouts'
+        attention state change together at each step (a finished row leaves all three at once)."""
         import torch
 
         from vlmflow.attention import active
-        from vlmflow.kvcache import buffer_cache
         from vlmflow.roles import TokenRoles
 
         vlm = self.vlm
@@ -364,29 +374,14 @@ class SweepEngine:
         B, P = len(chunk), pres[0].length
         b = min(r[2] for r in rows_in)
         record = chunk[0].record
-        # segments: (prefill, first row, row count) of consecutive rows sharing an image
-        segments: list[list] = []
-        for j, pre in enumerate(pres):
-            if segments and segments[-1][0] is pre:
-                segments[-1][2] += 1
-            else:
-                segments.append([pre, j, 1])
+        segments = _image_segments(pres)
         roles_all = TokenRoles(torch.cat([pre.batch.roles.ids.expand(n, -1) for pre, _, n in segments]), P)
         kos_all = [list(c.knockouts) for c in chunk]
-        # each image's cache cropped to the boundary, copied once into a buffer per row with room for the suffix and
-        # every decode step (vlmflow.kvcache: no torch.cat growth per step)
-        n_layers = len(pres[0].cache.layers)
-        cache = buffer_cache([[(pre.cache.layers[layer].keys[:, :, :b], pre.cache.layers[layer].values[:, :, :b], n)
-                               for pre, _, n in segments] for layer in range(n_layers)], B, P + self.max_new_tokens)
-
-        def per_row(t, n):  # [(axes,) 1, T] -> [(axes,) n, T]
-            return t.expand(*t.shape[:-2], n, t.shape[-1])
-
-        pos_last = torch.cat([per_row(pre.positions[..., -1:], n) for pre, _, n in segments], dim=-2)
+        cache = self._chunk_cache(segments, b, B, P)
+        pos_last = torch.cat([_per_row(pre.positions[..., -1:], n) for pre, _, n in segments], dim=-2)
         forced = [list(r[3]) for r in rows_in]
         tokens: list[list[int]] = [[] for _ in chunk]
-        baseline_first = [int(pre.last_logits.argmax()) for pre in pres]
-        first_free = list(baseline_first)
+        first_free = [int(pre.last_logits.argmax()) for pre in pres]  # the baseline's first token, until step 0
         finished = [False] * B
         rows = list(range(B))  # chunk indices of the rows still in the batch
         keep_all = record is not None or not self.drop_finished
@@ -401,7 +396,7 @@ class SweepEngine:
         try:
             if b < P:
                 emb = torch.cat([pre.embeds[:, b:P].expand(n, -1, -1) for pre, _, n in segments])
-                pos = torch.cat([per_row(pre.positions[..., b:P], n) for pre, _, n in segments], dim=-2)
+                pos = torch.cat([_per_row(pre.positions[..., b:P], n) for pre, _, n in segments], dim=-2)
                 logits = self._lm_step(emb, pos, cache, P)
             else:
                 logits = torch.stack([pre.last_logits for pre in pres])
@@ -432,21 +427,45 @@ class SweepEngine:
                 n = P + step  # absolute position of the token fed now
                 emb = self.embed(torch.tensor(next_ids, device=device)[:, None])
                 logits = self._lm_step(emb, pos_last + 1 + step, cache, n + 1)
-            results = []
-            tok = vlm.tokenizer
-            for i, c in enumerate(chunk):
-                rec = None
-                if record is not None:
-                    seq = torch.tensor(pres[i].batch.inputs["input_ids"][0].tolist() + tokens[i])
-                    produced = len(tokens[i]) + (1 if finished[i] else 0)
-                    rec = state.recorder.result(i, seq, limit=P + produced - 1)
-                results.append(SweepResult(
-                    config=c, token_ids=tokens[i], text=tok.decode(tokens[i], skip_special_tokens=True).strip(),
-                    finished=finished[i], first_token=first_free[i], baseline_first_token=baseline_first[i],
-                    forced=list(forced[i]), record=rec))
-            return results
+            return self._chunk_results(rows_in, tokens, finished, first_free, state.recorder if record is not None else None)
         finally:
             stack.close()
+
+    def _chunk_results(self, rows_in: list, tokens: list[list[int]], finished: list[bool], first_free: list[int],
+                       recorder) -> list[SweepResult]:
+        """One SweepResult per row of a decoded chunk; ``recorder`` (the chunk's attention recorder, or None) gives
+        each row's record, cut at the last position that row fed to the model."""
+        import torch
+
+        results = []
+        tok = self.vlm.tokenizer
+        for i, (pre, c, _, forced) in enumerate(rows_in):
+            rec = None
+            if recorder is not None:
+                seq = torch.tensor(pre.batch.inputs["input_ids"][0].tolist() + tokens[i])
+                produced = len(tokens[i]) + (1 if finished[i] else 0)
+                rec = recorder.result(i, seq, limit=pre.length + produced - 1)
+            results.append(SweepResult(
+                config=c, token_ids=tokens[i], text=tok.decode(tokens[i], skip_special_tokens=True).strip(),
+                finished=finished[i], first_token=first_free[i], baseline_first_token=int(pre.last_logits.argmax()),
+                forced=list(forced), record=rec))
+        return results
+
+
+def _image_segments(pres: list) -> list[list]:
+    """(prefill, first row, row count) of each run of consecutive rows that share an image (one prefix copy each)."""
+    segments: list[list] = []
+    for j, pre in enumerate(pres):
+        if segments and segments[-1][0] is pre:
+            segments[-1][2] += 1
+        else:
+            segments.append([pre, j, 1])
+    return segments
+
+
+def _per_row(t, n):
+    """[(axes,) 1, T] -> [(axes,) n, T]: one image's positions for n rows (a view)."""
+    return t.expand(*t.shape[:-2], n, t.shape[-1])
 
 
 # ---- tidy rows ------------------------------------------------------------------------------------------------

@@ -3,12 +3,16 @@ it lacks and never loads the model when none is missing (Figures 6-7 read it).""
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from vlmflow.localize.base import DEFAULT_TOLERANCE_PX
 from vlmflow.localize.dataset import OBJECT_COLUMNS, LocalizationResult, dataset_kind, load_sample, localize_image
 from vlmflow.localize.score import layer_bands
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 
 def _json_default(v):
@@ -34,11 +38,9 @@ def stored_localization(folder, *, model: str = "toy", device: str = "cpu", dtyp
     import json
     from pathlib import Path
 
-    import pandas as pd
-
     from vlmflow.book import model_fingerprint
     from vlmflow.judge import get_judge
-    from vlmflow.store import MANIFEST, ResultStore, library_versions, load_results, read_manifest, settings_hash
+    from vlmflow.store import MANIFEST, ResultStore, library_versions, read_manifest, settings_hash
 
     sample = load_sample(data, n_images, seed, folder)
     kind = dataset_kind(sample)
@@ -82,15 +84,27 @@ def stored_localization(folder, *, model: str = "toy", device: str = "cpu", dtyp
             store.write_part(key, [{"image": key, "spec_id": "maps" if keep else "rows",
                                     "objects": json.dumps(rows, default=_json_default),
                                     "image_row": json.dumps(image_row, default=_json_default)}])
+    objects, images = _read_stored(path, ids)
+    provenance = {**read_manifest(path)["settings"], "bands": layer_bands(int(n_layers), band_width),
+                  "n_layers": int(n_layers), "kind": kind, "image_ids": list(ids), "store": str(path),
+                  "computed_images": len(need)}
+    return LocalizationResult(objects, images, provenance)
+
+
+def _read_stored(path, ids) -> tuple["pd.DataFrame", "pd.DataFrame"]:
+    """(object rows, image rows in the order of ``ids``) of the images ``ids`` from the store at ``path``."""
+    import json
+
+    import pandas as pd
+
+    from vlmflow.store import load_results
+
+    want = [str(i) for i in ids]
     stored = load_results(path)
-    stored = stored[stored.image.isin(list(want))]
+    stored = stored[stored.image.isin(want)]
     # an image stored with maps also serves a run that needs none
     stored = stored.sort_values("spec_id").drop_duplicates("image", keep="first")
     objects = pd.DataFrame([r for text in stored.objects for r in json.loads(text)], columns=OBJECT_COLUMNS)
     images = pd.DataFrame([json.loads(text) for text in stored.image_row])
     order = {i: k for k, i in enumerate(ids)}
-    images = images.sort_values("image_id", key=lambda c: c.map(order)).reset_index(drop=True)
-    provenance = {**read_manifest(path)["settings"], "bands": layer_bands(int(n_layers), band_width),
-                  "n_layers": int(n_layers), "kind": kind, "image_ids": list(ids), "store": str(path),
-                  "computed_images": len(need)}
-    return LocalizationResult(objects, images, provenance)
+    return objects, images.sort_values("image_id", key=lambda c: c.map(order)).reset_index(drop=True)
