@@ -32,6 +32,7 @@ if TYPE_CHECKING:
     from transformers import BatchFeature
 
     from vlmflow.adapters.base import Adapter
+    from vlmflow.adapters.geometry import ImageGeometry
     from vlmflow.record import AttentionRecord, Record
     from vlmflow.roles import TokenRoles
 
@@ -174,6 +175,19 @@ class Generation:
     image_size: tuple[int, int] | None = None
     forced: list[int] = field(default_factory=list)  # the teacher-forced prefix, if any
     logits: "torch.Tensor | None" = None  # [steps, vocab] raw logits per generated step (return_logits=True)
+    geometry: "ImageGeometry | None" = field(default=None, repr=False)  # image tokens -> original-pixel boxes
+    geometry_error: str | None = field(default=None, repr=False)  # why there is no geometry, if there is none
+
+    def heatmap(self, token: int, layer: int, *, heads="mean", row: str = "predicting", block=None):
+        """float[H, W] in original pixels: generated token ``token``'s attention over the image tokens at decoder
+        ``layer``, painted over each image token's box (``vlmflow.heatmap.token_heatmap``). ``row="predicting"``
+        (the paper's) reads the row that outputs the token, which the default ``Record`` records; ``heads``: "mean",
+        "max" or head indices (the last two need ``Record(heads="all")``)."""
+        from vlmflow.heatmap import HeatmapError, token_heatmap
+
+        if self.geometry is None:
+            raise HeatmapError(f"this generation has no image geometry ({self.geometry_error or 'not computed'})")
+        return token_heatmap(self.record, self.prompt_length, self.geometry, token, layer, heads, row, block)
 
 
 @dataclass
@@ -393,13 +407,24 @@ class VLM:
             rec = state.recorder.result(b, seq[b], limit=P + produced - 1) if record is not None else None
             n_pad = int((batch.inputs["attention_mask"][b] == 0).sum())
             roles = TokenRoles(batch.roles.ids[b:b + 1, n_pad:], P - n_pad)
+            geometry, geometry_error = self._geometry(batch, b)
             gens.append(Generation(
                 text=tok.decode(ids, skip_special_tokens=True).strip(), token_ids=ids, roles=roles,
                 prompt_length=P - n_pad, prompt_ids=seq[b, n_pad:P].tolist(), question=batch.questions[b],
                 knockout=spec_id(rows[b]), finished=finished, record=rec, image_size=batch.image_sizes[b],
                 forced=list(prefixes[b]), logits=None if step_logits is None else step_logits[b, :produced],
+                geometry=geometry, geometry_error=geometry_error,
             ))
         return gens
+
+    def _geometry(self, batch: Batch, row: int) -> "tuple[ImageGeometry | None, str | None]":
+        """(the adapter's image geometry of ``row``, None) or (None, why not): a generation never fails for it."""
+        from vlmflow.adapters.geometry import GeometryError
+
+        try:
+            return self.adapter.geometry(batch.image_sizes[row], batch.inputs, row), None
+        except (GeometryError, NotImplementedError) as exc:
+            return None, f"{type(exc).__name__}: {exc}"
 
 
 def _per_row_prefix(force_prefix, batch_size: int) -> list[list[int]]:

@@ -132,3 +132,34 @@ def test_eos_ids_follow_the_generation_config(vlm):
         assert vlm.eos_ids == frozenset()
     finally:
         gen.eos_token_id = old
+
+
+def test_generation_heatmap_paints_the_predicting_rows_attention_over_the_adapters_geometry(vlm):
+    """``gen.heatmap(token, layer)`` with the default Record equals the adapter geometry's own painting of the
+    recorded image attention of the row that outputs the token (token 0: the last prompt position)."""
+    import vlmflow as vf
+    from vlmflow.heatmap import HeatmapError
+
+    image = _image(_size(vlm))
+    gen = vlm.generate(image, DESCRIBE, record=vf.Record(), max_new_tokens=3)
+    geo = vlm.adapter.geometry(image.size, vlm.prepare(image, DESCRIBE).inputs, 0)
+    rec = gen.record
+    positions = rec.row_positions.tolist()
+    assert gen.prompt_length - 1 in positions  # the default Record holds the row that predicts token 0
+    tiles = [i for i, b in enumerate(geo.blocks) if b.name != "thumbnail"]
+    for token in range(len(gen.token_ids) + (0 if gen.finished else -1) + 1):
+        values = rec.image_map[positions.index(gen.prompt_length - 1 + token)].float().numpy()  # [L, N]
+        for layer in (0, vlm.num_layers - 1):
+            heat = gen.heatmap(token, layer)
+            assert heat.shape == (image.size[1], image.size[0])
+            for b in tiles:  # every tile painted where it covers the image (one tile: the whole map)
+                own = geo.heatmap(values[layer], block=b)
+                inside = ~np.isnan(own)
+                assert inside.any() and np.array_equal(heat[inside], own[inside])
+            assert np.array_equal(gen.heatmap(token, layer, block=0), geo.heatmap(values[layer], block=0),
+                                  equal_nan=True)
+    plain = vlm.generate(image, DESCRIBE, max_new_tokens=1)
+    with pytest.raises(HeatmapError, match="no attention record"):
+        plain.heatmap(0, 0)
+    with pytest.raises(HeatmapError, match="was not recorded"):
+        gen.heatmap(50, 0)

@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from vlmflow.heatmap import token_position
 from vlmflow.localize.base import DEFAULT_TOLERANCE_PX, LocalizationError
 from vlmflow.localize.maps import geometry_to_dict
 from vlmflow.localize.masks import MaskTokens
@@ -172,7 +173,7 @@ def localize_image(vlm: "VLM", sample, image_id, *, kind: str, question: str, ma
         positions = gen.record.row_positions.tolist()
         image_row["maps"] = {}
         for m in found:
-            pos = gen.prompt_length + m.token - (1 if row == "predicting" else 0)
+            pos = token_position(gen.prompt_length, m.token, row)
             if pos in positions:
                 image_row["maps"][f"{m.name}#{m.occurrence}"] = maps[positions.index(pos)].round(6).tolist()
         image_row["geometry_data"] = geometry_to_dict(geometry)

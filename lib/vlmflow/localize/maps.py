@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from vlmflow.localize.base import LocalizationError
-from vlmflow.localize.score import head_aggregate
+from vlmflow.heatmap import paint, token_heatmap
 
 if TYPE_CHECKING:
     from vlmflow.adapters.geometry import ImageGeometry
@@ -34,24 +34,9 @@ def attention_heatmap(gen: "Generation", geometry: "ImageGeometry", token: int, 
                       heads: str | Sequence[int] = "mean", row: str = "predicting",
                       block: int | str | None = None) -> np.ndarray:
     """float[H, W] in original pixels: generated token ``token``'s attention over the image tokens at decoder
-    ``layer``, painted over each token's box. ``block``: a grid block (InternVL: ``"thumbnail"``, ``0``...); None =
-    every block except a thumbnail painted together (each tile covers its own part of the image)."""
-    rec = gen.record
-    if rec is None:
-        raise LocalizationError("the generation carries no attention record")
-    pos = gen.prompt_length + token - (1 if row == "predicting" else 0)
-    hit = (rec.row_positions == pos).nonzero().flatten()
-    if not len(hit):
-        raise LocalizationError(f"position {pos} (generated token {token}, row={row}) was not recorded")
-    values = head_aggregate(rec.image_map, heads)[int(hit[0]), rec.layer(layer)]
-    if block is not None:
-        return geometry.heatmap(values, block=block)
-    blocks = [i for i, b in enumerate(geometry.blocks) if b.name != "thumbnail"] or [0]
-    out = None
-    for b in blocks:
-        h = geometry.heatmap(values, block=b)
-        out = h if out is None else np.where(np.isnan(out), h, out)
-    return out
+    ``layer``, painted over each token's box (``vlmflow.heatmap.token_heatmap``; ``Generation.heatmap`` is the same
+    with the generation's own geometry)."""
+    return token_heatmap(gen.record, gen.prompt_length, geometry, token, layer, heads, row, block)
 
 
 def band_maps(image_row: dict, key: str, bands: Sequence[tuple[int, int]]) -> dict[str, np.ndarray]:
@@ -65,13 +50,4 @@ def band_maps(image_row: dict, key: str, bands: Sequence[tuple[int, int]]) -> di
                                 f"stored: {sorted(image_row['maps'])}")
     geometry = geometry_from_dict(image_row["geometry_data"])
     values = np.asarray(image_row["maps"][key], dtype=float)  # [L, N]
-    blocks = [i for i, b in enumerate(geometry.blocks) if b.name != "thumbnail"] or [0]
-    out = {}
-    for s, e in bands:
-        v = values[s:e].mean(0)
-        heat = None
-        for b in blocks:
-            h = geometry.heatmap(v, block=b)
-            heat = h if heat is None else np.where(np.isnan(heat), h, heat)
-        out[f"layers {s}-{e - 1}"] = heat
-    return out
+    return {f"layers {s}-{e - 1}": paint(geometry, values[s:e].mean(0)) for s, e in bands}

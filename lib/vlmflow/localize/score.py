@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from vlmflow.heatmap import head_aggregate, token_position
 from vlmflow.localize.base import ROWS, LocalizationError
 from vlmflow.localize.masks import MaskTokens, mass_inside
 
@@ -20,25 +21,6 @@ if TYPE_CHECKING:
     from vlmflow.localize.mentions import Mention
     from vlmflow.model import Generation
     from vlmflow.record import AttentionRecord
-
-
-def head_aggregate(image_map, heads: str | Sequence[int] = "mean") -> np.ndarray:
-    """float[R, L, N] from ``AttentionRecord.image_map`` ([R, L, N] head-mean, or [R, L, H, N] per head):
-    ``"mean"``, ``"max"`` over heads, or the mean over the listed head indices."""
-    m = np.asarray(image_map.float() if hasattr(image_map, "float") else image_map, dtype=float)
-    if m.ndim == 3:
-        if heads != "mean":
-            raise LocalizationError(f"heads={heads!r} needs a per-head record: Record(heads='all')")
-        return m
-    if heads == "mean":
-        return m.mean(2)
-    if heads == "max":
-        return m.max(2)
-    idx = [int(h) for h in heads]
-    bad = [h for h in idx if not 0 <= h < m.shape[2]]
-    if bad:
-        raise LocalizationError(f"head index {bad[0]} out of range: the record has {m.shape[2]} heads")
-    return m[:, :, idx].mean(2)
 
 
 def record_for(heads: str | Sequence[int]):
@@ -81,9 +63,7 @@ def localize_generation(gen: "Generation", geometry: "ImageGeometry", found: Seq
     lookup = truth if callable(truth) else truth.__getitem__
     rows = []
     for m in found:
-        pos = gen.prompt_length + m.token - (1 if row == "predicting" else 0)
-        if row not in ("predicting", "fed"):
-            raise LocalizationError(f"row must be 'predicting' or 'fed', got {row!r}")
+        pos = token_position(gen.prompt_length, m.token, row)
         if pos not in positions:  # e.g. the last token of a run cut at max_new_tokens is never fed back
             continue
         r = positions.index(pos)
