@@ -585,9 +585,8 @@ def stored_evaluate(folder, variants: Sequence[Variant | str], *, model: str = "
 
     import pandas as pd
 
-    from vlmflow.book import model_fingerprint
     from vlmflow.localize import dataset_kind, load_sample
-    from vlmflow.store import ResultStore, library_versions, load_results, settings_hash
+    from vlmflow.store import ResultStore, library_versions, load_results, settings_hash, weights_fingerprint
 
     variants = [v if isinstance(v, Variant) else Variant.parse(v) for v in variants]
     if any(v.context == LLM_NAME for v in variants):
@@ -595,7 +594,7 @@ def stored_evaluate(folder, variants: Sequence[Variant | str], *, model: str = "
     sample = load_sample(data, n_images, seed, folder)
     toy = dataset_kind(sample) == "toy"
     items = toy_items(sample, n_images, kinds) if toy else pope_items(sample, n_images, seed=seed)
-    settings = {"model": model, "weights": model_fingerprint(model), "data": data, "seed": seed,
+    settings = {"model": model, "weights": weights_fingerprint(model), "data": data, "seed": seed,
                 "scenes": sample.root.name if data == "toy-test" else None,  # names the scene settings (load_sample)
                 "kinds": list(kinds) if toy else ["pope-adversarial"], "select": select,
                 "describe_tokens": int(describe_tokens), "max_new_tokens": int(max_new_tokens), "device": device,

@@ -40,7 +40,10 @@ Order per image: plain configurations (baseline first), then top-K ones, then fo
 from __future__ import annotations
 
 import contextlib
+import sys
+import types
 from collections.abc import Iterable, Sequence
+from pathlib import Path
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -51,6 +54,8 @@ from vlmflow.roles import role_id_mask
 from vlmflow.selection import ImageSelection
 
 if TYPE_CHECKING:
+    import pandas as pd
+
     from vlmflow.model import VLM, Prefill
     from vlmflow.record import AttentionRecord
 
@@ -517,7 +522,8 @@ def attention_rows(results: Iterable[SweepResult], **common) -> list[dict]:
     return rows
 
 
-__all__ = ["SELECTION_RECORD", "SweepConfig", "SweepEngine", "SweepError", "SweepResult", "attention_rows", "boundary", "result_rows"]
+__all__ = ["SELECTION_RECORD", "SweepConfig", "SweepEngine", "SweepError", "SweepImage", "SweepResult", "attention_rows",
+           "boundary", "result_rows", "run_sweep", "sweep", "sweep_images", "sweep_settings"]
 
 
 # ---- driving a whole sweep --------------------------------------------------------------------------------------
@@ -589,3 +595,60 @@ def run_sweep(vlm: "VLM", images: Sequence[SweepImage], configs: Sequence[SweepC
                 computed += len(cs)
                 bar.update(len(cs))
     return computed
+
+
+# ---- one call from Python --------------------------------------------------------------------------------------
+def sweep_settings(vlm: "VLM", data_id: str, *, question: str = DEFAULT_QUESTION, max_new_tokens: int = 64,
+                   seed: int = 0, device: str | None = None, dtype=None) -> dict:
+    """Everything that determines a sweep's numbers (the store hashes it into the folder's key): model name and
+    weights (``vlmflow.store.weights_fingerprint``), data, question, decoding, scene seed, device, dtype, library
+    versions. Batch size and sharding do not change a number. ``vlmflow sweep`` and :func:`sweep` both use it, so the
+    same experiment gets the same key from either."""
+    from vlmflow import store as st
+
+    return {"model": vlm.name, "weights": st.weights_fingerprint(vlm.model), "data": data_id, "question": question,
+            "max_new_tokens": int(max_new_tokens), "decoding": "greedy", "seed": int(seed),
+            "device": device or vlm.device.type, "dtype": str(dtype or next(vlm.model.parameters()).dtype),
+            **st.library_versions()}
+
+
+def sweep(vlm: "VLM", data: str, preset: str = "from-layer", out=None, *, n_images: int | None = None,
+          seed: int = 0, question: str = DEFAULT_QUESTION, max_new_tokens: int = 64, force_prefix: int = 0,
+          batch_size: int = 32, shard: str | None = None, progress: bool = True) -> "pd.DataFrame":
+    """``vf.sweep(vlm, data, preset=..., out=...)``: the knockout sweep of ``vlmflow sweep`` from Python.
+
+    Runs ``preset`` (``vlmflow.presets``) on the first ``n_images`` of ``data`` (``sweep_images``) into the result
+    folder ``out`` with the provenance built here (:func:`sweep_settings`, preset, command), resuming what the folder
+    holds; returns its results table (``vlmflow.store.load_results``; ``attrs``: ``manifest``, ``computed``). A folder
+    of other settings is refused by the store, one of another preset by this function: results never mix."""
+    from vlmflow import store as st
+    from vlmflow.presets import PRESETS, UnknownPresetError
+    from vlmflow.presets import preset as preset_configs
+
+    if out is None:
+        raise SweepError("vf.sweep needs out=: the result folder (resumable; one folder per experiment)")
+    if preset not in PRESETS:
+        raise UnknownPresetError(f"unknown sweep preset {preset!r}; presets: {', '.join(PRESETS)}")
+    held = st.read_manifest(out).get("provenance", {}).get("preset") if (Path(out) / st.MANIFEST).is_file() else None
+    if held not in (None, preset):
+        raise SweepError(f"{out} holds a {held!r} sweep; write the {preset!r} sweep into another folder")
+    data_id, images = sweep_images(data, n_images, seed)
+    configs = preset_configs(preset, vlm.num_layers, force_prefix=force_prefix)
+    settings = sweep_settings(vlm, data_id, question=question, max_new_tokens=max_new_tokens, seed=seed)
+    store = st.ResultStore(out, settings, {"preset": preset, "command": "vf.sweep", "shard": shard,
+                                           "weights": settings["weights"], "model": vlm.name})
+    computed = run_sweep(vlm, images, configs, store, question=question, max_new_tokens=max_new_tokens,
+                         batch_size=batch_size, shard=st.shard_of(shard), progress=progress)
+    table = st.load_results(out)
+    table.attrs["computed"] = computed
+    return table
+
+
+class _CallableModule(types.ModuleType):
+    """``vlmflow.sweep`` stays this module (``vf.sweep.SweepEngine``...), and calling it runs :func:`sweep`."""
+
+    def __call__(self, *args, **kwargs):
+        return sweep(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallableModule

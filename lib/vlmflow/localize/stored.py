@@ -38,9 +38,8 @@ def stored_localization(folder, *, model: str = "toy", device: str = "cpu", dtyp
     import json
     from pathlib import Path
 
-    from vlmflow.book import model_fingerprint
     from vlmflow.judge import get_judge
-    from vlmflow.store import MANIFEST, ResultStore, library_versions, read_manifest, settings_hash
+    from vlmflow.store import MANIFEST, ResultStore, library_versions, read_manifest, settings_hash, weights_fingerprint
 
     sample = load_sample(data, n_images, seed, folder)
     kind = dataset_kind(sample)
@@ -49,7 +48,7 @@ def stored_localization(folder, *, model: str = "toy", device: str = "cpu", dtyp
         tolerances = (0, 1) if unit == "tokens" else (0, 20, DEFAULT_TOLERANCE_PX, 80)
     the_judge = get_judge(judge, **(judge_options or {}))
     ids = sample.image_ids[:n_images]
-    settings = {"model": model, "weights": model_fingerprint(model), "data": data, "seed": seed,
+    settings = {"model": model, "weights": weights_fingerprint(model), "data": data, "seed": seed,
                 "scenes": sample.root.name if data == "toy-test" else None,  # names the scene settings (load_sample)
                 "question": question, "max_new_tokens": int(max_new_tokens), "device": device, "dtype": str(dtype),
                 "tolerances": [float(t) for t in tolerances], "unit": unit, "heads": heads if isinstance(heads, str)
