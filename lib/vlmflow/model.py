@@ -40,10 +40,15 @@ DEFAULT_QUESTION = "describe the image"
 
 
 def toy_model_path() -> Path:
-    """$VLMFLOW_TOY_MODEL, else the shipped ``data/toy_model`` folder of the checkout."""
+    """$VLMFLOW_TOY_MODEL, else the toy model shipped inside the package (``vlmflow/toy_model``: in a checkout a link
+    to ``data/toy_model``, in an installed wheel a copy as package data), else the checkout's ``data/toy_model``.
+    Never relative to the working directory, so ``vf.load("toy")`` works from anywhere."""
     env = os.environ.get("VLMFLOW_TOY_MODEL")
     if env:
         return Path(env)
+    shipped = Path(__file__).resolve().parent / "toy_model"
+    if (shipped / "config.json").is_file():
+        return shipped.resolve()  # in a checkout: data/toy_model itself
     return Path(__file__).resolve().parents[2] / "data" / "toy_model"
 
 
