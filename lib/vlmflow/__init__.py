@@ -4,7 +4,9 @@ does, on any supported transformers VLM, without patching transformers.
     import vlmflow as vf
     vlm = vf.load("toy")
     ko = vf.Knockout(source="image", target="generated", layers=range(0, 4))
-    gen = vlm.generate(image, "describe the image", knockout=ko, max_new_tokens=64)
+    gen = vlm.generate(image, "describe the image", knockout=ko, record=vf.Record(), max_new_tokens=64)
+    gen.heatmap(token=0, layer=3)                       # float[H, W] attention over the original image
+    table = vf.sweep(vlm, "toy-test", preset="from-layer", n_images=10, out="results/my-sweep")
 
 Public names are imported lazily so that `import vlmflow` stays fast and a CLI command only pays for what it uses.
 """
@@ -30,8 +32,11 @@ _LAZY = {
     "ROLES": "vlmflow.roles",
     "GROUPS": "vlmflow.roles",
 }
+# ``vf.sweep`` is the module ``vlmflow.sweep`` itself, callable as ``vf.sweep(vlm, data, preset=..., out=...)``: a
+# plain function of that name would be replaced by the module as soon as anything imports ``vlmflow.sweep``
+_MODULES = ("sweep",)
 
-__all__ = sorted(_LAZY) + ["__version__"]
+__all__ = sorted([*_LAZY, *_MODULES]) + ["__version__"]
 
 
 def __getattr__(name: str):
@@ -39,6 +44,8 @@ def __getattr__(name: str):
         value = getattr(importlib.import_module(_LAZY[name]), name)
         globals()[name] = value
         return value
+    if name in _MODULES:
+        return importlib.import_module(f"vlmflow.{name}")
     raise AttributeError(f"module 'vlmflow' has no attribute {name!r}")
 
 

@@ -266,31 +266,10 @@ def assert_no_secrets(notebook: str | Path, env: Mapping[str, str] | None = None
 
 
 def model_fingerprint(model: str) -> str:
-    """A cheap identity of a model's weights, for the provenance that decides whether a notebook may reuse stored
-    results: for "toy" or a local folder, SHA-256 over config.json and, per weight file, its size and its first and
-    last MiB (a retrained model differs there; a 14 GB checkpoint is not read whole); for a hub id, the id itself
-    (the hub revision is the model's business). Computed without loading the model."""
-    import hashlib
+    """The weights' identity that decides whether a notebook may reuse stored results: ``vlmflow.store.weights_fingerprint``."""
+    from vlmflow.store import weights_fingerprint
 
-    if model == "toy":
-        from vlmflow.model import toy_model_path
-
-        folder = toy_model_path()
-    else:
-        folder = Path(model)
-    if not folder.is_dir():
-        return f"hub:{model}"
-    digest = hashlib.sha256()
-    for path in sorted(folder.iterdir()):
-        if path.name == "config.json" or path.suffix in (".safetensors", ".bin"):
-            size = path.stat().st_size
-            digest.update(f"{path.name}:{size}".encode())
-            with path.open("rb") as fh:
-                digest.update(fh.read(1 << 20))
-                if size > 2 << 20:
-                    fh.seek(-(1 << 20), os.SEEK_END)
-                    digest.update(fh.read())
-    return f"sha256:{digest.hexdigest()[:16]}"
+    return weights_fingerprint(model)
 
 
 # ---------------------------------------------------------------------------------------------------------- execution

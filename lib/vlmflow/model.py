@@ -6,11 +6,15 @@
   ``prepare(images, questions) -> Batch``                 processor output + TokenRoles (left-padded batch)
   ``forward(batch, knockout=..., record=...)``            one forward pass -> ForwardResult (logits, records)
   ``generate(images, question, knockout=..., record=..., force_prefix=...)`` greedy decoding -> Generation(s)
+  ``prefill(batch, knockout=..., hidden_norms=...)``       the prompt pass of one row, kept for continuing -> Prefill
+  ``eos_ids``                                             the token ids that end a generation
 
 Knockouts may be one spec, a list applied together, or a per-row list of lists (see
 ``vlmflow.attention.per_row_knockouts``). Everything runs inside ``vlmflow.attention.active``, so transformers'
-own ``generate`` with its DynamicCache is used unchanged. The sweep engine (``vlmflow.sweep``) builds on
-``prepare`` + ``active``.
+own ``generate`` with its DynamicCache is used unchanged. The sweep engine (``vlmflow.sweep``) and re-prompting
+(``vlmflow.reprompt``) continue from ``prefill`` (prompt KV cache, the decoder's input embeddings and rotary
+positions, last logits, image hidden-state norms) and stop on ``eos_ids``; positions of tokens appended later come
+from the adapter (``Adapter.text_position_ids``), so neither names an architecture.
 """
 from __future__ import annotations
 
@@ -29,6 +33,7 @@ if TYPE_CHECKING:
     from transformers import BatchFeature
 
     from vlmflow.adapters.base import Adapter
+    from vlmflow.adapters.geometry import ImageGeometry
     from vlmflow.record import AttentionRecord, Record
     from vlmflow.roles import TokenRoles
 
@@ -53,10 +58,15 @@ def check_max_new_tokens(max_new_tokens) -> int:
 
 
 def toy_model_path() -> Path:
-    """$VLMFLOW_TOY_MODEL, else the shipped ``data/toy_model`` folder of the checkout."""
+    """$VLMFLOW_TOY_MODEL, else the toy model shipped inside the package (``vlmflow/toy_model``: in a checkout a link
+    to ``data/toy_model``, in an installed wheel a copy as package data), else the checkout's ``data/toy_model``.
+    Never relative to the working directory, so ``vf.load("toy")`` works from anywhere."""
     env = os.environ.get("VLMFLOW_TOY_MODEL")
     if env:
         return Path(env)
+    shipped = Path(__file__).resolve().parent / "toy_model"
+    if (shipped / "config.json").is_file():
+        return shipped.resolve()  # in a checkout: data/toy_model itself
     return Path(__file__).resolve().parents[2] / "data" / "toy_model"
 
 
@@ -289,6 +299,47 @@ class Generation:
     image_size: tuple[int, int] | None = None
     forced: list[int] = field(default_factory=list)  # the teacher-forced prefix, if any
     logits: "torch.Tensor | None" = None  # [steps, vocab] raw logits per generated step (return_logits=True)
+    geometry: "ImageGeometry | None" = field(default=None, repr=False)  # image tokens -> original-pixel boxes
+    geometry_error: str | None = field(default=None, repr=False)  # why there is no geometry, if there is none
+
+    def heatmap(self, token: int, layer: int, *, heads="mean", row: str = "predicting", block=None):
+        """float[H, W] in original pixels: generated token ``token``'s attention over the image tokens at decoder
+        ``layer``, painted over each image token's box (``vlmflow.heatmap.token_heatmap``). ``row="predicting"``
+        (the paper's) reads the row that outputs the token, which the default ``Record`` records; ``heads``: "mean",
+        "max" or head indices (the last two need ``Record(heads="all")``)."""
+        from vlmflow.heatmap import HeatmapError, token_heatmap
+
+        if self.geometry is None:
+            raise HeatmapError(f"this generation has no image geometry ({self.geometry_error or 'not computed'})")
+        return token_heatmap(self.record, self.prompt_length, self.geometry, token, layer, heads, row, block)
+
+
+@dataclass
+class Prefill:
+    """The prompt pass of one prepared row (no padding), kept so that work can continue after it.
+
+    By causality any run whose changes start at prompt position ``b`` shares this pass's cache at positions ``< b``."""
+
+    batch: Batch
+    cache: Any  # DynamicCache over the P prompt positions (keys rotated at their own positions)
+    embeds: "torch.Tensor | None"  # [1, P, hidden]: the decoder's inputs_embeds (image features merged)
+    positions: "torch.Tensor"  # [1, P] or [rope_axes, 1, P]: the decoder's rotary position ids (Adapter)
+    last_logits: "torch.Tensor"  # [vocab] float32 logits at the last prompt position
+    image_norms: "torch.Tensor | None" = None  # [L, N_img] L2 norms of the image tokens' hidden state at each layer input
+
+    @property
+    def length(self) -> int:
+        return self.batch.prompt_length
+
+    @property
+    def roles(self) -> "TokenRoles":
+        return self.batch.roles
+
+    @property
+    def next_position(self) -> int:
+        """The position id of the first token after the prompt: P for RoPE, P + rope delta for M-RoPE (the largest
+        prompt position + 1, as the model's own decoding continues)."""
+        return int(self.positions.max()) + 1
 
 
 class _ForcePrefix:
@@ -386,6 +437,48 @@ class VLM:
             records = [state.recorder.result(b, ids[b].cpu()) for b in range(len(batch))]
         return ForwardResult(out.logits, records, out)
 
+    @property
+    def eos_ids(self) -> frozenset[int]:
+        """The token ids that end a generation (``generation_config.eos_token_id``: one id or a list)."""
+        eos = self.model.generation_config.eos_token_id
+        return frozenset(eos if isinstance(eos, (list, tuple)) else [eos] if eos is not None else [])
+
+    # ---- the prompt pass, kept ----------------------------------------------------------------------------------
+    def prefill(self, batch: Batch, knockout=None, hidden_norms: bool = False) -> Prefill:
+        """Run the prompt of a one-row batch once under ``knockout`` (None: plain) and keep what continuing needs:
+        the KV cache, the decoder's input embeddings and rotary positions (captured by a forward pre-hook on the
+        language model, so they come from the model's own code, M-RoPE included), the last logits and, with
+        ``hidden_norms``, the image tokens' hidden-state norms per layer input."""
+        import torch
+
+        from vlmflow.attention import active
+
+        if len(batch) != 1 or bool((batch.inputs["attention_mask"] == 0).any()):
+            raise VlmflowError(f"prefill takes one unpadded row, got a batch of {len(batch)}")
+        captured: dict[str, Any] = {}
+
+        def grab(module, args, kwargs):
+            captured["embeds"] = kwargs.get("inputs_embeds")
+            captured["positions"] = kwargs.get("position_ids")
+
+        handle = self.adapter.language_model().register_forward_pre_hook(grab, with_kwargs=True)
+        try:
+            with torch.no_grad(), active(batch.roles, knockout, None, n_layers=self.num_layers):
+                out = self.model(**batch.inputs, use_cache=True, logits_to_keep=1, output_hidden_states=hidden_norms)
+        finally:
+            handle.remove()
+        cache = out.get("cache") if "cache" in out else out.get("past_key_values")  # renamed in transformers 5
+        if cache is None:
+            raise VlmflowError(f"model {self.name}: {type(self.model).__name__} returned no KV cache from the prefill")
+        P = batch.prompt_length
+        positions = self.adapter.decoder_positions(captured.get("positions"), P, device=self.device)
+        norms = None
+        if hidden_norms:  # hidden_states[l] is layer l's input: [1, P, hidden]
+            img = batch.roles.positions("image", 0)
+            norms = torch.stack([out.hidden_states[layer][0, img].float().norm(dim=-1)
+                                 for layer in range(self.num_layers)]).cpu()
+        return Prefill(batch, cache, captured.get("embeds"), positions, out.logits[0, -1].float(), norms)
+
     # ---- greedy generation ------------------------------------------------------------------------------------
     def generate(self, images, question: str | Sequence[str] = DEFAULT_QUESTION, knockout=None,
                  record: "Record | None" = None, max_new_tokens: int = 64, force_prefix=None,
@@ -417,11 +510,10 @@ class VLM:
         if any(prefixes):
             processors.append(_ForcePrefix(prefixes, P))
         tok = self.tokenizer
-        eos = self.model.generation_config.eos_token_id
-        eos_ids = set(eos if isinstance(eos, list) else [eos] if eos is not None else [])
+        eos_ids = self.eos_ids
         pad = self.model.generation_config.pad_token_id
         if pad is None:
-            pad = tok.pad_token_id if tok.pad_token_id is not None else next(iter(eos_ids), 0)
+            pad = tok.pad_token_id if tok.pad_token_id is not None else min(eos_ids, default=0)
         with torch.no_grad(), active(batch.roles, knockout, record, n_layers=self.num_layers) as state:
             out = self.model.generate(**batch.inputs, do_sample=False, num_beams=1, max_new_tokens=max_new_tokens,
                                       logits_processor=processors or None, pad_token_id=pad,
@@ -444,13 +536,24 @@ class VLM:
             rec = state.recorder.result(b, seq[b], limit=P + produced - 1) if record is not None else None
             n_pad = int((batch.inputs["attention_mask"][b] == 0).sum())
             roles = TokenRoles(batch.roles.ids[b:b + 1, n_pad:], P - n_pad)
+            geometry, geometry_error = self._geometry(batch, b)
             gens.append(Generation(
                 text=tok.decode(ids, skip_special_tokens=True).strip(), token_ids=ids, roles=roles,
                 prompt_length=P - n_pad, prompt_ids=seq[b, n_pad:P].tolist(), question=batch.questions[b],
                 knockout=spec_id(rows[b]), finished=finished, record=rec, image_size=batch.image_sizes[b],
                 forced=list(prefixes[b]), logits=None if step_logits is None else step_logits[b, :produced],
+                geometry=geometry, geometry_error=geometry_error,
             ))
         return gens
+
+    def _geometry(self, batch: Batch, row: int) -> "tuple[ImageGeometry | None, str | None]":
+        """(the adapter's image geometry of ``row``, None) or (None, why not): a generation never fails for it."""
+        from vlmflow.adapters.geometry import GeometryError
+
+        try:
+            return self.adapter.geometry(batch.image_sizes[row], batch.inputs, row), None
+        except (GeometryError, NotImplementedError) as exc:
+            return None, f"{type(exc).__name__}: {exc}"
 
 
 def _per_row_prefix(force_prefix, batch_size: int) -> list[list[int]]:

@@ -1,6 +1,6 @@
 """Attention recording specs and results.
 
-``Record(rows="generated", layers=None, heads="mean")`` asks ``vlmflow.attention`` to compute, inside the same
+``Record(rows=("last_prompt", "generated"), layers=None, heads="mean")`` (the default) asks ``vlmflow.attention`` to compute, inside the same
 attention function that does knockouts, the softmax attention rows of the selected query positions only, and to
 reduce them at once to (a) the attention mass on each role and (b) the attention map over the image tokens. Memory
 grows with rows x layers x keys; a full heads x sequence x sequence tensor is never built. Recording works under a
@@ -11,8 +11,8 @@ Rows:
   (``"generated"``: tokens fed back during decoding, i.e. positions prompt_length.. ; ``"query"``: the prompt's
   question tokens, recorded in the prefill);
   ``"last_prompt"``: the last prompt position, which predicts the first generated token.
-  ``["last_prompt", "generated"]`` = every position that predicts an output token (the rows of the
-  paper's attention-by-role figure).
+  ``["last_prompt", "generated"]`` (the default) = every position that predicts an output token (the rows of the
+  paper's attention-by-role figure, and the rows ``Generation.heatmap`` reads).
 """
 from __future__ import annotations
 
@@ -34,7 +34,7 @@ class Record:
     """What to record: ``rows`` (see module docstring), ``layers`` (None = all), ``heads`` ("mean" or "all");
     ``store_rows=True`` also keeps each head-averaged attention row over all keys (``AttentionRecord.attention``)."""
 
-    rows: str | tuple[str, ...] = "generated"
+    rows: str | tuple[str, ...] = (LAST_PROMPT, "generated")
     layers: tuple[int, ...] | None = None
     heads: str = "mean"
     store_rows: bool = False

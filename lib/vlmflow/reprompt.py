@@ -1,9 +1,8 @@
 """Image Re-prompting (Table 1): answer new questions from a compressed context instead of the full image.
 
 Data flow. :func:`describe` runs the describe prompt once (``VLM.prepare`` + ``VLM.generate_batch`` with a
-``Record`` of every row that predicts an output token) and a plain prefill forward that keeps the prompt's KV cache
-(keys already rotated by RoPE at their ORIGINAL positions) and, optionally, the hidden-state norms of the image
-tokens. :func:`rank_image_tokens` orders the image tokens per layer; :func:`compress` keeps, per layer, the KV of
+``Record`` of every row that predicts an output token) and ``VLM.prefill``, which keeps the prompt's KV cache (keys
+already rotated at their ORIGINAL positions) and, optionally, the hidden-state norms of the image tokens. :func:`rank_image_tokens` orders the image tokens per layer; :func:`compress` keeps, per layer, the KV of
 chosen positions; :func:`answer` appends the question after that cache and decodes greedily.
 
 Selection rules (``select=``):
@@ -21,20 +20,21 @@ Contexts (the per-layer cache, always in original order):
   ``"topk"``        the top-K image tokens only, no text;
   ``"query+topk"``  text positions + the layer's top-K image tokens.
 Positions: kept keys carry their original rotation; the question tokens get position ids continuing from the full
-prompt (``P, P+1, ...``; for Qwen2-VL's M-RoPE ``P + rope_delta`` on all three axes, as its own decoding does), never
-from the shorter cache length. The causal/padding mask is built for ``len(cache) + new`` keys, all visible.
+prompt (``Prefill.next_position``: ``P, P+1, ...``, or ``P + delta`` on every axis for multi-axis rotary positions, as
+the model's own decoding does; shaped by ``Adapter.text_position_ids``), never from the shorter cache length. The causal/padding mask is built for ``len(cache) + new`` keys, all visible.
 
 Templates (``turn=`` of :func:`compress`; decided here, documented for the book):
   ``"two"`` (default, the official code's): the question is a new user turn appended after the describe prompt's
-        context (which appended ``"{question} ASSISTANT:"``): LLaVA ``" USER: {question} ASSISTANT:"``; chat-ML models
-        (Qwen2-VL, InternVL) ``"<|im_end|>\\n<|im_start|>user\\n{question}<|im_end|>\\n<|im_start|>assistant\\n"``.
-        ``template=`` overrides it. A model trained on single-turn prompts only (the toy model) has never seen this.
+        context (which appended the describe question and the assistant tag): the adapter's ``followup_turn``
+        (e.g. ``" USER: {question} ASSISTANT:"``, or a new user turn after an empty assistant reply for chat-ML
+        templates). ``template=`` overrides it. A model trained on single-turn prompts only (the toy model) has
+        never seen this.
   ``"single"``: the question continues the SAME user turn as the image. The context keeps only the prompt positions
         BEFORE the describe run's own words (BOS, system prompt, user tag, image markers: the template text that
         every single-turn prompt shares) plus the layer's top-K image tokens, and the question's tokens are exactly
         the tail of the ordinary single-turn prompt for that question from its first ``query`` position on (taken
-        from the processor's own output, e.g. LLaVA ``"\\n{question} ASSISTANT:"``), with position ids continuing
-        from where that tail starts in the plain prompt (``query_start``, + rope_delta for M-RoPE). So K = 100% is
+        from the processor's own output, e.g. ``"\\n{question} ASSISTANT:"``), with position ids continuing
+        from where that tail starts in the plain prompt (``query_start``, + the prompt's position delta). So K = 100% is
         the plain single-turn prompt (same logits) and a partial K is that prompt with the other image tokens
         hidden from the question's rows in that layer. The describe run's words ("describe the image") and
         assistant tag, and the description, never enter this context: only the image tokens' KV (computed with the
@@ -73,11 +73,6 @@ SELECTIONS = selection.SELECTIONS
 K_PERCENTS = (1, 2, 5, 10, 20)
 READER_NAME = "describe-reader (upper bound)"
 LLM_NAME = "describe-llm"
-TEMPLATES = {
-    "llava": " USER: {question} ASSISTANT:",
-    "internvl": "<|im_end|>\n<|im_start|>user\n{question}<|im_end|>\n<|im_start|>assistant\n",
-    "qwen2_vl": "<|im_end|>\n<|im_start|>user\n{question}<|im_end|>\n<|im_start|>assistant\n",
-}
 
 
 class RepromptError(VlmflowError):
@@ -85,7 +80,7 @@ class RepromptError(VlmflowError):
 
 
 def middle_band(n_layers: int) -> range:
-    """Layers [L/4, L/2): 20-39 of 80 (the paper's InternVL2 window), 8-15 of 32, 2-3 of 8."""
+    """Layers [L/4, L/2): 20-39 of 80 (the paper's window for its 80-layer model), 8-15 of 32, 2-3 of 8."""
     return selection.middle_band(n_layers)
 
 
@@ -103,9 +98,9 @@ def n_keep(k_percent: float, n_image: int) -> int:
 class DescribeRun:
     """One describe-the-image run of one image: what every compressed context is cut from.
 
-    keys / values: per decoder layer, Tensor[1, Hkv, P, D] of the prompt prefill (RoPE applied); image_positions:
+    keys / values: per decoder layer, Tensor[1, Hkv, P, D] of the prompt prefill (rotary positions applied); image_positions:
     LongTensor[N]; text_positions: LongTensor[T] (every non-image prompt position); hidden_norms: Tensor[L, N] or
-    None; next_position: the position id the first token after the prompt gets (P, or P + rope_delta for M-RoPE)."""
+    None; next_position: the position id the first token after the prompt gets (``Prefill.next_position``)."""
 
     vlm: "VLM"
     batch: "Batch"
@@ -116,7 +111,6 @@ class DescribeRun:
     text_positions: "torch.Tensor"
     hidden_norms: "torch.Tensor | None"
     next_position: int
-    mrope: bool
     image: Any = None  # the described image (the single-turn template lays out its plain prompt through the processor)
 
     @property
@@ -147,9 +141,6 @@ def describe(vlm: "VLM", image, question: str = "describe the image", max_new_to
 
     knockout: applied to the description and to the prefill whose cache is kept, e.g. ``Knockout("image", "text")``
     gives text positions that never saw the image (a context with no image information at all when K = 0)."""
-    import torch
-
-    from vlmflow.attention import active
     from vlmflow.record import Record
 
     batch = vlm.prepare(image, question)
@@ -157,28 +148,12 @@ def describe(vlm: "VLM", image, question: str = "describe the image", max_new_to
         raise RepromptError("describe() takes one image")
     gen = vlm.generate_batch(batch, knockout=knockout, record=Record(rows=("last_prompt", "generated")),
                              max_new_tokens=max_new_tokens)[0]
-    inner = getattr(vlm.model, "model", None)
-    if inner is not None and hasattr(inner, "rope_deltas"):
-        inner.rope_deltas = None  # recompute M-RoPE for this prompt, never reuse the last generate's
-    with torch.no_grad(), active(batch.roles, knockout, None, n_layers=vlm.num_layers):
-        out = vlm.model(**batch.inputs, use_cache=True, output_hidden_states=hidden_norms)
-    cache = out.get("cache") if "cache" in out else out.get("past_key_values")  # renamed in transformers 5
-    if cache is None:
-        raise RepromptError(f"{type(vlm.model).__name__} returned no KV cache from the prefill")
-    keys = [layer.keys for layer in cache.layers]
-    values = [layer.values for layer in cache.layers]
-    roles = batch.roles
-    image_pos = roles.positions("image", 0).cpu()
-    text_pos = roles.positions("text", 0).cpu()
-    norms = None
-    if hidden_norms:
-        hs = out.hidden_states  # L + 1 tensors [1, P, D]; hidden_states[l] is layer l's input
-        norms = torch.stack([hs[layer][0, image_pos].float().norm(dim=-1) for layer in range(len(keys))]).cpu()
-    P = batch.prompt_length
-    delta = getattr(inner, "rope_deltas", None) if inner is not None else None
-    mrope = delta is not None
-    next_position = P + (int(delta.reshape(-1)[0]) if mrope else 0)
-    return DescribeRun(vlm, batch, gen, keys, values, image_pos, text_pos, norms, next_position, mrope, image)
+    pre = vlm.prefill(batch, knockout=knockout, hidden_norms=hidden_norms)
+    keys = [layer.keys for layer in pre.cache.layers]
+    values = [layer.values for layer in pre.cache.layers]
+    image_pos = batch.roles.positions("image", 0).cpu()
+    text_pos = batch.roles.positions("text", 0).cpu()
+    return DescribeRun(vlm, batch, gen, keys, values, image_pos, text_pos, pre.image_norms, pre.next_position, image)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -279,10 +254,11 @@ class Answer:
 
 
 def template_for(vlm: "VLM") -> str:
+    """The two-turn question template (``{question}`` placeholder): the adapter's ``followup_turn``."""
     try:
-        return TEMPLATES[vlm.adapter.name]
-    except KeyError:
-        raise RepromptError(f"no re-prompting template for adapter {vlm.adapter.name!r}; pass template=") from None
+        return vlm.adapter.followup_turn("{question}")
+    except NotImplementedError:
+        raise RepromptError(f"adapter {vlm.adapter.name!r} defines no follow-up turn; pass template=") from None
 
 
 def question_ids(vlm: "VLM", question: str, template: str | None = None) -> list[int]:
@@ -327,8 +303,7 @@ def answer(ctx: Context, question: str, *, template: str | None = None, max_new_
     else:
         ids, pos = question_ids(vlm, question, template), run.next_position
     cache = ctx.cache()
-    eos = vlm.model.generation_config.eos_token_id
-    eos_ids = set(eos if isinstance(eos, list) else [eos] if eos is not None else [])
+    eos_ids = vlm.eos_ids
     n_ctx = ctx.n_tokens
     feed = torch.tensor([ids], device=device)
     out_ids: list[int] = []
@@ -336,9 +311,7 @@ def answer(ctx: Context, question: str, *, template: str | None = None, max_new_
     with torch.no_grad():
         for step in range(max_new_tokens):
             n = feed.shape[1]
-            position_ids = torch.arange(pos, pos + n, device=device)[None]
-            if run.mrope:
-                position_ids = position_ids[None].expand(3, 1, n)
+            position_ids = vlm.adapter.text_position_ids(pos, n, device=device)
             mask = torch.ones(1, cache.get_seq_length() + n, dtype=torch.long, device=device)
             logits = vlm.model(input_ids=feed, attention_mask=mask, position_ids=position_ids, cache=cache,
                                use_cache=True).logits[0].float()
@@ -598,7 +571,7 @@ def score_table(answers: "pd.DataFrame", n_resamples: int = 1000, seed: int = 0,
 
 
 __all__ = ["Answer", "CONTEXTS", "Context", "DescribeRun", "DescriptionLLM", "Item", "K_PERCENTS", "LLM_NAME",
-           "READER_NAME", "RepromptError", "SELECTIONS", "TEMPLATES", "TURNS", "Variant", "answer", "compress", "describe",
+           "READER_NAME", "RepromptError", "SELECTIONS", "TURNS", "Variant", "answer", "compress", "describe",
            "evaluate", "exact_reader_answer", "full_answer", "middle_band", "n_keep", "pope_items", "question_ids",
            "rank_image_tokens", "single_turn_ids", "stored_evaluate", "score_table", "table1_variants", "template_for", "toy_items"]
 
@@ -616,9 +589,8 @@ def stored_evaluate(folder, variants: Sequence[Variant | str], *, model: str = "
 
     import pandas as pd
 
-    from vlmflow.book import model_fingerprint
     from vlmflow.localize import dataset_kind, load_sample
-    from vlmflow.store import ResultStore, library_versions, load_results, settings_hash
+    from vlmflow.store import ResultStore, library_versions, load_results, settings_hash, weights_fingerprint
 
     variants = [v if isinstance(v, Variant) else Variant.parse(v) for v in variants]
     if any(v.context == LLM_NAME for v in variants):
@@ -626,7 +598,7 @@ def stored_evaluate(folder, variants: Sequence[Variant | str], *, model: str = "
     sample = load_sample(data, n_images, seed, folder)
     toy = dataset_kind(sample) == "toy"
     items = toy_items(sample, n_images, kinds) if toy else pope_items(sample, n_images, seed=seed)
-    settings = {"model": model, "weights": model_fingerprint(model), "data": data, "seed": seed,
+    settings = {"model": model, "weights": weights_fingerprint(model), "data": data, "seed": seed,
                 "scenes": sample.root.name if data == "toy-test" else None,  # names the scene settings (load_sample)
                 "kinds": list(kinds) if toy else ["pope-adversarial"], "select": select,
                 "describe_tokens": int(describe_tokens), "max_new_tokens": int(max_new_tokens), "device": device,

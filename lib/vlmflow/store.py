@@ -34,6 +34,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from vlmflow.atomic import TMP_PREFIX, atomic_write
 from vlmflow.errors import VlmflowError
 
 if TYPE_CHECKING:
@@ -69,35 +70,67 @@ def library_versions() -> dict[str, str]:
 
 
 def weights_fingerprint(model) -> str:
-    """Identity of a model's weights: the hub revision when the config has one, else a sha256 over the weight files of
-    a local checkpoint (head and tail 16 MiB of files above 256 MiB, with their sizes), else over the tensors."""
+    """The one identity of a model's weights in every provenance, the same whether the model is given loaded (a
+    transformers model or a ``VLM``) or by name (``"toy"``, a local folder, a hub id), so that a result computed by
+    the CLI and one asked for by a notebook before loading anything get the same key:
+
+    - a local folder (``"toy"`` is ``vlmflow.model.toy_model_path()``): ``sha256:`` over config.json and each weight
+      file's name, size and bytes (files above 256 MiB: their first and last 16 MiB), read without loading;
+    - a hub id: ``revision:<commit>`` of the snapshot in the Hugging Face cache, else ``hub:<id>`` (not downloaded);
+    - a model built in memory (no folder, no hub id): ``tensors-sha256:`` over its state dict."""
+    if isinstance(model, (str, os.PathLike)):
+        return _named_fingerprint(str(model)) or f"hub:{model}"
+    model = getattr(model, "model", model) if hasattr(model, "adapter") else model  # a VLM: its transformers model
     revision = getattr(model.config, "_commit_hash", None)
     if revision:
         return f"revision:{revision}"
-    folder = getattr(model, "name_or_path", None) or getattr(model.config, "_name_or_path", None)
+    name = getattr(model, "name_or_path", None) or getattr(model.config, "_name_or_path", None)
+    found = _named_fingerprint(str(name)) if name else None
+    if found:
+        return found
     h = hashlib.sha256()
-    if folder and os.path.isdir(folder):
-        files = sorted(p for p in Path(folder).iterdir()
-                       if p.suffix in (".safetensors", ".bin", ".pt") and p.is_file())
-        if files:
-            partial = False
-            for p in files:
-                size = p.stat().st_size
-                h.update(f"{p.name}:{size}".encode())
-                with open(p, "rb") as f:
-                    if size <= 256 << 20:
-                        for chunk in iter(lambda: f.read(1 << 20), b""):
-                            h.update(chunk)
-                    else:
-                        partial = True
-                        h.update(f.read(16 << 20))
-                        f.seek(size - (16 << 20))
-                        h.update(f.read())
-            return f"{'files-partial' if partial else 'files'}-sha256:{h.hexdigest()[:16]}"
-    for name, tensor in sorted(model.state_dict().items()):  # a model built in memory (tests, notebooks)
-        h.update(name.encode())
+    for key, tensor in sorted(model.state_dict().items()):
+        h.update(key.encode())
         h.update(tensor.detach().cpu().contiguous().view(-1).view(dtype=__import__("torch").uint8).numpy().tobytes())
     return f"tensors-sha256:{h.hexdigest()[:16]}"
+
+
+def _named_fingerprint(name: str) -> str | None:
+    """``weights_fingerprint`` of a model named by folder or hub id; None for a hub id that is not in the cache."""
+    if name == "toy":
+        from vlmflow.model import toy_model_path
+
+        name = str(toy_model_path())
+    folder = Path(name)
+    if folder.is_dir():
+        return _folder_fingerprint(folder)
+    try:
+        from huggingface_hub import try_to_load_from_cache
+
+        cached = try_to_load_from_cache(name, "config.json")
+    except Exception:  # not a valid repo id (a missing folder, a typo): not in the cache
+        return None
+    if isinstance(cached, str):  # .../snapshots/<commit>/config.json
+        return f"revision:{Path(cached).parent.name}"
+    return None
+
+
+def _folder_fingerprint(folder: Path) -> str:
+    h = hashlib.sha256()
+    for p in sorted(folder.iterdir()):
+        if not p.is_file() or not (p.name == "config.json" or p.suffix in (".safetensors", ".bin", ".pt")):
+            continue
+        size = p.stat().st_size
+        h.update(f"{p.name}:{size}".encode())
+        with open(p, "rb") as f:
+            if size <= 256 << 20:
+                for chunk in iter(lambda: f.read(1 << 20), b""):
+                    h.update(chunk)
+            else:
+                h.update(f.read(16 << 20))
+                f.seek(size - (16 << 20))
+                h.update(f.read())
+    return f"sha256:{h.hexdigest()[:16]}"
 
 
 def shard_of(spec: str | None) -> tuple[int, int]:
@@ -114,36 +147,13 @@ def _safe(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]", "_", str(name))[:80] or "_"
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _atomic_write(path: Path, write) -> None:
-    """``write(file_object)`` into a temp file beside ``path``, fsync, rename over ``path``, fsync the folder."""
-    tmp = path.parent / f".tmp-{os.getpid()}-{path.name}"
-    try:
-        with open(tmp, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    _fsync_dir(path.parent)
-
-
 def _write_parquet(path: Path, rows: list[dict]) -> None:
     import pandas as pd
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     table = pa.Table.from_pandas(pd.DataFrame(rows), preserve_index=False)
-    _atomic_write(path, lambda f: pq.write_table(table, f))
+    atomic_write(path, lambda f: pq.write_table(table, f))
 
 
 class ResultStore:
@@ -158,7 +168,7 @@ class ResultStore:
         if self.folder.exists() and not self.folder.is_dir():
             raise StoreError(f"result folder {self.folder} is a file; give a new folder or one from an earlier run")
         self.parts.mkdir(parents=True, exist_ok=True)
-        for tmp in self.parts.glob(".tmp-*"):  # left by a killed writer: never a committed part
+        for tmp in self.parts.glob(f"{TMP_PREFIX}*"):  # left by a killed writer: never a committed part
             tmp.unlink(missing_ok=True)
         manifest = self.folder / MANIFEST
         if manifest.is_file():
@@ -176,7 +186,7 @@ class ResultStore:
         else:
             self.provenance = dict(provenance or {})
             body = {"settings_hash": self.hash, "settings": self.settings, "provenance": self.provenance}
-            _atomic_write(manifest, lambda f: f.write(json.dumps(body, indent=2, sort_keys=True,
+            atomic_write(manifest, lambda f: f.write(json.dumps(body, indent=2, sort_keys=True,
                                                                  default=str).encode()))
 
     def done(self) -> set[tuple[str, str]]:
@@ -281,8 +291,8 @@ def merge(folders: Iterable[str | os.PathLike], out: str | os.PathLike) -> int:
             if len(fresh) == len(rows):  # the whole part is new: copy it (and its attention part) as it is
                 att = part.with_name(part.name[: -len(".parquet")] + ".attention.parquet")
                 if att.is_file():
-                    _atomic_write(store.parts / att.name, lambda f, a=att: shutil.copyfileobj(open(a, "rb"), f))
-                _atomic_write(store.parts / part.name, lambda f, p=part: shutil.copyfileobj(open(p, "rb"), f))
+                    atomic_write(store.parts / att.name, lambda f, a=att: shutil.copyfileobj(open(a, "rb"), f))
+                atomic_write(store.parts / part.name, lambda f, p=part: shutil.copyfileobj(open(p, "rb"), f))
             else:
                 store.write_part(fresh[0]["image"], fresh)
     return len(seen)

@@ -8,9 +8,9 @@ knockout=cfg.knockouts, force_prefix=...)`` run alone, token for token (tests/un
 
 How work is shared, per image:
 
-1. **Shared prefill (batch 1).** The whole prompt runs once with no knockout, keeping its KV cache, the language
-   model's input embeddings (image features merged) and position ids (captured by a forward pre-hook on the
-   language model, so Qwen2-VL's 3D M-RoPE positions come from the model's own code), and the last position's logits.
+1. **Shared prefill (batch 1).** The whole prompt runs once with no knockout (``VLM.prefill``), keeping its KV cache,
+   the language model's input embeddings (image features merged) and rotary position ids (as the model's own code
+   computed them, in the adapter's shape: ``Adapter.decoder_positions``), and the last position's logits.
    By causality, a configuration whose knockouts and recorded rows first touch prompt position ``b`` (its
    *boundary*) has exactly this cache at positions ``< b``. Configurations that only touch generated rows (baseline,
    KO image->generated) have ``b = P`` and share the whole prompt, including the first generated token's logits.
@@ -23,9 +23,9 @@ How work is shared, per image:
    the end instead (one recorder per chunk; finished rows are cut off by position when results are read).
 
 Decoding calls the language model and the output embedding directly with explicit position ids: for every supported
-architecture (LLaVA, InternVL, Qwen2-VL / 2.5-VL) the top-level model adds nothing after the language model's head.
-Positions of generated tokens continue from the last prompt position (+1 per step, on every rope axis), which is
-what transformers' own generate does (for Qwen2-VL: ``cache position + rope_deltas``).
+architecture the top-level model adds nothing after the language model's head. Positions of generated tokens
+continue from the last prompt position (+1 per step, on every position axis), which is what transformers' own
+generate does (``Prefill.next_position``).
 
 Configurations are chunked ``batch_size`` at a time (memory: the KV cache grows with rows x positions), into a
 preallocated KV buffer per chunk (``vlmflow.kvcache``: no ``torch.cat`` growth per step). ``run_many`` lets rows of
@@ -40,7 +40,10 @@ Order per image: plain configurations (baseline first), then top-K ones, then fo
 from __future__ import annotations
 
 import contextlib
+import sys
+import types
 from collections.abc import Iterable, Sequence
+from pathlib import Path
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -51,9 +54,9 @@ from vlmflow.roles import role_id_mask
 from vlmflow.selection import ImageSelection
 
 if TYPE_CHECKING:
-    import torch
+    import pandas as pd
 
-    from vlmflow.model import VLM
+    from vlmflow.model import VLM, Prefill
     from vlmflow.record import AttentionRecord
 
 DEFAULT_QUESTION = "describe the image"
@@ -150,22 +153,6 @@ class SweepResult:
         return self.first_token == self.baseline_first_token
 
 
-@dataclass
-class _Prefill:
-    """The shared batch-1 prompt pass of one image."""
-
-    batch: Any  # vlmflow.model.Batch (one row, no padding)
-    cache: Any  # DynamicCache over the P prompt positions
-    embeds: "torch.Tensor"  # [1, P, hidden]: the language model's inputs_embeds
-    positions: "torch.Tensor"  # [1, P] or [n_axes, 1, P]: the language model's position ids
-    last_logits: "torch.Tensor"  # [vocab] logits at the last prompt position
-    image_norms: "torch.Tensor | None" = None  # [L, N_img] hidden-state norms of the image tokens at each layer input
-
-    @property
-    def length(self) -> int:
-        return int(self.embeds.shape[1])
-
-
 def boundary(config: SweepConfig, role_ids: Sequence[int], n_layers: int) -> int:
     """First prompt position whose computation differs from the plain prompt pass under ``config``: the first
     position a knockout targets (in a layer it touches) at or after the first position of its source, or the first
@@ -216,9 +203,7 @@ class SweepEngine:
         self.lm = vlm.adapter.language_model()
         self.embed = model.get_input_embeddings()
         self.head = model.get_output_embeddings()
-        gen = model.generation_config
-        eos = gen.eos_token_id
-        self.eos_ids = set(eos if isinstance(eos, (list, tuple)) else [eos] if eos is not None else [])
+        self.eos_ids = vlm.eos_ids
 
     # ---- checks -------------------------------------------------------------------------------------------
     def _check_generation_config(self) -> None:
@@ -251,7 +236,7 @@ class SweepEngine:
         """All ``configs`` on each image; per image, results in the order of ``configs``.
 
         Images whose prompts have the same token layout (same question, same number of image tokens: e.g. every
-        LLaVA-1.5 or toy image) decode in shared batches, rows of several images together: fewer, fuller forwards.
+        fixed-resolution model's image) decode in shared batches, rows of several images together: fewer, fuller forwards.
         Each image still gets its own prefill, and each row exactly its own image's prefix cache."""
         import torch
 
@@ -272,7 +257,7 @@ class SweepEngine:
                     out[m] = res
         return out
 
-    def _run_images(self, pres: "list[_Prefill]", configs: list[SweepConfig]) -> list[list[SweepResult]]:
+    def _run_images(self, pres: "list[Prefill]", configs: list[SweepConfig]) -> list[list[SweepResult]]:
         """``configs`` on images that share one prompt layout (so one boundary per concrete configuration)."""
         import dataclasses
 
@@ -328,7 +313,7 @@ class SweepEngine:
                     results[m][i] = dataclasses.replace(r, config=configs[i], knockouts=concrete[m][i].knockouts)
         return results
 
-    def _resolve(self, config: SweepConfig, pre: "_Prefill", baseline: SweepResult) -> tuple[Knockout, ...]:
+    def _resolve(self, config: SweepConfig, pre: "Prefill", baseline: SweepResult) -> tuple[Knockout, ...]:
         """A top-K configuration's knockouts restricted to the image tokens outside its selection, on this image."""
         L = self.vlm.num_layers
         image_pos = pre.batch.roles.positions("image", 0).tolist()  # one unpadded row: prompt coordinates
@@ -347,46 +332,18 @@ class SweepEngine:
         return tuple(out)
 
     # ---- internals ----------------------------------------------------------------------------------------
-    def _prefill(self, image, question: str, norms: bool = False) -> _Prefill:
-        import torch
-
-        from vlmflow.attention import active
-
+    def _prefill(self, image, question: str, norms: bool = False) -> "Prefill":
+        """``VLM.prefill`` of one image, checked for what sharing its prefix needs."""
         vlm = self.vlm
-        batch = vlm.prepare([image], [question])
-        captured: dict[str, Any] = {}
-
-        def grab(module, args, kwargs):
-            captured["embeds"] = kwargs.get("inputs_embeds")
-            captured["positions"] = kwargs.get("position_ids")
-
-        handle = self.lm.register_forward_pre_hook(grab, with_kwargs=True)
-        try:
-            with active(batch.roles, None, None, n_layers=vlm.num_layers):
-                out = vlm.model(**batch.inputs, use_cache=True, logits_to_keep=1, output_hidden_states=norms)
-        finally:
-            handle.remove()
-        embeds = captured.get("embeds")
-        if embeds is None:
+        pre = vlm.prefill(vlm.prepare([image], [question]), hidden_norms=norms)
+        if pre.embeds is None:
             raise SweepError(f"model {vlm.name}: its language model was not called with inputs_embeds; the sweep "
                              f"engine cannot share the prompt prefix for {type(vlm.model).__name__}")
-        P = batch.prompt_length
-        positions = captured.get("positions")
-        if positions is None:
-            positions = torch.arange(P, device=embeds.device)[None]
-        elif positions.ndim == 3 and positions.shape[0] == 4:  # Qwen2-VL via generate: [text; t, h, w]
-            positions = positions[1:]
-        cache = out.cache if "cache" in out else out.past_key_values
-        for i, layer in enumerate(cache.layers):
+        for i, layer in enumerate(pre.cache.layers):
             if type(layer).__name__ != "DynamicLayer":
                 raise SweepError(f"model {vlm.name}: cache layer {i} is a {type(layer).__name__}; the sweep engine "
                                  f"shares only plain dynamic caches (no sliding-window layers)")
-        image_norms = None
-        if norms:  # hidden_states[l] is layer l's input: [1, P, hidden]
-            img = batch.roles.positions("image", 0)
-            image_norms = torch.stack([out.hidden_states[layer][0, img].float().norm(dim=-1)
-                                       for layer in range(vlm.num_layers)]).cpu()
-        return _Prefill(batch, cache, embeds, positions, out.logits[0, -1].float(), image_norms)
+        return pre
 
     def _lm_step(self, embeds, positions, cache, n_keys: int):
         """One language-model forward over ``embeds`` [B, Q, hidden] continuing ``cache``; -> last logits [B, vocab]."""
@@ -398,14 +355,24 @@ class SweepEngine:
         hidden = out.last_hidden_state[:, -1:]
         return self.head(hidden)[:, -1].float()
 
-    def _run_group(self, rows_in: "list[tuple[_Prefill, SweepConfig, int, list[int]]]") -> list[SweepResult]:
+    def _chunk_cache(self, segments: list, b: int, B: int, P: int):
+        """Each image's prefill cache cropped to the boundary ``b``, copied once into a buffer per row with room for
+        the suffix and every decode step (``vlmflow.kvcache``: no torch.cat growth per step)."""
+        from vlmflow.kvcache import buffer_cache
+
+        n_layers = len(segments[0][0].cache.layers)
+        return buffer_cache([[(pre.cache.layers[layer].keys[:, :, :b], pre.cache.layers[layer].values[:, :, :b], n)
+                              for pre, _, n in segments] for layer in range(n_layers)], B, P + self.max_new_tokens)
+
+    def _run_group(self, rows_in: "list[tuple[Prefill, SweepConfig, int, list[int]]]") -> list[SweepResult]:
         """Run one chunk: per row (its image's prefill, concrete configuration, boundary, tokens to force).
 
-        Every row's image has the same prompt layout (length P, roles); rows of one image are adjacent."""
+        Every row's image has the same prompt layout (length P, roles); rows of one image are adjacent. Over 60
+        lines because it is the batched greedy loop: the rows still running, their positions and their knockouts'
+        attention state change together at each step (a finished row leaves all three at once)."""
         import torch
 
         from vlmflow.attention import active
-        from vlmflow.kvcache import buffer_cache
         from vlmflow.roles import TokenRoles
 
         vlm = self.vlm
@@ -414,29 +381,14 @@ class SweepEngine:
         B, P = len(chunk), pres[0].length
         b = min(r[2] for r in rows_in)
         record = chunk[0].record
-        # segments: (prefill, first row, row count) of consecutive rows sharing an image
-        segments: list[list] = []
-        for j, pre in enumerate(pres):
-            if segments and segments[-1][0] is pre:
-                segments[-1][2] += 1
-            else:
-                segments.append([pre, j, 1])
+        segments = _image_segments(pres)
         roles_all = TokenRoles(torch.cat([pre.batch.roles.ids.expand(n, -1) for pre, _, n in segments]), P)
         kos_all = [list(c.knockouts) for c in chunk]
-        # each image's cache cropped to the boundary, copied once into a buffer per row with room for the suffix and
-        # every decode step (vlmflow.kvcache: no torch.cat growth per step)
-        n_layers = len(pres[0].cache.layers)
-        cache = buffer_cache([[(pre.cache.layers[layer].keys[:, :, :b], pre.cache.layers[layer].values[:, :, :b], n)
-                               for pre, _, n in segments] for layer in range(n_layers)], B, P + self.max_new_tokens)
-
-        def per_row(t, n):  # [(axes,) 1, T] -> [(axes,) n, T]
-            return t.expand(*t.shape[:-2], n, t.shape[-1])
-
-        pos_last = torch.cat([per_row(pre.positions[..., -1:], n) for pre, _, n in segments], dim=-2)
+        cache = self._chunk_cache(segments, b, B, P)
+        pos_last = torch.cat([_per_row(pre.positions[..., -1:], n) for pre, _, n in segments], dim=-2)
         forced = [list(r[3]) for r in rows_in]
         tokens: list[list[int]] = [[] for _ in chunk]
-        baseline_first = [int(pre.last_logits.argmax()) for pre in pres]
-        first_free = list(baseline_first)
+        first_free = [int(pre.last_logits.argmax()) for pre in pres]  # the baseline's first token, until step 0
         finished = [False] * B
         rows = list(range(B))  # chunk indices of the rows still in the batch
         keep_all = record is not None or not self.drop_finished
@@ -451,7 +403,7 @@ class SweepEngine:
         try:
             if b < P:
                 emb = torch.cat([pre.embeds[:, b:P].expand(n, -1, -1) for pre, _, n in segments])
-                pos = torch.cat([per_row(pre.positions[..., b:P], n) for pre, _, n in segments], dim=-2)
+                pos = torch.cat([_per_row(pre.positions[..., b:P], n) for pre, _, n in segments], dim=-2)
                 logits = self._lm_step(emb, pos, cache, P)
             else:
                 logits = torch.stack([pre.last_logits for pre in pres])
@@ -482,21 +434,45 @@ class SweepEngine:
                 n = P + step  # absolute position of the token fed now
                 emb = self.embed(torch.tensor(next_ids, device=device)[:, None])
                 logits = self._lm_step(emb, pos_last + 1 + step, cache, n + 1)
-            results = []
-            tok = vlm.tokenizer
-            for i, c in enumerate(chunk):
-                rec = None
-                if record is not None:
-                    seq = torch.tensor(pres[i].batch.inputs["input_ids"][0].tolist() + tokens[i])
-                    produced = len(tokens[i]) + (1 if finished[i] else 0)
-                    rec = state.recorder.result(i, seq, limit=P + produced - 1)
-                results.append(SweepResult(
-                    config=c, token_ids=tokens[i], text=tok.decode(tokens[i], skip_special_tokens=True).strip(),
-                    finished=finished[i], first_token=first_free[i], baseline_first_token=baseline_first[i],
-                    forced=list(forced[i]), record=rec))
-            return results
+            return self._chunk_results(rows_in, tokens, finished, first_free, state.recorder if record is not None else None)
         finally:
             stack.close()
+
+    def _chunk_results(self, rows_in: list, tokens: list[list[int]], finished: list[bool], first_free: list[int],
+                       recorder) -> list[SweepResult]:
+        """One SweepResult per row of a decoded chunk; ``recorder`` (the chunk's attention recorder, or None) gives
+        each row's record, cut at the last position that row fed to the model."""
+        import torch
+
+        results = []
+        tok = self.vlm.tokenizer
+        for i, (pre, c, _, forced) in enumerate(rows_in):
+            rec = None
+            if recorder is not None:
+                seq = torch.tensor(pre.batch.inputs["input_ids"][0].tolist() + tokens[i])
+                produced = len(tokens[i]) + (1 if finished[i] else 0)
+                rec = recorder.result(i, seq, limit=pre.length + produced - 1)
+            results.append(SweepResult(
+                config=c, token_ids=tokens[i], text=tok.decode(tokens[i], skip_special_tokens=True).strip(),
+                finished=finished[i], first_token=first_free[i], baseline_first_token=int(pre.last_logits.argmax()),
+                forced=list(forced), record=rec))
+        return results
+
+
+def _image_segments(pres: list) -> list[list]:
+    """(prefill, first row, row count) of each run of consecutive rows that share an image (one prefix copy each)."""
+    segments: list[list] = []
+    for j, pre in enumerate(pres):
+        if segments and segments[-1][0] is pre:
+            segments[-1][2] += 1
+        else:
+            segments.append([pre, j, 1])
+    return segments
+
+
+def _per_row(t, n):
+    """[(axes,) 1, T] -> [(axes,) n, T]: one image's positions for n rows (a view)."""
+    return t.expand(*t.shape[:-2], n, t.shape[-1])
 
 
 # ---- tidy rows ------------------------------------------------------------------------------------------------
@@ -548,7 +524,8 @@ def attention_rows(results: Iterable[SweepResult], **common) -> list[dict]:
     return rows
 
 
-__all__ = ["SELECTION_RECORD", "SweepConfig", "SweepEngine", "SweepError", "SweepResult", "attention_rows", "boundary", "result_rows"]
+__all__ = ["SELECTION_RECORD", "SweepConfig", "SweepEngine", "SweepError", "SweepImage", "SweepResult", "attention_rows",
+           "boundary", "result_rows", "run_sweep", "sweep", "sweep_images", "sweep_settings"]
 
 
 # ---- driving a whole sweep --------------------------------------------------------------------------------------
@@ -622,3 +599,60 @@ def run_sweep(vlm: "VLM", images: Sequence[SweepImage], configs: Sequence[SweepC
                 computed += len(cs)
                 bar.update(len(cs))
     return computed
+
+
+# ---- one call from Python --------------------------------------------------------------------------------------
+def sweep_settings(vlm: "VLM", data_id: str, *, question: str = DEFAULT_QUESTION, max_new_tokens: int = 64,
+                   seed: int = 0, device: str | None = None, dtype=None) -> dict:
+    """Everything that determines a sweep's numbers (the store hashes it into the folder's key): model name and
+    weights (``vlmflow.store.weights_fingerprint``), data, question, decoding, scene seed, device, dtype, library
+    versions. Batch size and sharding do not change a number. ``vlmflow sweep`` and :func:`sweep` both use it, so the
+    same experiment gets the same key from either."""
+    from vlmflow import store as st
+
+    return {"model": vlm.name, "weights": st.weights_fingerprint(vlm.model), "data": data_id, "question": question,
+            "max_new_tokens": int(max_new_tokens), "decoding": "greedy", "seed": int(seed),
+            "device": device or vlm.device.type, "dtype": str(dtype or next(vlm.model.parameters()).dtype),
+            **st.library_versions()}
+
+
+def sweep(vlm: "VLM", data: str, preset: str = "from-layer", out=None, *, n_images: int | None = None,
+          seed: int = 0, question: str = DEFAULT_QUESTION, max_new_tokens: int = 64, force_prefix: int = 0,
+          batch_size: int = 32, shard: str | None = None, progress: bool = True) -> "pd.DataFrame":
+    """``vf.sweep(vlm, data, preset=..., out=...)``: the knockout sweep of ``vlmflow sweep`` from Python.
+
+    Runs ``preset`` (``vlmflow.presets``) on the first ``n_images`` of ``data`` (``sweep_images``) into the result
+    folder ``out`` with the provenance built here (:func:`sweep_settings`, preset, command), resuming what the folder
+    holds; returns its results table (``vlmflow.store.load_results``; ``attrs``: ``manifest``, ``computed``). A folder
+    of other settings is refused by the store, one of another preset by this function: results never mix."""
+    from vlmflow import store as st
+    from vlmflow.presets import PRESETS, UnknownPresetError
+    from vlmflow.presets import preset as preset_configs
+
+    if out is None:
+        raise SweepError("vf.sweep needs out=: the result folder (resumable; one folder per experiment)")
+    if preset not in PRESETS:
+        raise UnknownPresetError(f"unknown sweep preset {preset!r}; presets: {', '.join(PRESETS)}")
+    held = st.read_manifest(out).get("provenance", {}).get("preset") if (Path(out) / st.MANIFEST).is_file() else None
+    if held not in (None, preset):
+        raise SweepError(f"{out} holds a {held!r} sweep; write the {preset!r} sweep into another folder")
+    data_id, images = sweep_images(data, n_images, seed)
+    configs = preset_configs(preset, vlm.num_layers, force_prefix=force_prefix)
+    settings = sweep_settings(vlm, data_id, question=question, max_new_tokens=max_new_tokens, seed=seed)
+    store = st.ResultStore(out, settings, {"preset": preset, "command": "vf.sweep", "shard": shard,
+                                           "weights": settings["weights"], "model": vlm.name})
+    computed = run_sweep(vlm, images, configs, store, question=question, max_new_tokens=max_new_tokens,
+                         batch_size=batch_size, shard=st.shard_of(shard), progress=progress)
+    table = st.load_results(out)
+    table.attrs["computed"] = computed
+    return table
+
+
+class _CallableModule(types.ModuleType):
+    """``vlmflow.sweep`` stays this module (``vf.sweep.SweepEngine``...), and calling it runs :func:`sweep`."""
+
+    def __call__(self, *args, **kwargs):
+        return sweep(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallableModule

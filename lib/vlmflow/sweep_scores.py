@@ -51,12 +51,12 @@ def stored_sweep(folder: str | Path, *, model: str, configs_for: Callable[[int],
     dtype, library versions and ``extra_settings``): other settings never mix with stored ones. The decoder layer
     count is kept in the store's provenance, so a rerun whose keys are all stored does not load the model at all.
     """
-    from vlmflow.book import model_fingerprint
-    from vlmflow.store import MANIFEST, ResultStore, library_versions, load_results, read_manifest, settings_hash
+    from vlmflow.store import (MANIFEST, ResultStore, library_versions, load_results, read_manifest, settings_hash,
+                               weights_fingerprint)
     from vlmflow.sweep import run_sweep, sweep_images
 
     data_id, images = sweep_images(data, n_images, seed)
-    settings = {"model": model, "weights": model_fingerprint(model), "data": data_id, "question": question,
+    settings = {"model": model, "weights": weights_fingerprint(model), "data": data_id, "question": question,
                 "max_new_tokens": int(max_new_tokens), "decoding": "greedy", "device": device, "dtype": str(dtype),
                 **dict(extra_settings or {}), **library_versions()}
     path = Path(folder) / f"sweep-{settings_hash(settings)}"
@@ -183,10 +183,9 @@ def judge_pairs(judge: "Judge", pairs: Sequence[tuple[str, str]], cache_dir: str
                               for (r, c), j in zip(todo, judged)], columns=cols)
         stored = fresh if stored.empty else pd.concat([stored, fresh], ignore_index=True)
         if cache_file is not None:
-            from vlmflow.store import _atomic_write
+            from vlmflow.atomic import atomic_write
 
-            cache_file.parent.mkdir(parents=True, exist_ok=True)
-            _atomic_write(cache_file, lambda f: stored.to_parquet(f, index=False))
+            atomic_write(cache_file, lambda f: stored.to_parquet(f, index=False))
     table = stored.set_index(["reference", "candidate"])
     out = table.loc[list(pairs)].reset_index() if len(pairs) else pd.DataFrame(columns=cols)
     for name in SCORE_FIELDS:

@@ -150,9 +150,9 @@ def test_cache_oracles_on_other_architectures(arch):
     vlm = wrap(model, processor)
     run = R.describe(vlm, _image(56 if arch == "qwen2_vl" else 32, seed=1), max_new_tokens=2, hidden_norms=False)
     if arch == "qwen2_vl":
-        assert run.mrope and run.next_position != run.prompt_length  # M-RoPE positions run behind the sequence
+        assert run.next_position != run.prompt_length  # M-RoPE positions run behind the sequence
     else:
-        assert not run.mrope and run.next_position == run.prompt_length
+        assert run.next_position == run.prompt_length
     full = R.answer(R.compress(run, "context"), QUESTION, max_new_tokens=1)
     assert torch.allclose(full.step_logits, _plain_logits(run), atol=1e-4)
     query = R.answer(R.compress(run, "query"), QUESTION, max_new_tokens=1)

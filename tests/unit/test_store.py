@@ -98,3 +98,23 @@ def test_manifest_records_provenance(tmp_path, vlm):
     st.ResultStore(tmp_path, {**SETTINGS, "weights": fp, **st.library_versions()}, {"preset": "from-layer"})
     man = json.loads((tmp_path / "manifest.json").read_text())
     assert man["settings"]["weights"] == fp and "torch" in man["settings"] and man["provenance"]["preset"]
+
+
+def test_one_weights_fingerprint_for_a_model_loaded_or_named(tmp_path):
+    """The same weights give the same fingerprint whether the model is loaded or only named (so a notebook asking for
+    stored results before loading finds what the CLI stored); other weights or another config give another one."""
+    model, processor = build("llava")
+    folder = tmp_path / "m"
+    model.save_pretrained(folder)
+    processor.save_pretrained(folder)
+    loaded = vf.load(str(folder))
+    named = st.weights_fingerprint(str(folder))
+    assert named.startswith("sha256:")
+    assert st.weights_fingerprint(loaded) == st.weights_fingerprint(loaded.model) == named
+    other, _ = build("llava", seed=1)
+    other.save_pretrained(tmp_path / "o")
+    assert st.weights_fingerprint(str(tmp_path / "o")) != named
+    config = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps({**config, "image_seq_length": 999}))
+    assert st.weights_fingerprint(str(folder)) != named
+    assert st.weights_fingerprint("some-org/not-in-the-cache") == "hub:some-org/not-in-the-cache"

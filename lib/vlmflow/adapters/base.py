@@ -3,11 +3,15 @@
 An adapter builds the model's own chat prompt as ``(role, text)`` segments, runs the model's processor on a
 left-padded batch, labels every position with a role (``vlmflow.roles.roles_from_segments``), names the decoder whose
 attention modules carry ``layer_idx`` (where ``vlmflow.attention`` is installed), and maps image tokens to pixel boxes
-(``vlmflow.adapters.geometry``). ``vlmflow.model.VLM`` talks to models only through this class; adding an
-architecture = one subclass registered with ``@register_adapter`` (see ``vlmflow.adapters``).
+(``vlmflow.adapters.geometry``). It also owns the two pieces of template and position knowledge that work past
+the first prompt needs: ``followup_turn`` (the text of a second user turn, for re-prompting) and the decoder's
+rotary position ids (``decoder_positions`` for a prompt, ``text_position_ids`` for tokens appended after it; M-RoPE
+models have ``rope_axes = 3``). ``vlmflow.model.VLM`` talks to models only through this class, and the sweep engine
+and re-prompting talk to models only through ``VLM`` and this class; adding an architecture = one subclass
+registered with ``@register_adapter`` (see ``vlmflow.adapters``).
 
-Subclasses set ``name``, ``model_types`` and implement ``segments`` and ``geometry``; the rest has working
-defaults for transformers 5 ``*ForConditionalGeneration`` models (``model.model.language_model``).
+Subclasses set ``name``, ``model_types`` and implement ``segments``, ``followup_turn`` and ``geometry``; the rest
+has working defaults for transformers 5 ``*ForConditionalGeneration`` models (``model.model.language_model``).
 """
 from __future__ import annotations
 
@@ -74,6 +78,10 @@ def _array_to_uint8(arr, what: str):
     raise ImageReadError(f"{what} has dtype {arr.dtype}: pass uint8 (0..255) or float (0..1)")
 
 
+# the follow-up user turn of chat-ML templates (Qwen2-VL, InternVL3-hf): close the assistant turn, open a user turn
+CHATML_FOLLOWUP = "<|im_end|>\n<|im_start|>user\n{question}<|im_end|>\n<|im_start|>assistant\n"
+
+
 def load_image(image: Any) -> "Image.Image":
     """A PIL RGB image from a PIL image, a path (str / PathLike) or an ndarray (H, W[, C], uint8, integers in
     0..255, or float in [0, 1]). ImageReadError names what is wrong: a missing or unreadable file, an array's
@@ -116,6 +124,7 @@ class Adapter:
 
     name: ClassVar[str] = ""
     model_types: ClassVar[tuple[str, ...]] = ()
+    rope_axes: ClassVar[int] = 1  # rotary position axes of the decoder: 1 (RoPE) or 3 (M-RoPE: time, height, width)
 
     def __init__(self, model, processor):
         self.model = model
@@ -132,6 +141,11 @@ class Adapter:
 
     def prompt(self, question: str) -> str:
         return "".join(text for _, text in self.segments(question))
+
+    def followup_turn(self, question: str) -> str:
+        """The text that, appended after this adapter's prompt (which ends by handing the turn to the assistant),
+        opens a new user turn holding ``question`` and hands the turn back: re-prompting's second turn."""
+        raise NotImplementedError
 
     def processor_kwargs(self) -> dict:
         """Extra keyword arguments for the processor call (architecture specific)."""
@@ -188,6 +202,27 @@ class Adapter:
 
     def text_attn_implementation(self) -> str:
         return str(self.text_config._attn_implementation)
+
+    # ---- positions --------------------------------------------------------------------------------------------
+    def decoder_positions(self, position_ids: "torch.Tensor | None", length: int, device=None) -> "torch.Tensor":
+        """The rotary position ids of a one-row prompt of ``length`` positions as the decoder uses them, from what its
+        forward received (``position_ids``, None when the decoder counts them itself): [1, T] for RoPE,
+        [rope_axes, 1, T] for M-RoPE. ``VLM.prefill`` captures the input; the model's own code computes it."""
+        import torch
+
+        if position_ids is None:
+            position_ids = torch.arange(length, device=device)[None]
+        if self.rope_axes > 1 and position_ids.ndim == 2:
+            position_ids = position_ids[None].expand(self.rope_axes, *position_ids.shape)
+        return position_ids
+
+    def text_position_ids(self, start: int, n: int, device=None) -> "torch.Tensor":
+        """Position ids of ``n`` text tokens from position ``start`` on, shaped as ``decoder_positions`` ([1, n] or
+        [rope_axes, 1, n]: text advances every M-RoPE axis together)."""
+        import torch
+
+        ids = torch.arange(int(start), int(start) + n, device=device)[None]
+        return ids if self.rope_axes == 1 else ids[None].expand(self.rope_axes, 1, n)
 
     def geometry(self, image_size: tuple[int, int], inputs: "BatchFeature", row: int) -> "ImageGeometry":
         """Token -> original-pixel boxes for ``row`` of a prepared batch (image_size = (W, H) of the original)."""

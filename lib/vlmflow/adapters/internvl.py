@@ -20,7 +20,7 @@ thumbnail, in the order the processor emits them.
 from __future__ import annotations
 
 from vlmflow.adapters import register_adapter
-from vlmflow.adapters.base import Adapter
+from vlmflow.adapters.base import CHATML_FOLLOWUP, Adapter
 
 
 @register_adapter
@@ -45,6 +45,10 @@ class InternVLAdapter(Adapter):
             ("assistant", "<|im_end|>\n<|im_start|>assistant\n"),
         ]
         return segs
+
+    def followup_turn(self, question: str) -> str:
+        """The chat template's next user turn after an empty assistant reply (``CHATML_FOLLOWUP``)."""
+        return CHATML_FOLLOWUP.format(question=question)
 
     def geometry(self, image_size, inputs, row):
         from vlmflow.adapters.geometry import GeometryError, internvl_geometry

@@ -40,6 +40,11 @@ class LlavaAdapter(Adapter):
             ("assistant", " ASSISTANT:"),
         ]
 
+    def followup_turn(self, question: str) -> str:
+        """llava_v1's next turn, as the official re-prompting code appends it: ``" USER: {question} ASSISTANT:"``
+        (the same tags as the first turn, no ``</s>`` after the empty assistant reply)."""
+        return f" USER: {question} ASSISTANT:"
+
     def geometry(self, image_size, inputs, row):
         from vlmflow.adapters import geometry  # written alongside the other architectures; imported lazily
 

@@ -13,12 +13,15 @@ start/end markers are template text before the user's words); ``query`` = the qu
 ``<|im_end|>\\n<|im_start|>assistant\\n``. The processor also returns ``mm_token_type_ids``, which the model needs
 whenever ``image_grid_thw`` is passed; ``prepare`` forwards everything it returns.
 
+Positions: M-RoPE (``rope_axes = 3``); the prompt's come from the model's own ``get_rope_index`` (captured by
+``VLM.prefill``), text after it continues from ``max position + 1`` on all three axes (= ``P + rope_deltas``).
+
 Geometry: ``geometry.qwen2_vl_geometry`` from the row's ``image_grid_thw`` (one image per row).
 """
 from __future__ import annotations
 
 from vlmflow.adapters import register_adapter
-from vlmflow.adapters.base import Adapter
+from vlmflow.adapters.base import CHATML_FOLLOWUP, Adapter
 
 QWEN_DEFAULT_SYSTEM = "You are a helpful assistant."
 
@@ -28,6 +31,7 @@ class Qwen2VLAdapter(Adapter):
     name = "qwen2_vl"
     model_types = ("qwen2_vl", "qwen2_5_vl")
     system_prompt: str = QWEN_DEFAULT_SYSTEM
+    rope_axes = 3  # M-RoPE: image tokens get (time, row, column) positions; text advances all three together
 
     @property
     def image_placeholder(self) -> str:
@@ -42,6 +46,17 @@ class Qwen2VLAdapter(Adapter):
             ("query", question),
             ("assistant", "<|im_end|>\n<|im_start|>assistant\n"),
         ]
+
+    def decoder_positions(self, position_ids, length, device=None):
+        """As the base class, after dropping the packed text-position row that the model prepends when it computes
+        M-RoPE itself (``[4, B, T]`` = text; time, height, width)."""
+        if position_ids is not None and position_ids.ndim == 3 and position_ids.shape[0] == 4:
+            position_ids = position_ids[1:]
+        return super().decoder_positions(position_ids, length, device)
+
+    def followup_turn(self, question: str) -> str:
+        """The chat template's next user turn after an empty assistant reply (``CHATML_FOLLOWUP``)."""
+        return CHATML_FOLLOWUP.format(question=question)
 
     def geometry(self, image_size, inputs, row):
         from vlmflow.adapters.geometry import GeometryError, qwen2_vl_geometry

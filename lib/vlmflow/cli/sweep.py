@@ -89,9 +89,8 @@ def run(args) -> int:
 
 def settings_for(vlm, model: str, data_id: str, question: str, max_new_tokens: int, seed: int, device: str,
                  dtype) -> dict:
-    """Everything that determines a sweep's numbers (hashed by the store); batch size and sharding do not."""
-    from vlmflow import store as st
+    """Everything that determines a sweep's numbers: ``vlmflow.sweep.sweep_settings`` (shared with ``vf.sweep``)."""
+    from vlmflow.sweep import sweep_settings
 
-    return {"model": model, "weights": st.weights_fingerprint(vlm.model), "data": data_id, "question": question,
-            "max_new_tokens": int(max_new_tokens), "decoding": "greedy", "seed": int(seed), "device": device,
-            "dtype": str(dtype or next(vlm.model.parameters()).dtype), **st.library_versions()}
+    return {**sweep_settings(vlm, data_id, question=question, max_new_tokens=max_new_tokens, seed=seed,
+                             device=device, dtype=dtype), "model": model}

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Literal
 
+from vlmflow.atomic import atomic_write_json
 from vlmflow.data.registry import REGISTRY_FILE, FileEntry, datasets, entries, sha256_file
 from vlmflow.errors import DataNotAvailableError
 
@@ -97,10 +98,7 @@ class _Stamps:
         if not self.dirty:
             return
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = self.path.with_name(f"{self.path.name}.{os.getpid()}.tmp")
-            tmp.write_text(json.dumps(self.data))
-            os.replace(tmp, self.path)
+            atomic_write_json(self.path, self.data)
             self.dirty = False
         except OSError:
             pass

@@ -154,6 +154,6 @@ def _save_batch(folder: Path, batch: Any) -> None:
 
 
 def _atomic_write(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_bytes(data)
-    tmp.replace(path)
+    from vlmflow.atomic import atomic_write
+
+    atomic_write(path, data)

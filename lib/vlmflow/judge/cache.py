@@ -2,7 +2,7 @@
 
 Key: sha256 of (judge model, prompt version, reference text, candidate text); value: one JSON file
 ``<folder>/<key[:2]>/<key>.json`` holding the validated structured answer, the token usage and those four inputs
-(for auditing). Writes are atomic (temporary file in the same folder + `os.replace`), so concurrent workers and
+(for auditing). Writes are atomic (`vlmflow.atomic`: temporary file in the same folder + `os.replace`), so concurrent workers and
 interrupted runs never leave a half-written entry; a corrupt entry reads as a miss. Only successful answers are
 cached: a failed judgment is retried on the next run. Nothing secret is ever stored (the API key is not an input).
 Used by `llm.LLMJudge` (synchronous calls) and `batch.run_batch` (merging Batch API output).
@@ -13,9 +13,10 @@ import hashlib
 import json
 import logging
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
+
+from vlmflow.atomic import atomic_write_json
 
 log = logging.getLogger("vlmflow.judge")
 
@@ -53,19 +54,7 @@ class JudgeCache:
         return record if isinstance(record, dict) and record.get("key") == key else None
 
     def put(self, key: str, record: dict[str, Any]) -> Path:
-        path = self.path(key)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{key[:8]}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                json.dump({**record, "key": key}, f, ensure_ascii=False, indent=1)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-        return path
+        return atomic_write_json(self.path(key), {**record, "key": key}, ensure_ascii=False, indent=1)
 
     def __contains__(self, key: str) -> bool:
         return self.get(key) is not None

@@ -139,33 +139,34 @@ def evaluate_all(vlm, *, n: int = 200, seed: int = 0, split: str = "test", knock
                          "python": platform.python_version()}}
 
 
-def write_model_card(model_dir: str | os.PathLike, results: dict, command: str) -> Path:
-    """MODEL_CARD.md in ``model_dir``: architecture, the exact training command and seed, versions, the training
-    history (from training.json) and the evaluation table (plain vs full knockout, with chance levels)."""
-    import json
+_CARD_METRICS = [("describe_f1", "description object F1 (exact size-colour-shape, mean per image)"),
+                 ("describe_f1_pooled", "description object F1 (pooled over objects)"),
+                 ("exists_acc", "yes/no existence accuracy (balanced pairs)"),
+                 ("count_acc", "counting accuracy (how many objects ?)"),
+                 ("color_acc", "colour accuracy (what color is the SHAPE ?)"),
+                 ("position_acc", "position accuracy (where is the COLOR SHAPE ?)")]
 
-    model_dir = Path(model_dir)
-    cfg = json.loads((model_dir / "config.json").read_text())
-    train = json.loads((model_dir / "training.json").read_text()) if (model_dir / "training.json").exists() else {}
-    v, t = cfg["vision_config"], cfg["text_config"]
-    files = sorted(p for p in model_dir.iterdir() if p.is_file())
-    total_mb = sum(p.stat().st_size for p in files) / 2 ** 20
+
+def _metric_rows(results: dict) -> list[str]:
+    """The evaluation table's rows: one per metric, a cell per condition (plain, full knockout), then chance."""
     m = results["metrics"]
-    keys = [("describe_f1", "description object F1 (exact size-colour-shape, mean per image)"),
-            ("describe_f1_pooled", "description object F1 (pooled over objects)"),
-            ("exists_acc", "yes/no existence accuracy (balanced pairs)"),
-            ("count_acc", "counting accuracy (how many objects ?)"),
-            ("color_acc", "colour accuracy (what color is the SHAPE ?)"),
-            ("position_acc", "position accuracy (where is the COLOR SHAPE ?)")]
     rows = []
-    for k, label in keys:
+    for k, label in _CARD_METRICS:
         cells = [f"{m[c][k]:.3f}" if k in m[c] else "-" for c in m]
         chance = results["chance"].get(k)
         rows.append(f"| {label} | " + " | ".join(cells) + f" | {'-' if chance is None else f'{chance:.3f}'} |")
-    hist = train.get("history", [])
-    hist_rows = [f"| {h.get('step')} | {h.get('minutes')} | {h.get('loss')} | {h.get('describe_f1')} | "
-                 f"{h.get('exists_acc')} | {h.get('count_acc')} | {h.get('color_acc')} | {h.get('position_acc')} |"
-                 for h in hist]
+    return rows
+
+
+def _history_rows(train: dict) -> list[str]:
+    """The held-out evaluations logged during training (training.json's history), one table row each."""
+    return [f"| {h.get('step')} | {h.get('minutes')} | {h.get('loss')} | {h.get('describe_f1')} | "
+            f"{h.get('exists_acc')} | {h.get('count_acc')} | {h.get('color_acc')} | {h.get('position_acc')} |"
+            for h in train.get("history", [])]
+
+
+def _training_lines(train: dict) -> tuple[str, str, str]:
+    """(stage 1 line, the loss's probe term, stage 2 line) of the card's Training section, from training.json."""
     tc = train.get("train_config", {})
     vision_line = (f"- Stage 1, vision pretraining (the toy analogue of a pretrained CLIP and LLaVA's projector alignment,\n"
                    f"  `vlmflow.toy.probe`): tower + projector alone for {tc.get('vision_minutes')} minutes, until a token probe scoring\n"
@@ -181,12 +182,40 @@ def write_model_card(model_dir: str | os.PathLike, results: dict, command: str) 
                       f"with probability 1 at the start, falling linearly to 0 at {tc['hide_until']:.0%} of the schedule "
                       f"(`train.hidden_context`; attention mask only)")
     stage2_line = ("- Stage 2, all weights on the questions: " + "; ".join(stage2) + ".\n") if stage2 else ""
+    return vision_line, aux_text, stage2_line
+
+
+def _status(results: dict) -> tuple[list[str], str]:
+    """(the Status table's rows, the verdict sentence): computed from ``target_status``, never typed."""
     status = target_status(results)
-    status_rows = [f"| {r['check']} | {r['metric']} | {r['value']:.3f} | {r['bound']:.3f} | {'yes' if r['met'] else '**no**'} |"
-                   for r in status]
+    rows = [f"| {r['check']} | {r['metric']} | {r['value']:.3f} | {r['bound']:.3f} | {'yes' if r['met'] else '**no**'} |"
+            for r in status]
     verdict = ("meets every quality target below, and the full knockout brings every metric to chance"
                if all(r["met"] for r in status) else
                "does **not** meet every quality target below; its findings describe this model, not the paper's")
+    return rows, verdict
+
+
+def write_model_card(model_dir: str | os.PathLike, results: dict, command: str) -> Path:
+    """MODEL_CARD.md in ``model_dir``: architecture, the exact training command and seed, versions, the training
+    history (from training.json) and the evaluation table (plain vs full knockout, with chance levels); eval.json
+    beside it. Over 60 lines because most of it is the card's text, one template; the tables and sentences it
+    fills in come from the helpers above."""
+    import json
+
+    from vlmflow.atomic import atomic_write, atomic_write_json
+
+    model_dir = Path(model_dir)
+    cfg = json.loads((model_dir / "config.json").read_text())
+    train = json.loads((model_dir / "training.json").read_text()) if (model_dir / "training.json").exists() else {}
+    v, t = cfg["vision_config"], cfg["text_config"]
+    files = sorted(p for p in model_dir.iterdir() if p.is_file())
+    total_mb = sum(p.stat().st_size for p in files) / 2 ** 20
+    m = results["metrics"]
+    rows, hist, hist_rows = _metric_rows(results), train.get("history", []), _history_rows(train)
+    tc = train.get("train_config", {})
+    vision_line, aux_text, stage2_line = _training_lines(train)
+    status_rows, verdict = _status(results)
     text = f"""# vlmflow toy model
 
 A small `LlavaForConditionalGeneration` trained from scratch by this project on synthetic toy scenes
@@ -243,9 +272,8 @@ A toy: it knows only the 5 shapes, 6 colours and 2 sizes of the toy world and th
 `vlmflow.toy.questions`; words outside its vocabulary become `<unk>`. Mechanisms found in it (which layers carry the
 image, where objects are read) are findings about this small model trained from scratch, not about large VLMs.
 """
-    path = model_dir / "MODEL_CARD.md"
-    path.write_text(text)
-    (model_dir / "eval.json").write_text(json.dumps(results, indent=1))
+    path = atomic_write(model_dir / "MODEL_CARD.md", text)
+    atomic_write_json(model_dir / "eval.json", results, indent=1)
     return path
 
 

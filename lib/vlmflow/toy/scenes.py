@@ -18,7 +18,6 @@ Connected pieces: ``grammar`` (captions), ``questions`` (QA pairs), ``train``/``
 """
 from __future__ import annotations
 
-import json
 import math
 import os
 from dataclasses import dataclass, field
@@ -27,6 +26,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
+from vlmflow.atomic import atomic_write_json
 from vlmflow.errors import VlmflowError
 
 SHAPES: tuple[str, ...] = ("circle", "square", "triangle", "cross", "ring")
@@ -290,8 +290,4 @@ def write_coco(out_dir: str | os.PathLike, seed: int, n: int, split: str = "test
     info = {"description": "vlmflow toy scenes", "seed": seed, "split": split, "n": n,
             "config": config.__dict__, "overlap_tolerance_px": OVERLAP_TOLERANCE_PX}
     coco = to_coco(scenes, file_names=names, info=info)
-    path = out / "instances.json"
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(coco))
-    os.replace(tmp, path)
-    return path
+    return atomic_write_json(out / "instances.json", coco)

@@ -32,6 +32,7 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -39,6 +40,9 @@ from vlmflow.errors import VlmflowError
 from vlmflow.toy.model import ToyModelConfig, build_prompt
 from vlmflow.toy.questions import sample_question
 from vlmflow.toy.scenes import SceneConfig, make_scene
+
+if TYPE_CHECKING:
+    import torch
 
 KIND_MIX = {"describe": 0.4, "exists": 0.35, "count": 0.05, "color": 0.12, "position": 0.08}
 # Curriculum on scene complexity: (fraction of the schedule, max objects per scene from then on). Simple scenes
@@ -330,9 +334,9 @@ def lr_factor(step: int, total: int, warmup: int, min_ratio: float) -> float:
 def _atomic_save(obj, path: Path) -> None:
     import torch
 
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    from vlmflow.atomic import atomic_write
+
+    atomic_write(path, lambda f: torch.save(obj, f))
 
 
 def export(model, processor, out: str | os.PathLike, *, half: bool = True, extra: dict | None = None) -> Path:
@@ -362,12 +366,58 @@ def export(model, processor, out: str | os.PathLike, *, half: bool = True, extra
     return out
 
 
+def _resume(ckpt_path: Path, cfg: TrainConfig, model, probe, opt, log) -> dict:
+    """Load a checkpoint into model, probe and optimizer; -> the loop state it saved (step, total_steps, elapsed,
+    history, vision)."""
+    import torch
+
+    if not ckpt_path.exists():
+        raise TrainingError(f"--resume: no checkpoint at {ckpt_path}")
+    state = torch.load(ckpt_path, weights_only=False)
+    if state["model_config"] != cfg.model.to_dict():
+        raise TrainingError(f"--resume: {ckpt_path} was trained with model config {state['model_config']}")
+    model.load_state_dict(state["model"])
+    probe.load_state_dict(state["probe"])
+    opt.load_state_dict(state["optimizer"])
+    log(f"resumed from {ckpt_path} at step {state['step']} / {state['total_steps']}")
+    return {"step": state["step"], "total": state["total_steps"], "elapsed": state.get("elapsed", 0.0),
+            "history": state.get("history", []), "vision": state.get("vision")}
+
+
+def _schedule(cfg: TrainConfig, step: int, total: int | None, elapsed: float,
+              elapsed_before: float) -> tuple[float, float]:
+    """(fraction of the schedule done, learning-rate factor) at ``step``; ``elapsed`` seconds trained so far, of
+    which ``elapsed_before`` before this run (resumed). Without ``cfg.steps`` the schedule runs on wall-clock time:
+    robust to the shared CPU slowing down mid-run (the budget always ends the decay)."""
+    if cfg.steps is None:
+        frac = elapsed / (elapsed_before + cfg.minutes * 60)
+        f = lr_factor(int(frac * 10 ** 6), 10 ** 6, 0, cfg.min_lr_ratio)
+        return frac, f * min(1.0, (step + 1) / cfg.warmup_steps)
+    return step / total, lr_factor(step, total, cfg.warmup_steps, cfg.min_lr_ratio)
+
+
+def _held_out(model, processor, cfg: TrainConfig, **extra) -> dict:
+    """Greedy held-out metrics on the val split (``quick_eval``), the model back in training mode afterwards."""
+    from vlmflow.toy.evaluate import quick_eval
+
+    model.eval()
+    metrics = quick_eval(model, processor, n=cfg.eval_scenes, seed=cfg.seed, split="val", scene_config=cfg.scenes)
+    model.train()
+    metrics.update(extra)
+    return metrics
+
+
 def train(cfg: TrainConfig, out: str | os.PathLike, work: str | os.PathLike, resume: bool = False,
           log=print, command: str | None = None) -> dict:
+    """Both stages (see the module docstring) within ``cfg``'s budget, checkpointing to ``work`` (``resume``
+    continues from its checkpoint) and exporting the fp16 model to ``out``; -> {"step", "history"}.
+
+    Over 60 lines because it is the training loop itself: one state (model, probe, optimizer, step, schedule,
+    timers) that the checkpoint closure saves; every job inside the loop is a helper (``_schedule``, ``make_batch``,
+    ``hidden_context``, ``forward_loss``, ``_held_out``, ``export``)."""
     import torch
     from tqdm import tqdm
 
-    from vlmflow.toy.evaluate import quick_eval
     from vlmflow.toy.model import build
     from vlmflow.toy.probe import ProjectorTap, TokenProbe
 
@@ -381,22 +431,10 @@ def train(cfg: TrainConfig, out: str | os.PathLike, work: str | os.PathLike, res
     probe = TokenProbe(model, processor.tokenizer, cosine=cfg.probe_cosine)
     opt = torch.optim.AdamW([*model.parameters(), *probe.parameters()], lr=cfg.lr, weight_decay=cfg.weight_decay,
                             betas=(0.9, 0.98))
-    step, total, elapsed_before = 0, cfg.steps, 0.0
-    history: list[dict] = []
-    vision: dict | None = None
+    state = {"step": 0, "total": cfg.steps, "elapsed": 0.0, "history": [], "vision": None}
     if resume:
-        if not ckpt_path.exists():
-            raise TrainingError(f"--resume: no checkpoint at {ckpt_path}")
-        state = torch.load(ckpt_path, weights_only=False)
-        if state["model_config"] != cfg.model.to_dict():
-            raise TrainingError(f"--resume: {ckpt_path} was trained with model config {state['model_config']}")
-        model.load_state_dict(state["model"])
-        probe.load_state_dict(state["probe"])
-        opt.load_state_dict(state["optimizer"])
-        vision = state.get("vision")
-        step, total = state["step"], state["total_steps"]
-        elapsed_before, history = state.get("elapsed", 0.0), state.get("history", [])
-        log(f"resumed from {ckpt_path} at step {step} / {total}")
+        state = _resume(ckpt_path, cfg, model, probe, opt, log)
+    step, total, elapsed_before, history, vision = (state[k] for k in ("step", "total", "elapsed", "history", "vision"))
     batcher = Batcher(processor)
     model.train()
 
@@ -421,14 +459,7 @@ def train(cfg: TrainConfig, out: str | os.PathLike, work: str | os.PathLike, res
         if time.time() > deadline:
             log(f"wall-clock budget of {cfg.minutes} min reached at step {step}")
             break
-        if cfg.steps is None:
-            # time-based schedule: robust to the shared CPU slowing down mid-run (the budget always ends the decay)
-            frac = (elapsed_before + time.time() - t0) / (elapsed_before + cfg.minutes * 60)
-            f = lr_factor(int(frac * 10 ** 6), 10 ** 6, 0, cfg.min_lr_ratio)
-            f *= min(1.0, (step + 1) / cfg.warmup_steps)
-        else:
-            frac = step / total
-            f = lr_factor(step, total, cfg.warmup_steps, cfg.min_lr_ratio)
+        frac, f = _schedule(cfg, step, total, elapsed_before + time.time() - t0, elapsed_before)
         for g in opt.param_groups:
             g["lr"] = cfg.lr * f
         scenes = cfg.scenes_at(frac)
@@ -457,13 +488,9 @@ def train(cfg: TrainConfig, out: str | os.PathLike, work: str | os.PathLike, res
             log(f"{rate:.3f} s/step -> about {total} steps in {cfg.minutes} min (time-based cosine schedule)")
         now = time.time()
         if now - last_eval > cfg.eval_minutes * 60:
-            model.eval()
-            metrics = quick_eval(model, processor, n=cfg.eval_scenes, seed=cfg.seed, split="val",
-                                 scene_config=cfg.scenes)
-            model.train()
-            metrics.update(step=step, loss=round(ema, 4), minutes=round((elapsed_before + now - t0) / 60, 1))
-            history.append(metrics)
-            log("eval " + json.dumps(metrics))
+            history.append(_held_out(model, processor, cfg, step=step, loss=round(ema, 4),
+                                     minutes=round((elapsed_before + now - t0) / 60, 1)))
+            log("eval " + json.dumps(history[-1]))
             last_eval = time.time()
         if now - last_ckpt > cfg.checkpoint_minutes * 60:
             checkpoint()
@@ -472,15 +499,14 @@ def train(cfg: TrainConfig, out: str | os.PathLike, work: str | os.PathLike, res
     bar.close()
     tap.remove()
     checkpoint()
+    history.append(_held_out(model, processor, cfg, step=step, loss=round(ema or float("nan"), 4),
+                             minutes=round((elapsed_before + time.time() - t0) / 60, 1)))
     model.eval()
-    metrics = quick_eval(model, processor, n=cfg.eval_scenes, seed=cfg.seed, split="val", scene_config=cfg.scenes)
-    metrics.update(step=step, loss=round(ema or float("nan"), 4),
-                   minutes=round((elapsed_before + time.time() - t0) / 60, 1))
-    history.append(metrics)
-    log("final eval " + json.dumps(metrics))
+    log("final eval " + json.dumps(history[-1]))
     export(model, processor, out, half=True,
            extra={"train_config": {k: v for k, v in cfg.__dict__.items() if k not in ("model", "scenes")},
                   "model_config": cfg.model.to_dict(), "scene_config": cfg.scenes.__dict__,
-                  "kind_mix": KIND_MIX, "vision_pretraining": vision, "command": command, "steps": step, "total_steps": total, "history": history})
+                  "kind_mix": KIND_MIX, "vision_pretraining": vision, "command": command, "steps": step,
+                  "total_steps": total, "history": history})
     log(f"exported to {out}")
     return {"step": step, "history": history}
