@@ -359,10 +359,33 @@ def stage_pages(root: str | Path, specs: Sequence[FigureSpec], *, build_dir: str
         page = root / spec.page
         page.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(executed, page)
+        drop_widgets(page)
         staged.append(page)
     staged.append(stage_model_card(root))
     staged += stage_course_pages(root)  # the Course part: each assignment's student version (vlmflow.assignments)
     return staged
+
+
+WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
+
+
+def drop_widgets(notebook: str | Path) -> None:
+    """Remove widget outputs (tqdm's notebook progress bars, drawn when ipywidgets is installed: otter-grader brings
+    it) and the notebook's widget state. Progress belongs on the terminal, and a page with widgets would load
+    require.js and the widget manager from a CDN, which an offline book cannot."""
+    import nbformat
+
+    path = Path(notebook)
+    nb = nbformat.read(path, as_version=4)
+    changed = nb.metadata.pop("widgets", None) is not None
+    for cell in nb.cells:
+        if cell.cell_type != "code":
+            continue
+        kept = [o for o in cell.outputs if WIDGET_VIEW not in o.get("data", {})]
+        changed |= len(kept) != len(cell.outputs)
+        cell.outputs = kept
+    if changed:
+        nbformat.write(nb, path)
 
 
 def stage_model_card(root: str | Path) -> Path:

@@ -42,7 +42,7 @@ WRONG = {
     "a4_localization": [("image-token grid transposed", "row, col = divmod(int(t), GRID)",
                          "col, row = divmod(int(t), GRID)", {"q1_token_box", "q2_hit", "q4_accuracy"})],
     "a5_reprompting": [("least attended image tokens chosen", "argsort(dim=-1, descending=True)",
-                        "argsort(dim=-1)", {"q1_choose"})],
+                        "argsort(dim=-1)", {"q1_choose", "q2_accuracy"})],
 }
 
 
