@@ -8,7 +8,8 @@ How the pieces connect::
           v  log in _build/logs/<name>.log, results in results/<name>/ (reruns reuse stored results)
     _build/notebooks/<name>.ipynb   executed copies (never in git)
           |  stage_pages(): copied to the registry's page, e.g. book/figures/<name>.ipynb (git-ignored);
-          v  the toy model card is staged into _build/generated/ for book/toy_world.md to include
+          v  the toy model card is staged into _build/generated/ for book/toy_world.md to include, and the
+          v  student version of each course assignment to book/course/<name>.ipynb (vlmflow.assignments)
     _toc.yml + book/*.md        -> `jupyter-book build . -W -n --keep-going` (execute_notebooks: off)
           v
     _build/html                 + check_links(): no broken internal link or anchor
@@ -37,6 +38,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
+from vlmflow.assignments import course_pages, stage_course_pages
 from vlmflow.errors import VlmflowError
 
 try:
@@ -369,9 +371,33 @@ def stage_pages(root: str | Path, specs: Sequence[FigureSpec], *, build_dir: str
         page = root / spec.page
         page.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(executed, page)
+        drop_widgets(page)
         staged.append(page)
     staged.append(stage_model_card(root))
+    staged += stage_course_pages(root)  # the Course part: each assignment's student version (vlmflow.assignments)
     return staged
+
+
+WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
+
+
+def drop_widgets(notebook: str | Path) -> None:
+    """Remove widget outputs (tqdm's notebook progress bars, drawn when ipywidgets is installed: otter-grader brings
+    it) and the notebook's widget state. Progress belongs on the terminal, and a page with widgets would load
+    require.js and the widget manager from a CDN, which an offline book cannot."""
+    import nbformat
+
+    path = Path(notebook)
+    nb = nbformat.read(path, as_version=4)
+    changed = nb.metadata.pop("widgets", None) is not None
+    for cell in nb.cells:
+        if cell.cell_type != "code":
+            continue
+        kept = [o for o in cell.outputs if WIDGET_VIEW not in o.get("data", {})]
+        changed |= len(kept) != len(cell.outputs)
+        cell.outputs = kept
+    if changed:
+        nbformat.write(nb, path)
 
 
 def stage_model_card(root: str | Path) -> Path:
@@ -579,8 +605,9 @@ def check_toc(root: str | Path, specs: Mapping[str, FigureSpec]) -> None:
     orphans = [e for e in entries if e.startswith("book/figures/") and e not in pages]
     if orphans:
         raise RegistryError(f"_toc.yml lists figure pages with no entry in {REGISTRY}: {', '.join(orphans)}")
+    course = set(course_pages(root))  # staged by stage_pages from assignments/
     for e in entries:
-        if e in pages:
+        if e in pages or e in course:
             continue
         if not any((Path(root) / f"{e}{suffix}").is_file() for suffix in ("", ".md", ".ipynb")):
             raise RegistryError(f"_toc.yml lists {e}, which has no .md or .ipynb file under {root}")
