@@ -254,11 +254,15 @@ class Verdict:
         return asdict(self)
 
     def save(self, results_dir: str | Path) -> Path:
-        """Write ``verdict-<claim>.json`` (atomically) into the notebook's results folder."""
+        """Write ``verdict-<claim>.json`` (atomically) into the notebook's results folder; an unchanged verdict is
+        not rewritten, so a rerun that reuses stored results leaves the folder as it was."""
         out = Path(results_dir) / f"verdict-{self.claim}.json"
+        text = json.dumps(self.to_json(), indent=1, default=float)
+        if out.is_file() and out.read_text() == text:
+            return out
         out.parent.mkdir(parents=True, exist_ok=True)
         tmp = out.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(self.to_json(), indent=1, default=float))
+        tmp.write_text(text)
         tmp.replace(out)
         return out
 

@@ -135,3 +135,13 @@ def test_publish_saves_what_the_book_pastes(tmp_path):
 
 def test_layer_list_writes_runs():
     assert V.layer_list([7, 0, 1, 2, 5]) == "0-2, 5, 7" and V.layer_list([]) == "none"
+
+
+def test_an_unchanged_verdict_is_not_rewritten(tmp_path):
+    v = V.decide_finding1(CI(0.03, 0.01, 0.07), CI(0.69, 0.60, 0.77), CI(0.02, 0.01, 0.04))
+    path = v.save(tmp_path)
+    stamp = path.stat().st_mtime_ns
+    assert V.decide_finding1(CI(0.03, 0.01, 0.07), CI(0.69, 0.60, 0.77), CI(0.02, 0.01, 0.04)).save(tmp_path) == path
+    assert path.stat().st_mtime_ns == stamp
+    V.decide_finding1(CI(0.40, 0.33, 0.47), CI(0.0, 0.0, 0.02), CI(0.0, 0.0, 0.01)).save(tmp_path)
+    assert json.loads(path.read_text())["outcome"] == V.REPRODUCED
