@@ -5,8 +5,14 @@ Inline scripts that extensions add after the HTML builder started (sphinx-thebe'
 filename None, once with "" — and the second `const THEBE_JS_URL` declaration is a JavaScript error in the browser
 (tests/book/test_browser.py catches it). This extension drops exact duplicate script entries from each
 page's context before the page is written.
+
+It also adds the book's small stylesheet (static/vlmflow.css: pasted numbers in the weight of the text around them).
 """
 from __future__ import annotations
+
+from pathlib import Path
+
+STATIC = Path(__file__).with_name("static")
 
 
 def _key(script) -> tuple:
@@ -28,6 +34,12 @@ def dedupe_scripts(app, pagename, templatename, context, doctree) -> None:
     context["script_files"] = unique
 
 
+def add_static(app, config) -> None:
+    config.html_static_path = [*config.html_static_path, str(STATIC)]
+
+
 def setup(app):
     app.connect("html-page-context", dedupe_scripts, priority=900)  # after the theme and extensions add theirs
+    app.connect("config-inited", add_static)
+    app.add_css_file("vlmflow.css")
     return {"parallel_read_safe": True, "parallel_write_safe": True}

@@ -307,8 +307,10 @@ def run_notebook(source: str | Path, output: str | Path, parameters: Mapping[str
     run_env["MPLBACKEND"] = "module://matplotlib_inline.backend_inline"
     run_env.setdefault("PYTHONUNBUFFERED", "1")
     # Book pages show results, not loader noise: no Hugging Face download/"Loading weights" bars, and no tqdm warning
-    # that ipywidgets is missing (text progress bars still reach the log).
+    # that ipywidgets is missing.
     run_env.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    # ...nor the library's own bars (vlmflow.progress): they belong on the terminal, not in a published page.
+    run_env["TQDM_DISABLE"] = "1"
     run_env["PYTHONWARNINGS"] = ",".join(filter(None, [run_env.get("PYTHONWARNINGS"), "ignore:IProgress not found"]))
     start = time.perf_counter()
     with log.open("w") as fh:

@@ -8,9 +8,11 @@ vs measured" annotation here means every figure of the book reads the same way:
 - :data:`ROLE_COLORS` / :data:`GROUP_COLORS`: one colour per token role / paper group (``vlmflow.roles``);
 - :func:`mean_band`: a line with a mean +- std or bootstrap-CI band (Figures 1, 2, the middle-layer sweeps);
 - :func:`heatmap_overlay`: a token heatmap painted over the original image (Figure 6);
+- :func:`peak_centre`: where to mark a token heatmap's peak: the centre of the peak token's box, not its corner;
 - :func:`paper_vs_measured`: the paper's number (marked unverified where it is) beside the one measured here;
 - :func:`role_strip`: the token-role layout of a prompt as coloured strips (the "Token groups" page);
-- :func:`save`: writes a figure as PNG into a results folder and returns the path.
+- :func:`save`: writes a figure as PNG into a results folder and returns the path, after :func:`smallest_tick_px`
+  checked that its tick labels stay legible at the book's column width.
 
 matplotlib is imported lazily so that ``import vlmflow.figures`` (and ``vlmflow --help``) stays cheap.
 """
@@ -29,6 +31,10 @@ if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
 STYLE_PATH = Path(__file__).with_name("vlmflow.mplstyle")
+# The book's text column (sphinx-book-theme, a 1280 px wide window): a figure wider than this is shrunk to fit, and its
+# tick labels shrink with it. MIN_TICK_PX is the smallest tick label a reader can still read there.
+COLUMN_PX = 688
+MIN_TICK_PX = 9.0
 
 # One colour per role of vlmflow.roles.ROLES (Okabe-Ito based). Roles inside the paper's `text` group share warm
 # hues so the paper's grouping stays visible in the fine-grained view.
@@ -147,6 +153,22 @@ def heatmap_overlay(
     return layer
 
 
+def peak_centre(heat: np.ndarray) -> tuple[float, float]:
+    """(x, y) in pixels: the centre of the block of pixels that holds ``heat``'s maximum. A token heatmap paints one
+    value over each token's box, so the first maximal pixel (``argmax``) is the peak token's top-left corner; a
+    marker there sits on the token's edge and a hit looks like a miss. The block is the run of maximal pixels from
+    that corner along its row and its column (ties between two tokens keep the first)."""
+    heat = np.asarray(heat, dtype=float)
+    if heat.ndim != 2 or not np.isfinite(heat).any():
+        raise FigureError(f"peak_centre: need a 2-D heatmap with a finite value, got shape {heat.shape}")
+    top = np.nanmax(heat)
+    y0, x0 = np.unravel_index(np.nanargmax(heat), heat.shape)
+    row, col = heat[y0, x0:] == top, heat[y0:, x0] == top
+    width = int(np.argmin(row)) if not row.all() else row.size
+    height = int(np.argmin(col)) if not col.all() else col.size
+    return float(x0 + (width - 1) / 2), float(y0 + (height - 1) / 2)
+
+
 def paper_vs_measured(
     ax: "Axes",
     paper: float | None,
@@ -157,12 +179,15 @@ def paper_vs_measured(
     verified: bool = False,
     fmt: str = "{:.2f}",
     color: str = "#555555",
+    annotate: bool = True,
 ):
     """Show the paper's reported value beside the value measured here.
 
     With ``x=None`` the paper's value is a dashed horizontal reference line across the axes; with ``x`` given both
-    are markers at that x (e.g. one layer band). Paper numbers that this project could not check against the paper's own code say so in their
-    label (unverified). Returns the annotation text, which notebooks also print so that the page states it in words.
+    are markers at that x (e.g. one layer band). Paper numbers that this project could not check against the paper's
+    own code say so in their label (unverified). Returns the annotation text, which notebooks also print so that the
+    page states it in words; with ``annotate=False`` the text is only returned, not drawn (a narrow axes has no room
+    for it beside its data).
     """
     tag = PAPER_LABEL if verified else f"{PAPER_LABEL}, {UNVERIFIED}"
     parts = []
@@ -178,7 +203,7 @@ def paper_vs_measured(
         if x is not None:
             ax.plot([x], [measured], marker="o", linestyle="none", color="#D55E00", label=f"{label} (measured)".strip())
     text = (f"{label}: " if label else "") + "; ".join(parts)
-    if parts:
+    if parts and annotate:
         ax.annotate(text, xy=(0.99, 0.02), xycoords="axes fraction", ha="right", va="bottom", fontsize=8,
                     color=color)
     return text
@@ -231,8 +256,30 @@ def role_strip(
     return names
 
 
+def smallest_tick_px(fig: "Figure", column_px: float = COLUMN_PX) -> tuple[float, str]:
+    """(size in px, text) of the smallest visible tick label of ``fig`` as the book displays it: the notebook's
+    inline image is ``fig.dpi`` pixels per inch of the tight bounding box, shrunk to ``column_px`` when wider."""
+    fig.canvas.draw()
+    natural = fig.get_tightbbox().width * fig.dpi
+    scale = min(1.0, column_px / natural) if natural > 0 else 1.0
+    smallest = (float("inf"), "")
+    for ax in fig.axes:
+        for label in ax.get_xticklabels() + ax.get_yticklabels():
+            if label.get_visible() and label.get_text().strip():
+                px = label.get_fontsize() * fig.dpi / 72 * scale
+                smallest = min(smallest, (px, label.get_text()))
+    return smallest
+
+
 def save(fig: "Figure", results_dir: str | Path, name: str, *, formats: Sequence[str] = ("png",)) -> Path:
-    """Write ``fig`` as ``results_dir/<name>.<fmt>`` for each format; returns the first path. The folder is created."""
+    """Write ``fig`` as ``results_dir/<name>.<fmt>`` for each format; returns the first path. The folder is created.
+    A figure whose tick labels would show smaller than MIN_TICK_PX at the book's column width is refused
+    (FigureError naming it): draw fewer panels per row, or a narrower figure."""
+    px, text = smallest_tick_px(fig)
+    if px < MIN_TICK_PX:
+        raise FigureError(f"figure {name!r}: tick label {text!r} would show {px:.1f} px tall in the book's "
+                          f"{COLUMN_PX} px column (minimum {MIN_TICK_PX:g}); use fewer panels per row or a narrower "
+                          f"figure (now {fig.get_figwidth():.1f} in)")
     out = Path(results_dir)
     out.mkdir(parents=True, exist_ok=True)
     paths = [out / f"{name}.{fmt}" for fmt in formats]

@@ -487,12 +487,13 @@ def evaluate(vlm: "VLM", items: Sequence[Item], variants: Sequence[Variant | str
     (e.g. ``Knockout("image", "text")`` for contexts that carry no image information)."""
     import pandas as pd
     from tqdm.auto import tqdm
+    from vlmflow.progress import bar_disabled
 
     variants = [v if isinstance(v, Variant) else Variant.parse(v) for v in variants]
     if any(v.context == LLM_NAME for v in variants) and llm is None:
         raise RepromptError(f"variant {LLM_NAME} needs llm=DescriptionLLM(...)")
     rows = []
-    for item in tqdm(items, desc="reprompt", disable=not progress):
+    for item in tqdm(items, desc="reprompt", disable=bar_disabled(progress)):
         run = describe(vlm, item.image, describe_question, describe_tokens,
                        hidden_norms=select == "norm", knockout=describe_knockout)
         description = run.generation.text
@@ -610,11 +611,12 @@ def stored_evaluate(folder, variants: Sequence[Variant | str], *, model: str = "
     todo = [(item, vs) for item, vs in todo if vs]
     if todo:
         from tqdm.auto import tqdm
+        from vlmflow.progress import bar_disabled
 
         from vlmflow.model import load
 
         vlm = load(model, device=device, dtype=dtype)
-        for item, vs in tqdm(todo, desc="reprompt", disable=not progress):
+        for item, vs in tqdm(todo, desc="reprompt", disable=bar_disabled(progress)):
             rows = evaluate(vlm, [item], vs, select=select, describe_tokens=describe_tokens,
                             max_new_tokens=max_new_tokens, seed=seed, progress=False)
             key = str(item.image_id)

@@ -575,6 +575,7 @@ def run_sweep(vlm: "VLM", images: Sequence[SweepImage], configs: Sequence[SweepC
     one atomic part per image. Up to ``images_per_batch`` consecutive images with the same missing configurations
     run together (``SweepEngine.run_many``). Returns the number of configurations computed."""
     from tqdm.auto import tqdm
+    from vlmflow.progress import bar_disabled
 
     i, n = shard
     mine = [im for k, im in enumerate(images) if k % n == i]
@@ -583,7 +584,7 @@ def run_sweep(vlm: "VLM", images: Sequence[SweepImage], configs: Sequence[SweepC
     todo = [(im, cs) for im, cs in todo if cs]
     engine = SweepEngine(vlm, max_new_tokens=max_new_tokens, batch_size=batch_size)
     computed = 0
-    with tqdm(total=sum(len(cs) for _, cs in todo), unit="config", disable=not progress,
+    with tqdm(total=sum(len(cs) for _, cs in todo), unit="config", disable=bar_disabled(progress),
               desc=f"sweep {len(todo)} images") as bar:
         groups: list[list] = []
         for im, cs in todo:

@@ -1,12 +1,16 @@
 """The built book in a real browser: headless Chromium (Debian's package; `make browser` installs it) driven by
 playwright. Every page loads over HTTP from 127.0.0.1 without console errors, page errors or failed requests (so the
-book also works offline: nothing is fetched from elsewhere), and every <img> decodes with a non-zero size.
+book also works offline: nothing is fetched from elsewhere), and every <img> decodes with a non-zero size. Pages are
+readable: no progress-bar output, every figure shown at >= 0.6 of its natural width (or zoomable: a link to its
+full-size image), and every claim's verdict box on its pages and in the opening page's table.
 Screenshots of the front page and of a figure page go to _build/screenshots/ of the checkout."""
 from __future__ import annotations
 
 import functools
 import http.server
+import json
 import os
+import re
 import threading
 from pathlib import Path
 
@@ -116,3 +120,54 @@ def test_screenshots_of_front_page_and_a_figure_page(server, browser):
         page.screenshot(path=str(SCREENSHOTS / name), full_page=False)
         assert (SCREENSHOTS / name).stat().st_size > 20_000, f"{name} looks blank"
     page.close()
+
+
+# tqdm's text bar: "desc:  40%|████      | 2/5 [00:01<00:02, 1.2it/s]"
+PROGRESS_BAR = re.compile(r"\d+%\|.*\|\s*\d+/\d+|\d+/\d+ \[\d\d:\d\d")
+MIN_WIDTH_RATIO = 0.6
+# The prose pages that show a claim's verdict box (pasted from the claim's notebook), beside the notebooks' own pages.
+PROSE_BOXES = {"book/finding1_query_tokens.html": {"finding1", "fig1"}, "book/finding2_middle_layers.html": {"finding2"},
+               "book/finding3_localized.html": {"finding3"}, "book/reprompting.html": {"table1"}}
+
+
+def test_pages_are_readable_and_every_claim_has_its_verdict(server, browser, built_book):
+    from vlmflow.verdicts import CLAIMS, OUTCOMES
+
+    root, _ = built_book
+    base, html = server
+    pages = sorted(p.relative_to(html).as_posix() for p in html.rglob("*.html")
+                   if "_static" not in p.parts and p.name not in ("genindex.html", "search.html"))
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    problems: list[str] = []
+    boxes: dict[str, dict[str, str]] = {}
+    for rel in pages:
+        page = context.new_page()
+        page.goto(f"{base}/{rel}", wait_until="networkidle")
+        for text in page.eval_on_selector_all(".cell_output .output", "els => els.map(e => e.innerText)"):
+            if PROGRESS_BAR.search(text):
+                problems.append(f"{rel}: progress-bar output: {text[:80]!r}")
+        figures = page.eval_on_selector_all(
+            ".cell_output img", "imgs => imgs.map(i => [i.getAttribute('src'), i.getBoundingClientRect().width, "
+                                "i.naturalWidth, !!(i.closest('a') && i.closest('a').href === i.src)])")
+        for src, shown, natural, zoomable in figures:
+            if natural and shown / natural < MIN_WIDTH_RATIO and not zoomable:
+                problems.append(f"{rel}: figure {src} shown at {shown:.0f} of {natural} px ({shown / natural:.2f} < "
+                                f"{MIN_WIDTH_RATIO}) and not zoomable")
+        boxes[rel] = dict(page.eval_on_selector_all(
+            ".vlmflow-verdict", "els => els.map(e => [e.dataset.claim, e.dataset.outcome])"))
+        if rel == "book/index.html":
+            table = page.eval_on_selector_all("table.vlmflow-verdicts tbody tr",
+                                              "rows => rows.map(r => [...r.cells].map(c => c.innerText.trim()))")
+        page.close()
+    context.close()
+    assert not problems, "\n".join(problems)
+    for claim in CLAIMS.values():  # every claim: a box on its notebook's page, with the outcome its notebook saved
+        record = json.loads(next((root / "results").rglob(f"verdict-{claim.id}.json")).read_text())
+        assert boxes.get(f"book/{claim.page}.html", {}).get(claim.id) == record["outcome"], claim.id
+        row = [r for r in table if r[0].startswith(claim.title)]
+        assert len(row) == 1, f"opening page's table has no single row for {claim.title!r}: {table}"
+        assert row[0][1:] == [claim.paper, record["measured"], record["outcome"]], claim.id
+    for rel, claims in PROSE_BOXES.items():
+        assert set(boxes[rel]) == claims, f"{rel} shows verdict boxes {sorted(boxes[rel])}, expected {sorted(claims)}"
+        assert all(outcome in OUTCOMES for outcome in boxes[rel].values())
+    assert len(table) == len(CLAIMS)

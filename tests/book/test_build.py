@@ -60,3 +60,32 @@ def test_a_clean_mini_book_builds(tmp_path):
     root = _mini_book(tmp_path, "# Other\n\nBack to {doc}`index`.\n")
     html = book.build_html(root)
     assert (html / "other.html").is_file()
+
+
+def _glued_notebook(path, glued: dict):
+    """An executed-looking notebook whose one code cell glued ``glued`` (myst-nb's record format, display=False)."""
+    import nbformat
+
+    nb = nbformat.v4.new_notebook()
+    cell = nbformat.v4.new_code_cell("glue(...)")
+    cell.outputs = [nbformat.v4.new_output("display_data", data={"application/papermill.record/text/plain": repr(v)},
+                                           metadata={"scrapbook": {"name": k,
+                                                                   "mime_prefix": "application/papermill.record/"}})
+                    for k, v in glued.items()]
+    nb.cells = [nbformat.v4.new_markdown_cell("# Numbers"), cell]
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(nb, path)
+
+
+def test_a_page_cannot_state_a_number_its_notebook_no_longer_produces(tmp_path):
+    """Prose numbers are pasted from the executed notebook (glue); a key the notebook stopped producing fails the
+    strict build and names the key, instead of leaving a stale number on the page."""
+    (tmp_path / "_config.yml").write_text("title: mini\nonly_build_toc_files: true\nexecute:\n  execute_notebooks: 'off'\n")
+    (tmp_path / "_toc.yml").write_text("format: jb-book\nroot: index\nchapters:\n  - file: nb\n")
+    _glued_notebook(tmp_path / "nb.ipynb", {"f1_measured": "0.42 [0.31, 0.55]"})
+    (tmp_path / "index.md").write_text("# Mini\n\nMeasured: {glue:text}`nb.ipynb::f1_measured:s`.\n")
+    html = book.build_html(tmp_path)
+    assert "Measured: <span class=\"pasted-text\">0.42 [0.31, 0.55]</span>" in (html / "index.html").read_text()
+    _glued_notebook(tmp_path / "nb.ipynb", {"f1_renamed": "0.42 [0.31, 0.55]"})
+    with pytest.raises(book.BookBuildError, match="f1_measured"):
+        book.build_html(tmp_path)

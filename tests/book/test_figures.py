@@ -86,3 +86,33 @@ def test_save_writes_png(tmp_path):
     path = figures.save(fig, tmp_path / "sub", "line", formats=("png", "pdf"))
     assert path == tmp_path / "sub" / "line.png" and path.read_bytes()[:4] == b"\x89PNG"
     assert (tmp_path / "sub" / "line.pdf").stat().st_size > 0
+
+
+def test_peak_centre_marks_the_middle_of_the_peak_token_not_its_corner():
+    heat = np.zeros((12, 16))
+    heat[4:8, 8:12] = 3.0  # one token's box, 4x4 px
+    heat[0:4, 0:4] = 1.0
+    assert figures.peak_centre(heat) == (9.5, 5.5)
+    heat[8:12, 12:16] = 3.0  # a tie with a later token keeps the first
+    assert figures.peak_centre(heat) == (9.5, 5.5)
+    edge = np.zeros((6, 6))
+    edge[3:, 4:] = 1.0  # a box running to the image's edge
+    assert figures.peak_centre(edge) == (4.5, 4.0)
+    with pytest.raises(figures.FigureError, match="2-D heatmap"):
+        figures.peak_centre(np.full((3, 3), np.nan))
+
+
+def test_save_refuses_tick_labels_too_small_to_read_at_the_column_width(tmp_path):
+    figures.use_style()
+    fig, axes = plt.subplots(1, 4, figsize=(16.0, 3.0))  # shrunk to 688 px: 9 pt ticks become ~5 px
+    for ax in axes:
+        ax.plot([0, 1], [0, 1])
+    px, _ = figures.smallest_tick_px(fig)
+    natural = fig.get_tightbbox().width * fig.dpi
+    assert px == pytest.approx(9 * fig.dpi / 72 * figures.COLUMN_PX / natural, rel=1e-6)
+    with pytest.raises(figures.FigureError, match=r"figure 'wide': tick label .* would show [\d.]+ px"):
+        figures.save(fig, tmp_path, "wide")
+    fig, ax = plt.subplots(figsize=(5.0, 3.0))  # narrower than the column: shown at natural size
+    ax.plot([0, 1], [0, 1])
+    assert figures.smallest_tick_px(fig)[0] == pytest.approx(9 * fig.dpi / 72)
+    assert figures.save(fig, tmp_path, "narrow").is_file()

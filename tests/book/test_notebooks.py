@@ -56,6 +56,12 @@ def check_fig1_attention_by_role(results: Path, model: str) -> None:
     drawn = table[(table.view == "paper") & (table.role == "text")].set_index("layer").mass
     assert np.allclose(drawn.sort_index().to_numpy(), text.sort_index().to_numpy(), atol=1e-9)
     assert (results / "fig1_attention_by_role.png").stat().st_size > 10_000
+    # the verdict was decided on the per-layer intervals the page's table shows, and its outcome follows from them
+    verdict = json.loads((results / "verdict-fig1.json").read_text())
+    rows = table[(table.view == "paper") & (table.role == "text")].sort_values("layer")
+    assert np.allclose(verdict["numbers"]["mass"], rows[["mass", "mass_low", "mass_high"]].to_numpy())
+    below = int((rows.ratio_high < 1).sum())
+    assert f"clearly below its uniform share in {below} of {len(rows)}" in verdict["measured"]
 
 
 def check_toy_world(results: Path, model: str) -> None:
@@ -118,6 +124,11 @@ def check_fig2_knockout_from_layer(results: Path, model: str) -> None:
     assert ko.forced.sum() == (~ko.forced.astype(bool)).sum() > 0
     for name in ("fig2_from_layer", "fig2_forced_vs_free"):
         assert (results / f"{name}.png").stat().st_size > 10_000
+    # the verdict's F1 for KO image->generated and image->text in all layers are the stored scores' means
+    verdict = json.loads((results / "verdict-finding1.json").read_text())
+    free = scores[~scores.forced.astype(bool) & (scores.layer == -1)]
+    for key, ko_type in (("gen", "img->gen"), ("txt", "img->txt"), ("floor", "img->txt+gen")):
+        assert verdict["numbers"][key][0] == pytest.approx(free[free.ko_type == ko_type].f1_baseline.mean())
 
 
 def check_middle_layers(results: Path, model: str) -> None:
@@ -136,6 +147,13 @@ def check_middle_layers(results: Path, model: str) -> None:
         assert ((0 <= t[f"{v}_low"]) & (t[f"{v}_low"] <= t[v]) & (t[v] <= t[f"{v}_high"]) & (t[f"{v}_high"] <= 1)).all()
     for name in ("middle_layers_windows", "middle_layers_topk"):
         assert (results / f"{name}.png").stat().st_size > 10_000
+    # the verdict's windows are the stored windows of the width closest to a quarter of the layers
+    verdict = json.loads((results / "verdict-finding2.json").read_text())
+    n_layers = verdict["numbers"]["n_layers"]
+    width = min(windows.width.unique(), key=lambda w: abs(w - max(1, round(n_layers / 4))))
+    quarter = windows[windows.width == width].sort_values("window_start")
+    assert [w[:2] for w in verdict["numbers"]["windows"]] == quarter[["window_start", "window_end"]].values.tolist()
+    assert [w[2][0] for w in verdict["numbers"]["windows"]] == pytest.approx(quarter.f1_baseline.tolist())
 
 
 CHECKS = {"token_roles": check_token_roles, "fig1_attention_by_role": check_fig1_attention_by_role,

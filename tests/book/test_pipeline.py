@@ -164,3 +164,31 @@ def test_the_model_card_is_staged_one_level_down(tmp_path):
     out = book.stage_model_card(tmp_path)
     assert out == tmp_path / "_build" / "generated" / "toy_model_card.md"
     assert out.read_text() == "## Toy model card\n\n### Training\n`vlmflow toy train --seed 0`\n"
+
+
+def test_executed_notebooks_show_no_progress_bars_while_the_terminal_keeps_them(tmp_path, monkeypatch):
+    """The library's bars (vlmflow.progress) draw in a terminal but never reach an executed book page."""
+    body = ("import sys\nfrom tqdm.auto import tqdm\nfrom vlmflow.progress import bar_disabled\n"
+            "for _ in tqdm(range(3), desc='work', disable=bar_disabled(True)): pass\nprint('done')")
+    root = tiny_root(tmp_path, body=body, name="bars")
+    spec = book.load_registry(root)["bars"]
+    res = book.run_notebook(root / spec.notebook, tmp_path / "out" / "bars.ipynb", spec.parameters(), cwd=root,
+                            log=tmp_path / "logs" / "bars.log")
+    outputs = [o for c in nbformat.read(res.output, as_version=4).cells if c.cell_type == "code" for o in c.outputs]
+    assert [o.get("text") for o in outputs if o.get("name") == "stdout"] == ["done\n"]
+    assert not [o for o in outputs if o.get("name") == "stderr"], "a progress bar reached the executed notebook"
+    import io
+
+    from tqdm import tqdm
+
+    from vlmflow.progress import bar_disabled
+
+    monkeypatch.delenv("TQDM_DISABLE", raising=False)
+    terminal = io.StringIO()
+    for _ in tqdm(range(3), desc="work", file=terminal, disable=bar_disabled(True)):
+        pass
+    assert "work: 100%" in terminal.getvalue()
+    monkeypatch.setenv("TQDM_DISABLE", "1")
+    assert bar_disabled(True) and bar_disabled(False)
+    monkeypatch.setenv("TQDM_DISABLE", "0")
+    assert not bar_disabled(True) and bar_disabled(False)

@@ -93,3 +93,29 @@ def test_paper_numbers_are_marked_unverified():
     for page in ("finding1_query_tokens.md", "finding2_middle_layers.md", "finding3_localized.md", "reprompting.md"):
         text = (REPO / "book" / page).read_text()
         assert "*(unverified)*" in text, page
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_plotting_code_is_hidden_the_same_way_on_every_page(path: Path):
+    """A cell that draws a figure is tagged "hide-input" (the page shows the figure, its code folds away); analysis
+    cells stay visible."""
+    nb = nbformat.read(path, as_version=4)
+    for i, cell in enumerate(nb.cells):
+        if cell.cell_type == "code" and "plt.show()" in cell.source:
+            assert "hide-input" in cell.metadata.get("tags", []), f"{path.name} cell {i} draws a figure but shows its code"
+
+
+def test_claim_pages_paste_their_verdicts_instead_of_typing_them():
+    """The opening page's table pastes every claim's parts from its executed notebook (glue), and each claim's
+    notebook shows the criterion, decides with vlmflow.verdicts and publishes the result."""
+    from vlmflow.verdicts import CLAIMS
+
+    index = (REPO / "book" / "index.md").read_text()
+    for claim in CLAIMS.values():
+        nb = f"{claim.page}.ipynb::{claim.id}"
+        for part in ("claim", "paper", "measured", "verdict"):
+            assert f"{{glue:text}}`{nb}_{part}:s`" in index, f"index.md lacks {claim.id}_{part}"
+        source = nbformat.read(REPO / "notebooks" / f"{Path(claim.page).name}.ipynb", as_version=4)
+        code = "\n".join(c.source for c in source.cells if c.cell_type == "code")
+        assert f"verdicts.decide_{claim.id}(" in code and ".publish(results)" in code, claim.id
+        assert f'criterion_markdown("{claim.id}")' in code, f"{claim.id}: the criterion is not shown before the numbers"

@@ -213,9 +213,10 @@ def _how_to_provide(entry: FileEntry) -> str:
 
 def _download_all(todo: list[FileEntry], root: Path, mirror: str | None, progress: bool, stamps: _Stamps) -> None:
     from tqdm.auto import tqdm
+    from vlmflow.progress import bar_disabled
 
     with tqdm(total=sum(e.size for e in todo), unit="B", unit_scale=True, desc=f"fetching {len(todo)} file(s)",
-              disable=not progress) as bar:
+              disable=bar_disabled(progress)) as bar:
         for entry in todo:
             dest = root / entry.path
             if dest.exists():  # a wrong copy in a writable folder: replace it

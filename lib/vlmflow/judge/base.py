@@ -123,9 +123,10 @@ class Judge:
     def judge_many(self, pairs: Sequence[tuple[str, str]], progress: bool = True) -> list[Judgment]:
         """Judge each (reference, candidate) pair; results in input order."""
         from tqdm.auto import tqdm
+        from vlmflow.progress import bar_disabled
 
         pairs = _check_pairs(pairs)
-        return [self.judge(r, c) for r, c in tqdm(pairs, desc=f"judge[{self.name}]", disable=not progress)]
+        return [self.judge(r, c) for r, c in tqdm(pairs, desc=f"judge[{self.name}]", disable=bar_disabled(progress))]
 
     def provenance(self) -> dict[str, Any]:
         return {"judge": self.name, "judge_version": self.version}

@@ -123,9 +123,10 @@ def _resume(client: Any, folder: Path):
 def _poll(judge: "LLMJudge", client: Any, batch: Any, folder: Path, total: int, progress: bool, run: "RunUsage"):
     import openai
     from tqdm.auto import tqdm
+    from vlmflow.progress import bar_disabled
 
     deadline = time.monotonic() + judge.batch_timeout
-    with tqdm(total=total, desc=f"batch {batch.id}", disable=not progress) as bar:
+    with tqdm(total=total, desc=f"batch {batch.id}", disable=bar_disabled(progress)) as bar:
         while batch.status not in TERMINAL:
             if time.monotonic() > deadline:
                 raise JudgeError(f"batch {batch.id} still {batch.status!r} after {judge.batch_timeout:.0f} s; its "

@@ -371,6 +371,7 @@ class LLMJudge(Judge):
         Identical pairs are asked once. `self.last_run` holds the run's RunUsage afterwards.
         """
         from tqdm.auto import tqdm
+        from vlmflow.progress import bar_disabled
 
         pairs = _check_pairs(pairs)
         run = RunUsage(model=self.model, pairs=len(pairs), batch=batch)
@@ -391,7 +392,7 @@ class LLMJudge(Judge):
 
             results.update(run_batch(self, todo, run, progress=progress))
         elif todo:
-            with tqdm(total=len(todo), desc=f"judge[llm {self.model}]", disable=not progress) as bar, \
+            with tqdm(total=len(todo), desc=f"judge[llm {self.model}]", disable=bar_disabled(progress)) as bar, \
                     ThreadPoolExecutor(max_workers=min(self.concurrency, len(todo))) as pool:
                 futures = {pool.submit(self._judge_uncached, k, r, c, run): k for k, (r, c) in todo.items()}
                 for future in as_completed(futures):

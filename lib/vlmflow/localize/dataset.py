@@ -95,6 +95,8 @@ def localize_dataset(vlm: "VLM", sample, image_ids: Sequence[int] | None = None,
     import pandas as pd
     from tqdm.auto import tqdm
 
+    from vlmflow.progress import bar_disabled
+
     from vlmflow.judge import get_judge
 
     kind = kind or dataset_kind(sample)
@@ -108,7 +110,7 @@ def localize_dataset(vlm: "VLM", sample, image_ids: Sequence[int] | None = None,
         ids = ids[:n_images]
     bands = layer_bands(vlm.num_layers, band_width)
     object_rows, image_rows = [], []
-    for image_id in tqdm(ids, desc="localize", disable=not progress):
+    for image_id in tqdm(ids, desc="localize", disable=bar_disabled(progress)):
         rows, image_row = localize_image(vlm, sample, image_id, kind=kind, question=question,
                                          max_new_tokens=max_new_tokens, tolerances=tolerances, unit=unit, heads=heads,
                                          row=row, instances=instances, knockout=knockout, judge=judge, bands=bands,

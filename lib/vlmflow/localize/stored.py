@@ -70,12 +70,14 @@ def stored_localization(folder, *, model: str = "toy", device: str = "cpu", dtyp
     if need:
         from tqdm.auto import tqdm
 
+        from vlmflow.progress import bar_disabled
+
         if vlm is None:
             from vlmflow.model import load
 
             vlm = load(model, device=device, dtype=dtype)
         bands = layer_bands(vlm.num_layers, band_width)
-        for key, image_id, keep in tqdm(need, desc="localize", disable=not progress):
+        for key, image_id, keep in tqdm(need, desc="localize", disable=bar_disabled(progress)):
             rows, image_row = localize_image(vlm, sample, image_id, kind=kind, question=question,
                                              max_new_tokens=max_new_tokens, tolerances=tolerances, unit=unit,
                                              heads=heads, row=row, instances=instances, knockout=True,

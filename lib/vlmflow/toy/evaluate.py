@@ -294,6 +294,7 @@ def item_rows(vlm, *, n: int = 100, seed: int = 0, split: str = "test", knockout
     many objects named as there are).
     """
     from tqdm.auto import tqdm
+    from vlmflow.progress import bar_disabled
 
     from vlmflow.judge import get_judge
     from vlmflow.knockout import Knockout
@@ -308,7 +309,7 @@ def item_rows(vlm, *, n: int = 100, seed: int = 0, split: str = "test", knockout
         same = [it for it in items if it.kind == kind]
         batches += [same[s:s + batch_size] for s in range(0, len(same), batch_size)]
     label = "full knockout" if knockout else "plain"
-    for chunk in tqdm(batches, desc=f"toy questions ({label})", unit="batch", disable=not progress):
+    for chunk in tqdm(batches, desc=f"toy questions ({label})", unit="batch", disable=bar_disabled(progress)):
         max_new = 4 * scene_config.max_objects + 8 if chunk[0].kind == "describe" else 6
         gens = vlm.generate([it.image for it in chunk], [it.question for it in chunk], knockout=ko,
                             max_new_tokens=max_new)

@@ -278,10 +278,12 @@ def write_coco(out_dir: str | os.PathLike, seed: int, n: int, split: str = "test
     """Write ``out_dir/instances.json`` and ``out_dir/images/*.png``; returns the json path."""
     from tqdm import tqdm
 
+    from vlmflow.progress import bar_disabled
+
     out = Path(out_dir)
     (out / "images").mkdir(parents=True, exist_ok=True)
     scenes, names = [], []
-    for i in tqdm(range(n), desc=f"toy scenes ({split})", disable=not progress):
+    for i in tqdm(range(n), desc=f"toy scenes ({split})", disable=bar_disabled(progress)):
         sc = make_scene(seed, split, i, config)
         name = f"{split}_{i:06d}.png"
         sc.image.save(out / "images" / name)

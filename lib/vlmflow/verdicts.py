@@ -1,0 +1,472 @@
+"""Verdicts: what the measured numbers say about each of the paper's claims, decided by a criterion fixed in advance.
+
+Every claim that the book tests is a :class:`Claim` in :data:`CLAIMS`: what the paper says, its number (restated,
+*unverified*), and the criterion, written once in prose (shown on the page *before* the numbers) and once as the
+``decide_*`` function below that applies it. The criteria compare bootstrap intervals over images
+(:class:`vlmflow.stats.CI`, computed by the notebooks with ``vlmflow.stats``): "clearly above" means the lower end of
+one interval lies above the upper end of the other, so a verdict never rests on a difference the data cannot tell
+from noise. There are four outcomes, :data:`OUTCOMES`:
+
+- **reproduced**: the measured intervals show what the paper reports;
+- **partly reproduced**: one part of the claim holds, another does not;
+- **not reproduced**: the measurements cannot tell the claim from its absence;
+- **contradicted**: the measurements clearly show the opposite.
+
+How it connects: a figure notebook (Figure 1, Figure 2, the middle layers, Figure 7, Table 1) computes its
+intervals, calls ``decide_*`` and then :meth:`Verdict.publish`, which shows the verdict box on the page, glues its
+parts for the book's prose (myst-nb glue keys ``<claim>_verdict``, ``<claim>_measured``, ``<claim>_box``...;
+the finding pages and the opening page's table paste them with ``{glue:...}`` from the executed notebook, so a
+rerun on another model rewrites every one) and writes ``verdict-<claim>.json`` into the notebook's results folder.
+No verdict and no measured number is typed into the book's prose.
+"""
+from __future__ import annotations
+
+import html
+import json
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from vlmflow.errors import VlmflowError
+from vlmflow.stats import CI
+
+REPRODUCED = "reproduced"
+PARTLY = "partly reproduced"
+NOT_REPRODUCED = "not reproduced"
+CONTRADICTED = "contradicted"
+OUTCOMES = (REPRODUCED, PARTLY, NOT_REPRODUCED, CONTRADICTED)
+
+
+class VerdictError(VlmflowError):
+    """A verdict asked of numbers that cannot decide it (no layers, an unknown claim...)."""
+
+
+@dataclass(frozen=True)
+class Claim:
+    """One claim of the paper as the book tests it."""
+
+    id: str  # glue-key prefix and JSON name: fig1, finding1, finding2, finding3, table1
+    title: str  # short name for the opening page's table
+    statement: str  # what the paper says
+    paper: str  # the paper's numbers (unverified), as the table shows them
+    criterion: str  # the rule, in words, shown before the numbers
+    page: str  # the executed notebook page that decides it (relative to book/)
+    meaning: Mapping[str, str] = field(default_factory=dict)  # what each outcome means for the claim
+
+
+CLAIMS: dict[str, Claim] = {c.id: c for c in (
+    Claim(
+        id="fig1", title="Figure 1: the text tokens draw the attention",
+        statement="The text tokens are under 5% of the tokens but receive over 60% of the attention in most layers.",
+        paper="under 5% of the tokens; over 60% of the attention in most layers (InternVL2-76B)",
+        criterion="Per layer, the text group's attention share and its observed/uniform ratio (attention divided by "
+                  "its share of the visible keys), each with a 95% bootstrap interval over images. Reproduced: in "
+                  "more than half of the layers the text group's attention is clearly above 60% and clearly above "
+                  "its uniform share (interval's lower end above 0.60 and above ratio 1). Partly reproduced: clearly "
+                  "above its uniform share in more than half of the layers, but not above 60% in most. "
+                  "Contradicted: clearly below its uniform share (ratio interval's upper end under 1) in more than "
+                  "half of the layers. Otherwise not reproduced.",
+        page="figures/fig1_attention_by_role",
+        meaning={
+            REPRODUCED: "The predicting positions read the text tokens far more than their number alone would give.",
+            PARTLY: "The text tokens draw more attention than their size, but not the majority the paper reports.",
+            NOT_REPRODUCED: "The text tokens draw about as much attention as their share of the keys: no "
+                            "preference either way.",
+            CONTRADICTED: "The text tokens draw less attention than their share of the keys: this model's "
+                          "predicting positions look past the text (to the image or the generated tokens) rather "
+                          "than gathering on it.",
+        }),
+    Claim(
+        id="finding1", title="Finding 1: query tokens describe the image",
+        statement="With the generated tokens cut off from the image in all layers (KO image→generated) the model "
+                  "still describes the image through the query tokens; with the query tokens cut off from it "
+                  "(KO image→text) it cannot.",
+        paper="F1 0.40 for KO image→generated, 0.00 for KO image→text, all layers (InternVL2-76B)",
+        criterion="F1 against the unmasked description with the image hidden in all layers, 95% bootstrap "
+                  "intervals over images, free decoding as in the paper. Reproduced: KO image→generated is "
+                  "clearly above both KO image→text and the floor (KO image→text+generated: no image at all). "
+                  "Partly reproduced: KO image→generated is clearly above the floor but not clearly above KO "
+                  "image→text. Contradicted: KO image→text is clearly above KO image→generated (the reverse). "
+                  "Otherwise not reproduced.",
+        page="figures/fig2_knockout_from_layer",
+        meaning={
+            REPRODUCED: "What the generated tokens write without seeing the image, they read from the query tokens, "
+                        "and the query tokens need the image to carry it: the query tokens act as a global "
+                        "description.",
+            PARTLY: "The generated tokens recover part of the description without the image, but cutting the "
+                    "query tokens from the image does not clearly cost more.",
+            NOT_REPRODUCED: "Neither knockout leaves more of the description than having no image at all, so the "
+                            "experiment cannot tell where the description is read from.",
+            CONTRADICTED: "The reverse of the paper: this model reads the image directly from the generated tokens, "
+                          "and the query tokens carry little of it. Cutting the image from the query costs less "
+                          "than cutting it from the generated tokens, so the query tokens are not this model's "
+                          "global image descriptor.",
+        }),
+    Claim(
+        id="finding2", title="Finding 2: the middle layers carry the flow",
+        statement="About a quarter of the layers, in the middle, carry the image into the text: the image visible "
+                  "only there keeps most of the description; early and late layers contribute little.",
+        paper="image visible only in layers 20–40 of 80: F1 0.75–0.81, about the unmasked ceiling (InternVL2-76B)",
+        criterion="Windows of the width closest to a quarter of the layers, F1 against the unmasked description "
+                  "with the image visible only inside the window, 95% bootstrap intervals over images. A window is "
+                  "middle when its centre lies in the middle half of the depth (25–75%). Contradicted: the best "
+                  "window is early or late and clearly above every middle window. Reproduced: the best middle "
+                  "window is the best window or not clearly below it, is clearly above the floor (no image in any "
+                  "layer) and keeps at least half of the description (interval's lower end at or above 0.5). "
+                  "Partly reproduced: the best middle window is clearly above the floor but misses one of the "
+                  "other conditions. Otherwise not reproduced.",
+        page="figures/middle_layers",
+        meaning={
+            REPRODUCED: "A quarter of the layers in the middle is enough to move what the description needs from "
+                        "the image into the text.",
+            PARTLY: "The middle layers carry part of the image into the text, but a quarter of them does not "
+                    "carry the description on its own, or another window carries about as much.",
+            NOT_REPRODUCED: "No middle window keeps more of the description than no image at all.",
+            CONTRADICTED: "This model moves the image into the text outside the middle: an early or late window "
+                          "keeps clearly more of the description than any middle window, so its cross-modal flow "
+                          "sits at a different depth than the paper's.",
+        }),
+    Claim(
+        id="finding3", title="Finding 3 (Figure 7): details are read locally, in the middle layers",
+        statement="The generated token that names an object attends to that object's region of the image, most "
+                  "sharply in the middle layers.",
+        paper="localization accuracy ~30 / 45 / 65 / 73 / 60% in layer bands 0–10 … 40–50 of 80, peak in the "
+              "middle (InternVL2-76B, 231 objects)",
+        criterion="Localization accuracy per layer band at the strictest tolerance with 95% bootstrap intervals over "
+                  "images, against the chance rate of the same objects, for the paper's subset (objects lost under "
+                  "KO image→generated) when it holds at least 20 objects, else for all named objects. A band is "
+                  "middle when its centre lies in the middle half of the depth. Reproduced: the most accurate band "
+                  "is middle, clearly above chance and clearly above the first band. Partly reproduced: some band "
+                  "is clearly above chance, but the peak is not a middle band clearly above the first. "
+                  "Contradicted: every band is clearly below chance. Otherwise not reproduced.",
+        page="figures/fig7_localization",
+        meaning={
+            REPRODUCED: "The naming token looks at its object, and most sharply in the middle layers, as the paper "
+                        "reports.",
+            PARTLY: "The naming token does look at its object more often than chance, but not most sharply in the "
+                    "middle layers: this model's local retrieval sits at another depth.",
+            NOT_REPRODUCED: "The attention peak of the naming token lands on its object no more often than chance.",
+            CONTRADICTED: "The naming token's attention peak avoids its object.",
+        }),
+    Claim(
+        id="table1", title="Table 1: Image Re-prompting",
+        statement="The query tokens plus the top 5% of the image tokens answer new questions almost as well as the "
+                  "full image, and clearly better than the query tokens alone.",
+        paper="ACC 81.46 (query + top 5%) vs 84.83 (full image) and 61.03 (query only), 201 of 1695 context "
+              "tokens (MME, InternVL2-76B)",
+        criterion="Yes/no existence questions (balanced, chance 50%), ACC with 95% bootstrap intervals over images, "
+                  "under the question template in which query + top 5% does best (a template the model was not "
+                  "trained on tests the template, not the context). Reproduced: query + top 5% keeps at least 90% "
+                  "of the full image's ACC (or its interval reaches the full image's) and is clearly above query "
+                  "only. Partly reproduced: one of the two. Contradicted: query + top 5% is clearly below query "
+                  "only. Otherwise not reproduced.",
+        page="figures/table1_reprompt",
+        meaning={
+            REPRODUCED: "A compressed context of the query tokens and a few top-attended image tokens answers new "
+                        "questions about as well as the whole image.",
+            PARTLY: "The compressed context either keeps most of the full image's accuracy or beats the query "
+                    "tokens alone, not both.",
+            NOT_REPRODUCED: "The compressed context neither keeps the full image's accuracy nor beats the query "
+                            "tokens alone.",
+            CONTRADICTED: "Adding the top-attended image tokens to the query tokens makes the answers worse.",
+        }),
+)}
+
+
+def clearly_above(a: CI, b: CI | float) -> bool:
+    """``a``'s interval lies entirely above ``b`` (an interval, or a number such as a chance rate)."""
+    return a.low > (b.high if isinstance(b, CI) else float(b))
+
+
+def clearly_below(a: CI, b: CI | float) -> bool:
+    return a.high < (b.low if isinstance(b, CI) else float(b))
+
+
+def fmt_ci(ci: CI, spec: str = ".2f", scale: float = 1.0) -> str:
+    """``0.42 [0.31, 0.55]``: an estimate and its interval, as every page prints them."""
+    return f"{ci.estimate * scale:{spec}} [{ci.low * scale:{spec}}, {ci.high * scale:{spec}}]"
+
+
+def layer_list(layers: Sequence[int]) -> str:
+    """``[0, 1, 2, 5]`` -> ``"0-2, 5"``: layer indices as runs."""
+    runs: list[list[int]] = []
+    for layer in sorted(int(x) for x in layers):
+        if runs and layer == runs[-1][-1] + 1:
+            runs[-1].append(layer)
+        else:
+            runs.append([layer])
+    return ", ".join(f"{r[0]}-{r[-1]}" if len(r) > 1 else f"{r[0]}" for r in runs) or "none"
+
+
+def _ci(value: Any) -> CI:
+    if isinstance(value, CI):
+        return value
+    try:
+        return CI(*(float(v) for v in value))
+    except (TypeError, ValueError):
+        raise VerdictError(f"expected an interval (estimate, low, high), got {value!r}") from None
+
+
+@dataclass
+class Verdict:
+    """The outcome of one claim on one run: which rule decided it and the numbers it was decided on."""
+
+    claim: str
+    outcome: str
+    measured: str  # the "this model" cell of the opening page's table: the deciding numbers in words
+    reason: str  # which part of the criterion decided, with its numbers
+    numbers: dict[str, Any] = field(default_factory=dict)  # the intervals behind it, for the JSON record
+    notes: list[str] = field(default_factory=list)  # further findings of the run the claim's reader should know
+
+    def __post_init__(self):
+        if self.claim not in CLAIMS:
+            raise VerdictError(f"unknown claim {self.claim!r}; known: {', '.join(CLAIMS)}")
+        if self.outcome not in OUTCOMES:
+            raise VerdictError(f"unknown outcome {self.outcome!r}; one of {', '.join(OUTCOMES)}")
+
+    @property
+    def spec(self) -> Claim:
+        return CLAIMS[self.claim]
+
+    @property
+    def meaning(self) -> str:
+        return self.spec.meaning.get(self.outcome, "")
+
+    def html(self) -> str:
+        """The verdict box (class ``vlmflow-verdict``, ``data-claim`` and ``data-outcome`` attributes; the browser
+        test looks for one per claim)."""
+        e = html.escape
+        slug = self.outcome.replace(" ", "-")
+        notes = "".join(f"<li>{e(n)}</li>" for n in self.notes)
+        return (
+            f'<div class="vlmflow-verdict verdict-{slug}" data-claim="{e(self.claim)}" data-outcome="{e(self.outcome)}"'
+            f' style="border-left:6px solid {_COLOURS[self.outcome]};background:#f7f7f7;padding:0.6em 1em;'
+            f'margin:0.8em 0">'
+            f'<p style="margin:0"><strong>Verdict: {e(self.outcome)}</strong> ({e(self.spec.title)})</p>'
+            f'<p style="margin:0.3em 0 0 0"><em>Paper (unverified):</em> {e(self.spec.paper)}.<br>'
+            f'<em>This model:</em> {e(self.measured)}.<br><em>Decided by:</em> {e(self.reason)}</p>'
+            f'<p style="margin:0.3em 0 0 0">{e(self.meaning)}</p>'
+            + (f'<ul style="margin:0.3em 0 0 0">{notes}</ul>' if notes else "") + "</div>")
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def save(self, results_dir: str | Path) -> Path:
+        """Write ``verdict-<claim>.json`` (atomically) into the notebook's results folder; an unchanged verdict is
+        not rewritten, so a rerun that reuses stored results leaves the folder as it was."""
+        out = Path(results_dir) / f"verdict-{self.claim}.json"
+        text = json.dumps(self.to_json(), indent=1, default=float)
+        if out.is_file() and out.read_text() == text:
+            return out
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = out.with_suffix(".json.tmp")
+        tmp.write_text(text)
+        tmp.replace(out)
+        return out
+
+    def glue_items(self) -> dict[str, Any]:
+        """The values glued for the book's prose: keys ``<claim>_<part>``."""
+        c = self.spec
+        return {"verdict": self.outcome, "measured": self.measured, "reason": self.reason, "meaning": self.meaning,
+                "claim": c.title, "statement": c.statement, "paper": c.paper, "criterion": c.criterion,
+                "box": _Html(self.html(), self.outcome)}
+
+    def publish(self, results_dir: str | Path, *, display: bool = True) -> "Verdict":
+        """Show the box (in a notebook), glue every part for the book, save the JSON record; returns self."""
+        self.save(results_dir)
+        try:
+            from myst_nb import glue
+        except ImportError:  # outside the book's environment the box and the JSON still work
+            glue = None
+        if glue is not None:
+            for part, value in self.glue_items().items():
+                glue(f"{self.claim}_{part}", value, display=False)
+        if display:
+            from IPython.display import HTML, display as show
+
+            show(HTML(self.html()))
+        return self
+
+
+class _Html:
+    """A glued value whose HTML is the verdict box and whose plain text is the outcome."""
+
+    def __init__(self, markup: str, text: str):
+        self.markup, self.text = markup, text
+
+    def _repr_html_(self) -> str:
+        return self.markup
+
+    def __repr__(self) -> str:
+        return repr(self.text)
+
+
+_COLOURS = {REPRODUCED: "#009E73", PARTLY: "#E69F00", NOT_REPRODUCED: "#999999", CONTRADICTED: "#D55E00"}
+
+
+def criterion_markdown(claim: str) -> str:
+    """The claim and its criterion as a Markdown block, for a notebook to show *before* its numbers."""
+    c = CLAIMS[claim] if claim in CLAIMS else None
+    if c is None:
+        raise VerdictError(f"unknown claim {claim!r}; known: {', '.join(CLAIMS)}")
+    return (f"**The claim.** {c.statement} *Paper (unverified):* {c.paper}.\n\n"
+            f"**The criterion, fixed before the numbers.** {c.criterion}")
+
+
+# -------------------------------------------------------------------------------------------------------- deciders
+def decide_fig1(layers: Sequence[int], mass: Sequence[CI], ratio: Sequence[CI], key_share: CI,
+                threshold: float = 0.60) -> Verdict:
+    """Figure 1 from the text group's per-layer attention share ``mass`` and observed/uniform ``ratio`` intervals,
+    and its overall share of the visible keys ``key_share``."""
+    mass, ratio = [_ci(m) for m in mass], [_ci(r) for r in ratio]
+    n = len(layers)
+    if n == 0 or len(mass) != n or len(ratio) != n:
+        raise VerdictError(f"decide_fig1: {n} layers, {len(mass)} mass and {len(ratio)} ratio intervals")
+    high = [l for l, m, r in zip(layers, mass, ratio) if clearly_above(m, threshold) and clearly_above(r, 1.0)]
+    above = [l for l, r in zip(layers, ratio) if clearly_above(r, 1.0)]
+    below = [l for l, r in zip(layers, ratio) if clearly_below(r, 1.0)]
+    mean_mass = sum(m.estimate for m in mass) / n
+    measured = (f"text group {key_share.estimate:.1%} of the visible keys, {mean_mass:.1%} of the attention "
+                f"(mean over layers); above {threshold:.0%} in {len(high)} of {n} layers, clearly below its uniform "
+                f"share in {len(below)} of {n}")
+    if len(high) > n / 2:
+        outcome, reason = REPRODUCED, f"above {threshold:.0%} and above its uniform share in layers {layer_list(high)}"
+    elif len(above) > n / 2:
+        outcome, reason = PARTLY, (f"above its uniform share in layers {layer_list(above)}, above {threshold:.0%} "
+                                   f"only in layers {layer_list(high)}")
+    elif len(below) > n / 2:
+        outcome, reason = CONTRADICTED, f"observed/uniform ratio clearly below 1 in layers {layer_list(below)}"
+    else:
+        outcome, reason = NOT_REPRODUCED, (f"clearly above its uniform share in {len(above)} and below it in "
+                                           f"{len(below)} of {n} layers")
+    return Verdict("fig1", outcome, measured, reason,
+                   numbers={"layers": list(map(int, layers)), "mass": [list(m) for m in mass],
+                            "ratio": [list(r) for r in ratio], "key_share": list(key_share)})
+
+
+def decide_finding1(gen: CI, txt: CI, floor: CI, txt_forced: CI | None = None) -> Verdict:
+    """Finding 1 from F1 (vs the unmasked description, all layers) of KO image→generated ``gen``, KO image→text
+    ``txt`` and KO image→text+generated ``floor``; ``txt_forced`` (first token forced) is reported, not decisive."""
+    gen, txt, floor = _ci(gen), _ci(txt), _ci(floor)
+    measured = (f"F1 {fmt_ci(gen)} for KO image→generated, {fmt_ci(txt)} for KO image→text"
+                + (f" ({fmt_ci(_ci(txt_forced))} with the first token forced)" if txt_forced is not None else "")
+                + f", {fmt_ci(floor)} with no image at all")
+    if clearly_above(txt, gen):
+        outcome, reason = CONTRADICTED, "KO image→text is clearly above KO image→generated"
+    elif clearly_above(gen, txt) and clearly_above(gen, floor):
+        outcome, reason = REPRODUCED, "KO image→generated is clearly above KO image→text and the floor"
+    elif clearly_above(gen, floor):
+        outcome, reason = PARTLY, "KO image→generated is clearly above the floor, not clearly above KO image→text"
+    else:
+        outcome, reason = NOT_REPRODUCED, "KO image→generated is not clearly above the floor"
+    numbers = {"gen": list(gen), "txt": list(txt), "floor": list(floor),
+               "txt_forced": list(_ci(txt_forced)) if txt_forced is not None else None}
+    return Verdict("finding1", outcome, measured, reason, numbers=numbers)
+
+
+def _middle(centre: float, n_layers: int) -> bool:
+    """A window or band is middle when its centre (in layers, 0-based) lies in the middle half of the depth."""
+    depth = (centre + 0.5) / n_layers
+    return 0.25 <= depth <= 0.75
+
+
+def decide_finding2(windows: Sequence[tuple[int, int, CI]], floor: CI, n_layers: int,
+                    keep: float = 0.5) -> Verdict:
+    """Finding 2 from windows ``(first layer, last layer, F1 interval)`` of one width (the quarter), and the floor
+    (no image in any layer)."""
+    if not windows:
+        raise VerdictError("decide_finding2: no windows")
+    floor = _ci(floor)
+    wins = [(int(a), int(b), _ci(f)) for a, b, f in windows]
+    best = max(wins, key=lambda w: w[2].estimate)
+    middle = [w for w in wins if _middle((w[0] + w[1]) / 2, n_layers)]
+    name = lambda w: f"[{w[0]}, {w[1]}]"  # noqa: E731
+    mid = max(middle, key=lambda w: w[2].estimate) if middle else None
+    measured = (f"best window of {best[1] - best[0] + 1} layers {name(best)} F1 {fmt_ci(best[2])}; best middle "
+                + (f"window {name(mid)} {fmt_ci(mid[2])}" if mid else "window: none") + f"; floor {fmt_ci(floor)}")
+    if mid is None:
+        outcome, reason = NOT_REPRODUCED, f"this model has no middle window of this width ({n_layers} layers)"
+    elif best not in middle and all(clearly_above(best[2], w[2]) for w in middle):
+        outcome, reason = CONTRADICTED, f"the {'early' if best[0] < n_layers / 2 else 'late'} window {name(best)} is clearly above every middle window"
+    elif not clearly_above(mid[2], floor):
+        outcome, reason = NOT_REPRODUCED, f"the best middle window {name(mid)} is not clearly above the floor"
+    elif not clearly_below(mid[2], best[2]) and mid[2].low >= keep:
+        outcome, reason = REPRODUCED, (f"the middle window {name(mid)} is not clearly below the best, is above the "
+                                       f"floor and keeps at least {keep:.0%}")
+    else:
+        missing = "is clearly below the best window" if clearly_below(mid[2], best[2]) else \
+            f"keeps less than {keep:.0%} (interval's lower end {mid[2].low:.2f})"
+        outcome, reason = PARTLY, f"the middle window {name(mid)} is clearly above the floor but {missing}"
+    return Verdict("finding2", outcome, measured, reason,
+                   numbers={"windows": [[a, b, list(f)] for a, b, f in wins], "floor": list(floor),
+                            "n_layers": int(n_layers)})
+
+
+def decide_finding3(bands: Sequence[tuple[int, int, CI, float]], n_layers: int, subset: str = "") -> Verdict:
+    """Finding 3 (Figure 7) from layer bands ``(first layer, end layer exclusive, accuracy interval, chance rate)``
+    in depth order; ``subset`` names the objects they were measured on."""
+    bs = [(int(s), int(e), _ci(a), float(c)) for s, e, a, c in bands]
+    bs = [b for b in bs if not math.isnan(b[2].estimate)]
+    if not bs:
+        return Verdict("finding3", NOT_REPRODUCED, f"{subset + ': ' if subset else ''}no band has a scored object",
+                       "the model named no object that is in its images, so nothing could be localized",
+                       numbers={"bands": [], "n_layers": int(n_layers), "subset": subset})
+    name = lambda b: f"{b[0]}-{b[1] - 1}"  # noqa: E731
+    peak = max(bs, key=lambda b: b[2].estimate)
+    first = bs[0]
+    above = [b for b in bs if clearly_above(b[2], b[3])]
+    measured = (f"{subset + ': ' if subset else ''}peak in layers {name(peak)}, accuracy {fmt_ci(peak[2])} vs chance "
+                f"{peak[3]:.2f}; first band {name(first)} {fmt_ci(first[2])}; above chance in {len(above)} of "
+                f"{len(bs)} bands")
+    peak_middle = _middle((peak[0] + peak[1] - 1) / 2, n_layers)
+    if peak_middle and clearly_above(peak[2], peak[3]) and clearly_above(peak[2], first[2]):
+        outcome, reason = REPRODUCED, f"the peak band {name(peak)} is middle, above chance and above the first band"
+    elif above:
+        where = "not in the middle" if not peak_middle else "not clearly above the first band"
+        outcome, reason = PARTLY, (f"above chance in bands {', '.join(name(b) for b in above)}, but the peak "
+                                   f"{name(peak)} is {where}")
+    elif all(clearly_below(b[2], b[3]) for b in bs):
+        outcome, reason = CONTRADICTED, "every band is clearly below chance"
+    else:
+        outcome, reason = NOT_REPRODUCED, "no band is clearly above chance"
+    return Verdict("finding3", outcome, measured, reason,
+                   numbers={"bands": [[s, e, list(a), c] for s, e, a, c in bs], "n_layers": int(n_layers),
+                            "subset": subset})
+
+
+def decide_table1(full: CI, compressed: CI, query_only: CI, *, template: str = "", keep: float = 0.90) -> Verdict:
+    """Table 1 from existence-question ACC intervals (fractions) of the full image, query + top 5% and query only,
+    under the template ``template`` (named in the measured text)."""
+    full, compressed, query_only = _ci(full), _ci(compressed), _ci(query_only)
+    retained = compressed.estimate / full.estimate if full.estimate > 0 else float("nan")
+    keeps = retained >= keep or compressed.high >= full.estimate
+    beats = clearly_above(compressed, query_only)
+    measured = (f"ACC {fmt_ci(compressed, '.1f', 100)} for query + top 5%"
+                + (f" ({template})" if template else "")
+                + f", {fmt_ci(full, '.1f', 100)} full image ({retained:.0%} of it), {fmt_ci(query_only, '.1f', 100)} "
+                  f"query only")
+    if clearly_below(compressed, query_only):
+        outcome, reason = CONTRADICTED, "query + top 5% is clearly below query only"
+    elif keeps and beats:
+        outcome, reason = REPRODUCED, f"query + top 5% keeps {retained:.0%} of the full image and beats query only"
+    elif keeps or beats:
+        outcome, reason = PARTLY, (f"query + top 5% keeps {retained:.0%} of the full image"
+                                   + (" but is not clearly above query only" if keeps else
+                                      f" (under {keep:.0%}) while it beats query only"))
+    else:
+        outcome, reason = NOT_REPRODUCED, (f"query + top 5% keeps {retained:.0%} of the full image and is not "
+                                           f"clearly above query only")
+    return Verdict("table1", outcome, measured, reason,
+                   numbers={"full": list(full), "compressed": list(compressed), "query_only": list(query_only),
+                            "template": template, "retained": retained})
+
+
+def load_verdicts(results_root: str | Path) -> dict[str, dict[str, Any]]:
+    """Every ``verdict-<claim>.json`` under ``results_root`` (the book's results folder), by claim."""
+    found: dict[str, dict[str, Any]] = {}
+    for path in sorted(Path(results_root).rglob("verdict-*.json")):
+        record = json.loads(path.read_text())
+        found[record["claim"]] = record
+    return found
