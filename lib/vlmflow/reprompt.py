@@ -487,6 +487,7 @@ def evaluate(vlm: "VLM", items: Sequence[Item], variants: Sequence[Variant | str
     (e.g. ``Knockout("image", "text")`` for contexts that carry no image information)."""
     import pandas as pd
     from tqdm.auto import tqdm
+
     from vlmflow.progress import bar_disabled
 
     variants = [v if isinstance(v, Variant) else Variant.parse(v) for v in variants]
@@ -611,9 +612,9 @@ def stored_evaluate(folder, variants: Sequence[Variant | str], *, model: str = "
     todo = [(item, vs) for item, vs in todo if vs]
     if todo:
         from tqdm.auto import tqdm
-        from vlmflow.progress import bar_disabled
 
         from vlmflow.model import load
+        from vlmflow.progress import bar_disabled
 
         vlm = load(model, device=device, dtype=dtype)
         for item, vs in tqdm(todo, desc="reprompt", disable=bar_disabled(progress)):

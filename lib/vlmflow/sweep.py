@@ -43,12 +43,13 @@ import contextlib
 import sys
 import types
 from collections.abc import Iterable, Sequence
-from pathlib import Path
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from vlmflow.errors import VlmflowError
-from vlmflow.knockout import Knockout, spec_id as knockout_spec_id
+from vlmflow.knockout import Knockout
+from vlmflow.knockout import spec_id as knockout_spec_id
 from vlmflow.record import Record
 from vlmflow.roles import role_id_mask
 from vlmflow.selection import ImageSelection
@@ -575,6 +576,7 @@ def run_sweep(vlm: "VLM", images: Sequence[SweepImage], configs: Sequence[SweepC
     one atomic part per image. Up to ``images_per_batch`` consecutive images with the same missing configurations
     run together (``SweepEngine.run_many``). Returns the number of configurations computed."""
     from tqdm.auto import tqdm
+
     from vlmflow.progress import bar_disabled
 
     i, n = shard

@@ -11,8 +11,15 @@ from vlmflow.localize.base import DEFAULT_TOLERANCE_PX, LocalizationError
 from vlmflow.localize.maps import geometry_to_dict
 from vlmflow.localize.masks import MaskTokens
 from vlmflow.localize.mentions import Mention, mentions
-from vlmflow.localize.score import (ObjectTruth, accuracy_table, band_label, head_aggregate, layer_bands,
-                                    localize_generation, record_for)
+from vlmflow.localize.score import (
+    ObjectTruth,
+    accuracy_table,
+    band_label,
+    head_aggregate,
+    layer_bands,
+    localize_generation,
+    record_for,
+)
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -95,9 +102,8 @@ def localize_dataset(vlm: "VLM", sample, image_ids: Sequence[int] | None = None,
     import pandas as pd
     from tqdm.auto import tqdm
 
-    from vlmflow.progress import bar_disabled
-
     from vlmflow.judge import get_judge
+    from vlmflow.progress import bar_disabled
 
     kind = kind or dataset_kind(sample)
     if unit is None:
@@ -192,9 +198,7 @@ def load_sample(data: str, n_images: int | None = None, seed: int = 0, folder: s
         import tempfile
         from pathlib import Path
 
-        from vlmflow.toy.scenes import write_coco
-
-        from vlmflow.toy.scenes import scene_settings_id
+        from vlmflow.toy.scenes import scene_settings_id, write_coco
 
         n = 100 if n_images is None else int(n_images)
         out = Path(folder or tempfile.mkdtemp(prefix="vlmflow-toy-")) / f"toy-test-seed{seed}-n{n}-{scene_settings_id()}"
