@@ -591,17 +591,19 @@ def stored_evaluate(folder, variants: Sequence[Variant | str], *, model: str = "
 
     import pandas as pd
 
-    from vlmflow.localize import dataset_kind, load_sample
+    from vlmflow.data.resolver import TOY_SPLITS, resolve
+    from vlmflow.localize import dataset_kind
     from vlmflow.store import ResultStore, library_versions, load_results, settings_hash, weights_fingerprint
 
     variants = [v if isinstance(v, Variant) else Variant.parse(v) for v in variants]
     if any(v.context == LLM_NAME for v in variants):
         raise RepromptError(f"stored_evaluate does not run {LLM_NAME}; call evaluate(..., llm=...)")
-    sample = load_sample(data, n_images, seed, folder)
+    resolved = resolve(data, n_images, seed)  # data_id: a user's folder by content (vlmflow.data.resolver)
+    sample = resolved.coco(folder)
     toy = dataset_kind(sample) == "toy"
     items = toy_items(sample, n_images, kinds) if toy else pope_items(sample, n_images, seed=seed)
-    settings = {"model": model, "weights": weights_fingerprint(model), "data": data, "seed": seed,
-                "scenes": sample.root.name if data == "toy-test" else None,  # names the scene settings (load_sample)
+    settings = {"model": model, "weights": weights_fingerprint(model), "data": resolved.data_id, "seed": seed,
+                "scenes": sample.root.name if data in TOY_SPLITS else None,  # the scene settings (load_sample)
                 "kinds": list(kinds) if toy else ["pope-adversarial"], "select": select,
                 "describe_tokens": int(describe_tokens), "max_new_tokens": int(max_new_tokens), "device": device,
                 "dtype": str(dtype), **library_versions()}

@@ -539,34 +539,19 @@ class SweepImage:
 
 
 def sweep_images(data: str, n_images: int | None = None, seed: int = 0) -> tuple[str, list[SweepImage]]:
-    """(data id, images) for ``data``: ``"toy-test"`` (the toy world's test split, scenes 0..n-1 for ``seed``),
-    ``"coco-sample"`` (the shipped 100-image COCO sample), a COCO-format folder or its ``instances.json``."""
-    import os
+    """(data id, images) for ``data``, any name `vlmflow.data.resolve` knows (``"toy-test"``: scenes 0..n-1 for
+    ``seed``; ``"coco-sample"``; a COCO folder, its ``instances.json`` or a folder of image files)."""
+    from vlmflow.data import resolve
 
     if n_images is not None and (isinstance(n_images, bool) or int(n_images) != n_images or n_images < 1):
         raise SweepError(f"n_images must be a whole number >= 1 (or None for all images), got {n_images!r}")
-    if data == "toy-test":
-        from vlmflow.toy.scenes import make_scene, scene_settings_id
-
-        n = 100 if n_images is None else int(n_images)
-        images = [SweepImage(f"toy-test-{i:05d}", lambda i=i: make_scene(seed, "test", i).image) for i in range(n)]
-        return f"toy-test:seed={seed}:scenes={scene_settings_id()}", images
-    from vlmflow.data.coco import CocoSample, coco_sample
-
-    if data == "coco-sample":
-        sample, data_id = coco_sample(progress=False), "coco-sample"
-    elif os.path.isfile(data) and data.endswith(".json"):
-        sample = CocoSample.from_folder(os.path.dirname(os.path.abspath(data)), instances=os.path.basename(data))
-        data_id = f"coco:{os.path.abspath(data)}"
-    elif os.path.isdir(data):
-        sample, data_id = CocoSample.from_folder(data), f"coco:{os.path.abspath(data)}"
-    else:
+    resolved = resolve(data, n_images, seed)
+    if not resolved.images:
         from vlmflow.errors import DataNotAvailableError
 
-        raise DataNotAvailableError(f"sweep data {data!r}: expected toy-test, coco-sample, a COCO folder or its "
-                                    f"instances.json")
-    ids = sample.image_ids[: n_images if n_images is not None else None]
-    return data_id, [SweepImage(f"{i:012d}", lambda i=i: sample.image(i)) for i in ids]
+        raise DataNotAvailableError(f"sweep data {data!r} has no images here (its questions only); use a toy split, "
+                                    f"coco-sample, a COCO folder or a folder of images")
+    return resolved.data_id, [SweepImage(im.key, im.load) for im in resolved.images]
 
 
 def run_sweep(vlm: "VLM", images: Sequence[SweepImage], configs: Sequence[SweepConfig], store, *,
