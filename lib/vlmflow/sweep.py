@@ -526,7 +526,7 @@ def attention_rows(results: Iterable[SweepResult], **common) -> list[dict]:
 
 
 __all__ = ["SELECTION_RECORD", "SweepConfig", "SweepEngine", "SweepError", "SweepImage", "SweepResult", "attention_rows",
-           "boundary", "result_rows", "run_sweep", "sweep", "sweep_images", "sweep_settings"]
+           "boundary", "check_preset", "result_rows", "run_sweep", "sweep", "sweep_images", "sweep_settings"]
 
 
 # ---- driving a whole sweep --------------------------------------------------------------------------------------
@@ -604,6 +604,16 @@ def sweep_settings(vlm: "VLM", data_id: str, *, question: str = DEFAULT_QUESTION
             **st.library_versions()}
 
 
+def check_preset(out, preset: str) -> None:
+    """SweepError unless the result folder ``out`` is new or holds a sweep of ``preset`` (its manifest's provenance):
+    ``vf.sweep`` and ``vlmflow sweep --out`` never mix two presets' configurations in one folder."""
+    from vlmflow import store as st
+
+    held = st.read_manifest(out).get("provenance", {}).get("preset") if (Path(out) / st.MANIFEST).is_file() else None
+    if held not in (None, preset):
+        raise SweepError(f"{out} holds a {held!r} sweep; write the {preset!r} sweep into another folder")
+
+
 def sweep(vlm: "VLM", data: str, preset: str = "from-layer", out=None, *, n_images: int | None = None,
           seed: int = 0, question: str = DEFAULT_QUESTION, max_new_tokens: int = 64, force_prefix: int = 0,
           batch_size: int = 32, shard: str | None = None, progress: bool = True) -> "pd.DataFrame":
@@ -621,9 +631,7 @@ def sweep(vlm: "VLM", data: str, preset: str = "from-layer", out=None, *, n_imag
         raise SweepError("vf.sweep needs out=: the result folder (resumable; one folder per experiment)")
     if preset not in PRESETS:
         raise UnknownPresetError(f"unknown sweep preset {preset!r}; presets: {', '.join(PRESETS)}")
-    held = st.read_manifest(out).get("provenance", {}).get("preset") if (Path(out) / st.MANIFEST).is_file() else None
-    if held not in (None, preset):
-        raise SweepError(f"{out} holds a {held!r} sweep; write the {preset!r} sweep into another folder")
+    check_preset(out, preset)
     data_id, images = sweep_images(data, n_images, seed)
     configs = preset_configs(preset, vlm.num_layers, force_prefix=force_prefix)
     settings = sweep_settings(vlm, data_id, question=question, max_new_tokens=max_new_tokens, seed=seed)

@@ -66,10 +66,11 @@ def run(args) -> int:
             print(f"merged {len(args.merge)} folders into {out}: {n} result rows")
         return 0
     from vlmflow.presets import preset
-    from vlmflow.sweep import run_sweep, sweep_images
+    from vlmflow.sweep import check_preset, run_sweep, sweep_images
 
     shard = st.shard_of(args.shard)
     common.check_model_options(args)  # fail before the data and the model load
+    check_preset(out, args.preset)
     data_id, images = sweep_images(args.data, args.n_images, args.seed)
     vlm = common.load_model(args)
     configs = preset(args.preset, vlm.num_layers, force_prefix=args.force_prefix)
