@@ -593,7 +593,7 @@ def stored_evaluate(folder, variants: Sequence[Variant | str], *, model: str = "
 
     from vlmflow.data.resolver import TOY_SPLITS, resolve
     from vlmflow.localize import dataset_kind
-    from vlmflow.store import ResultStore, library_versions, load_results, settings_hash, weights_fingerprint
+    from vlmflow.store import ResultStore, load_results, provenance, settings_hash
 
     variants = [v if isinstance(v, Variant) else Variant.parse(v) for v in variants]
     if any(v.context == LLM_NAME for v in variants):
@@ -602,11 +602,11 @@ def stored_evaluate(folder, variants: Sequence[Variant | str], *, model: str = "
     sample = resolved.coco(folder)
     toy = dataset_kind(sample) == "toy"
     items = toy_items(sample, n_images, kinds) if toy else pope_items(sample, n_images, seed=seed)
-    settings = {"model": model, "weights": weights_fingerprint(model), "data": resolved.data_id, "seed": seed,
-                "scenes": sample.root.name if data in TOY_SPLITS else None,  # the scene settings (load_sample)
-                "kinds": list(kinds) if toy else ["pope-adversarial"], "select": select,
-                "describe_tokens": int(describe_tokens), "max_new_tokens": int(max_new_tokens), "device": device,
-                "dtype": str(dtype), **library_versions()}
+    settings = provenance(model, resolved.data_id, seed=seed,
+                          scenes=sample.root.name if data in TOY_SPLITS else None,  # the scene settings (load_sample)
+                          kinds=list(kinds) if toy else ["pope-adversarial"], select=select,
+                          describe_tokens=int(describe_tokens), max_new_tokens=int(max_new_tokens), device=device,
+                          dtype=str(dtype))
     path = Path(folder) / f"reprompt-{settings_hash(settings)}"
     store = ResultStore(path, settings, provenance={"model": model})
     done = store.done()

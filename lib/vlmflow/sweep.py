@@ -598,10 +598,9 @@ def sweep_settings(vlm: "VLM", data_id: str, *, question: str = DEFAULT_QUESTION
     same experiment gets the same key from either."""
     from vlmflow import store as st
 
-    return {"model": vlm.name, "weights": st.weights_fingerprint(vlm.model), "data": data_id, "question": question,
-            "max_new_tokens": int(max_new_tokens), "decoding": "greedy", "seed": int(seed),
-            "device": device or vlm.device.type, "dtype": str(dtype or next(vlm.model.parameters()).dtype),
-            **st.library_versions()}
+    return st.provenance(vlm, data_id, question=question, max_new_tokens=int(max_new_tokens), decoding="greedy",
+                         seed=int(seed), device=device or vlm.device.type,
+                         dtype=str(dtype or next(vlm.model.parameters()).dtype))
 
 
 def check_preset(out, preset: str) -> None:
