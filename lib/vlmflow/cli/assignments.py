@@ -17,26 +17,30 @@ import json
 def register(subparsers) -> None:
     from vlmflow.assignments import DEFAULT_OUT, DEFAULT_TIMEOUT_S
 
-    p = subparsers.add_parser("assignments", help="course assignments: build student/autograder versions, grade",
+    p = subparsers.add_parser("assignments", help="Course assignments: build the student and autograder versions, grade submissions.",
                               description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="assignments_command", required=True, metavar="ACTION")
 
-    ls = sub.add_parser("list", help="list the assignments and their points")
+    ls = sub.add_parser("list", help="List the assignments and their points.",
+                        description="List the course assignments (assignments/*.ipynb) and the points of each.")
     ls.set_defaults(func=_list)
 
-    b = sub.add_parser("build", help="write the student and autograder versions of every assignment")
-    b.add_argument("--out", default=str(DEFAULT_OUT), help=f"output folder (default: {DEFAULT_OUT})")
-    b.add_argument("--only", nargs="+", metavar="NAME", help="build only these assignments")
+    b = sub.add_parser("build", help="Write the student and autograder versions of every assignment.",
+                       description="Write the student and autograder versions of every assignment (otter-grader).")
+    b.add_argument("--out", default=str(DEFAULT_OUT), help=f"The output folder. Default: {DEFAULT_OUT}.")
+    b.add_argument("--only", nargs="+", metavar="NAME", help="Build only these assignments.")
     b.set_defaults(func=_build)
 
-    g = sub.add_parser("grade", help="grade submitted notebooks; print score and maximum per submission")
-    g.add_argument("paths", nargs="+", metavar="PATH", help="submitted .ipynb files (any mix of assignments)")
-    g.add_argument("--json", action="store_true", help="print a JSON list of {assignment, score, max, ...}")
+    g = sub.add_parser("grade", help="Grade submitted notebooks; print the score and maximum per submission.",
+                       description="Grade submitted notebooks with the built autograders; print the score and the "
+                                   "maximum per submission.")
+    g.add_argument("paths", nargs="+", metavar="PATH", help="The submitted .ipynb files (any mix of assignments).")
+    g.add_argument("--json", action="store_true", help="Print a JSON list of {assignment, score, max, ...}.")
     g.add_argument("--out", default=str(DEFAULT_OUT),
-                   help=f"folder of the built autograders (default: {DEFAULT_OUT}; built when missing)")
+                   help=f"The folder of the built autograders (built when missing). Default: {DEFAULT_OUT}.")
     g.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT_S,
-                   help=f"seconds before a submission is stopped and failed (default: {DEFAULT_TIMEOUT_S:g})")
-    g.add_argument("--jobs", type=int, default=1, help="submissions graded at once (default: 1)")
+                   help=f"Seconds before a submission is stopped and failed. Default: {DEFAULT_TIMEOUT_S:g}.")
+    g.add_argument("--jobs", type=int, default=1, help="How many submissions are graded at once. Default: 1.")
     g.set_defaults(func=_grade)
 
 
