@@ -7,7 +7,7 @@ export OMP_NUM_THREADS ?= 2
 export TOKENIZERS_PARALLELISM := false
 export HF_HUB_OFFLINE := 1
 
-.PHONY: install test book figure browser toy-model data bench clean demo gpu-install gpu-check
+.PHONY: install lint test book figure browser toy-model data bench clean demo gpu-install gpu-check
 
 install: $(STAMP)
 
@@ -19,7 +19,12 @@ $(STAMP): requirements.txt constraints.txt pyproject.toml
 	$(PY) -m ipykernel install --sys-prefix --name python3 >/dev/null
 	@touch $(STAMP)
 
-test: install browser
+# The linter first ([tool.ruff] in pyproject.toml: rules and why), then the tests; a lint error fails make test.
+LINTED := lib tests benchmarks assignments diagnostics notebooks book/_ext
+lint: install
+	$(VENV)/bin/ruff check $(LINTED)
+
+test: install browser lint
 	$(PY) -m pytest tests
 
 # The book: every figure notebook executed with papermill (one process each, toy defaults, CPU), then the HTML

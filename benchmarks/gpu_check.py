@@ -492,7 +492,7 @@ def main(argv=None) -> int:
                 s = report["sweep"]
                 print(f"  (b) sweep {s['configurations']} configurations: engine {s['engine_s']:.1f} s, unbatched "
                       f"{s['unbatched_s']:.1f} s, naive {s['naive_s']:.1f} s"
-                      f"{' (loops extrapolated from %d)' % s['timed_loop_configurations'] if s['loops_extrapolated'] else ''}",
+                      f"{' (loops extrapolated from {})'.format(s['timed_loop_configurations']) if s['loops_extrapolated'] else ''}",
                       flush=True)
                 report["decode"] = {"arch": arch, "dtype": dt, **decode(vlm, image, max(steps, 16), bw, bw_source)}
                 d = report["decode"]

@@ -37,7 +37,6 @@ _NAIVE_STATE: dict = {}
 def naive_attention(module, query, key, value, attention_mask, scaling=None, dropout=0.0, **kwargs):
     """Eager attention (full weights, returned for output_attentions) + the official-style knockout mask."""
     import torch
-
     from transformers.integrations.sdpa_attention import repeat_kv
 
     B, H, Q, D = query.shape

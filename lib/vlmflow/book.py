@@ -267,13 +267,6 @@ def assert_no_secrets(notebook: str | Path, env: Mapping[str, str] | None = None
                                   f"Do not print or store keys in notebooks")
 
 
-def model_fingerprint(model: str) -> str:
-    """The weights' identity that decides whether a notebook may reuse stored results: ``vlmflow.store.weights_fingerprint``."""
-    from vlmflow.store import weights_fingerprint
-
-    return weights_fingerprint(model)
-
-
 # ---------------------------------------------------------------------------------------------------------- execution
 @dataclass(frozen=True)
 class RunResult:

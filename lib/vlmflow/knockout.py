@@ -54,7 +54,8 @@ def _names(value, what: str) -> Names:
         try:
             names = tuple(value)
         except TypeError:
-            raise UnknownRoleError(f"knockout {what} must be a role/group name or a list of them, got {value!r}")
+            raise UnknownRoleError(
+                f"knockout {what} must be a role/group name or a list of them, got {value!r}") from None
     if not names:
         raise UnknownRoleError(f"knockout {what} is empty: name at least one role or group")
     for n in names:

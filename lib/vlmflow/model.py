@@ -24,8 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from vlmflow.errors import (DeviceError, UnsupportedAttentionError, UsageError, VlmflowError,
-                            WeightsNotAvailableError)
+from vlmflow.errors import DeviceError, UnsupportedAttentionError, UsageError, VlmflowError, WeightsNotAvailableError
 from vlmflow.knockout import spec_id
 
 if TYPE_CHECKING:

@@ -487,6 +487,7 @@ def evaluate(vlm: "VLM", items: Sequence[Item], variants: Sequence[Variant | str
     (e.g. ``Knockout("image", "text")`` for contexts that carry no image information)."""
     import pandas as pd
     from tqdm.auto import tqdm
+
     from vlmflow.progress import bar_disabled
 
     variants = [v if isinstance(v, Variant) else Variant.parse(v) for v in variants]
@@ -590,20 +591,22 @@ def stored_evaluate(folder, variants: Sequence[Variant | str], *, model: str = "
 
     import pandas as pd
 
-    from vlmflow.localize import dataset_kind, load_sample
-    from vlmflow.store import ResultStore, library_versions, load_results, settings_hash, weights_fingerprint
+    from vlmflow.data.resolver import TOY_SPLITS, resolve
+    from vlmflow.localize import dataset_kind
+    from vlmflow.store import ResultStore, load_results, provenance, settings_hash
 
     variants = [v if isinstance(v, Variant) else Variant.parse(v) for v in variants]
     if any(v.context == LLM_NAME for v in variants):
         raise RepromptError(f"stored_evaluate does not run {LLM_NAME}; call evaluate(..., llm=...)")
-    sample = load_sample(data, n_images, seed, folder)
+    resolved = resolve(data, n_images, seed)  # data_id: a user's folder by content (vlmflow.data.resolver)
+    sample = resolved.coco(folder)
     toy = dataset_kind(sample) == "toy"
     items = toy_items(sample, n_images, kinds) if toy else pope_items(sample, n_images, seed=seed)
-    settings = {"model": model, "weights": weights_fingerprint(model), "data": data, "seed": seed,
-                "scenes": sample.root.name if data == "toy-test" else None,  # names the scene settings (load_sample)
-                "kinds": list(kinds) if toy else ["pope-adversarial"], "select": select,
-                "describe_tokens": int(describe_tokens), "max_new_tokens": int(max_new_tokens), "device": device,
-                "dtype": str(dtype), **library_versions()}
+    settings = provenance(model, resolved.data_id, seed=seed,
+                          scenes=sample.root.name if data in TOY_SPLITS else None,  # the scene settings (load_sample)
+                          kinds=list(kinds) if toy else ["pope-adversarial"], select=select,
+                          describe_tokens=int(describe_tokens), max_new_tokens=int(max_new_tokens), device=device,
+                          dtype=str(dtype))
     path = Path(folder) / f"reprompt-{settings_hash(settings)}"
     store = ResultStore(path, settings, provenance={"model": model})
     done = store.done()
@@ -611,9 +614,9 @@ def stored_evaluate(folder, variants: Sequence[Variant | str], *, model: str = "
     todo = [(item, vs) for item, vs in todo if vs]
     if todo:
         from tqdm.auto import tqdm
-        from vlmflow.progress import bar_disabled
 
         from vlmflow.model import load
+        from vlmflow.progress import bar_disabled
 
         vlm = load(model, device=device, dtype=dtype)
         for item, vs in tqdm(todo, desc="reprompt", disable=bar_disabled(progress)):

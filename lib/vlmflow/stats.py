@@ -8,7 +8,8 @@ group of a pandas DataFrame for the figures (`vlmflow.figures`) and notebooks. P
 """
 from __future__ import annotations
 
-from typing import Any, Callable, Iterable, NamedTuple, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, NamedTuple
 
 import numpy as np
 

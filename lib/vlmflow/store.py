@@ -34,7 +34,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from vlmflow.atomic import TMP_PREFIX, atomic_write
+from vlmflow.atomic import TMP_PREFIX, atomic_write, atomic_write_json
 from vlmflow.errors import VlmflowError
 
 if TYPE_CHECKING:
@@ -67,6 +67,35 @@ def library_versions() -> dict[str, str]:
     import vlmflow
 
     return {"vlmflow": vlmflow.__version__, "transformers": transformers.__version__, "torch": torch.__version__}
+
+
+def provenance(model, data: str, **params) -> dict:
+    """The key of a stored result: the model as given (name), its ``weights_fingerprint``, the data (a
+    ``vlmflow.data.resolve`` ``data_id`` or name), every parameter that changes a number (``params``: seed, device,
+    dtype, n_images...) and the library versions. :func:`cached_table` and the notebooks' stored results use it."""
+    name = str(model) if isinstance(model, (str, os.PathLike)) else getattr(model, "name", type(model).__name__)
+    return {"model": name, "weights": weights_fingerprint(model), "data": data, **params, **library_versions()}
+
+
+def cached_table(file: str | os.PathLike, key: dict, compute) -> pd.DataFrame:
+    """The parquet table ``file`` when its sidecar ``<stem>.provenance.json`` holds ``key`` (a :func:`provenance`),
+    else ``compute()`` (-> DataFrame) written atomically, table first and sidecar last, so that a run killed in
+    between recomputes instead of reading a table under another key. Prints which of the two happened."""
+    import pandas as pd
+
+    file = Path(file)
+    sidecar = file.with_name(f"{file.stem}.provenance.json")
+    key = json.loads(json.dumps(key, default=str))  # as stored: JSON types
+    stored = json.loads(sidecar.read_text()) if sidecar.is_file() else None
+    if stored == key and file.is_file():
+        print(f"reusing {file} (same provenance)")
+        return pd.read_parquet(file)
+    sidecar.unlink(missing_ok=True)
+    table = compute()
+    atomic_write(file, lambda f: table.to_parquet(f))
+    atomic_write_json(sidecar, key, indent=1)
+    print(f"stored {file}")
+    return table
 
 
 def weights_fingerprint(model) -> str:

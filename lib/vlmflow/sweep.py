@@ -43,12 +43,13 @@ import contextlib
 import sys
 import types
 from collections.abc import Iterable, Sequence
-from pathlib import Path
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from vlmflow.errors import VlmflowError
-from vlmflow.knockout import Knockout, spec_id as knockout_spec_id
+from vlmflow.knockout import Knockout
+from vlmflow.knockout import spec_id as knockout_spec_id
 from vlmflow.record import Record
 from vlmflow.roles import role_id_mask
 from vlmflow.selection import ImageSelection
@@ -525,7 +526,7 @@ def attention_rows(results: Iterable[SweepResult], **common) -> list[dict]:
 
 
 __all__ = ["SELECTION_RECORD", "SweepConfig", "SweepEngine", "SweepError", "SweepImage", "SweepResult", "attention_rows",
-           "boundary", "result_rows", "run_sweep", "sweep", "sweep_images", "sweep_settings"]
+           "boundary", "check_preset", "result_rows", "run_sweep", "sweep", "sweep_images", "sweep_settings"]
 
 
 # ---- driving a whole sweep --------------------------------------------------------------------------------------
@@ -538,34 +539,19 @@ class SweepImage:
 
 
 def sweep_images(data: str, n_images: int | None = None, seed: int = 0) -> tuple[str, list[SweepImage]]:
-    """(data id, images) for ``data``: ``"toy-test"`` (the toy world's test split, scenes 0..n-1 for ``seed``),
-    ``"coco-sample"`` (the shipped 100-image COCO sample), a COCO-format folder or its ``instances.json``."""
-    import os
+    """(data id, images) for ``data``, any name `vlmflow.data.resolve` knows (``"toy-test"``: scenes 0..n-1 for
+    ``seed``; ``"coco-sample"``; a COCO folder, its ``instances.json`` or a folder of image files)."""
+    from vlmflow.data import resolve
 
     if n_images is not None and (isinstance(n_images, bool) or int(n_images) != n_images or n_images < 1):
         raise SweepError(f"n_images must be a whole number >= 1 (or None for all images), got {n_images!r}")
-    if data == "toy-test":
-        from vlmflow.toy.scenes import make_scene, scene_settings_id
-
-        n = 100 if n_images is None else int(n_images)
-        images = [SweepImage(f"toy-test-{i:05d}", lambda i=i: make_scene(seed, "test", i).image) for i in range(n)]
-        return f"toy-test:seed={seed}:scenes={scene_settings_id()}", images
-    from vlmflow.data.coco import CocoSample, coco_sample
-
-    if data == "coco-sample":
-        sample, data_id = coco_sample(progress=False), "coco-sample"
-    elif os.path.isfile(data) and data.endswith(".json"):
-        sample = CocoSample.from_folder(os.path.dirname(os.path.abspath(data)), instances=os.path.basename(data))
-        data_id = f"coco:{os.path.abspath(data)}"
-    elif os.path.isdir(data):
-        sample, data_id = CocoSample.from_folder(data), f"coco:{os.path.abspath(data)}"
-    else:
+    resolved = resolve(data, n_images, seed)
+    if not resolved.images:
         from vlmflow.errors import DataNotAvailableError
 
-        raise DataNotAvailableError(f"sweep data {data!r}: expected toy-test, coco-sample, a COCO folder or its "
-                                    f"instances.json")
-    ids = sample.image_ids[: n_images if n_images is not None else None]
-    return data_id, [SweepImage(f"{i:012d}", lambda i=i: sample.image(i)) for i in ids]
+        raise DataNotAvailableError(f"sweep data {data!r} has no images here (its questions only); use a toy split, "
+                                    f"coco-sample, a COCO folder or a folder of images")
+    return resolved.data_id, [SweepImage(im.key, im.load) for im in resolved.images]
 
 
 def run_sweep(vlm: "VLM", images: Sequence[SweepImage], configs: Sequence[SweepConfig], store, *,
@@ -575,6 +561,7 @@ def run_sweep(vlm: "VLM", images: Sequence[SweepImage], configs: Sequence[SweepC
     one atomic part per image. Up to ``images_per_batch`` consecutive images with the same missing configurations
     run together (``SweepEngine.run_many``). Returns the number of configurations computed."""
     from tqdm.auto import tqdm
+
     from vlmflow.progress import bar_disabled
 
     i, n = shard
@@ -611,10 +598,19 @@ def sweep_settings(vlm: "VLM", data_id: str, *, question: str = DEFAULT_QUESTION
     same experiment gets the same key from either."""
     from vlmflow import store as st
 
-    return {"model": vlm.name, "weights": st.weights_fingerprint(vlm.model), "data": data_id, "question": question,
-            "max_new_tokens": int(max_new_tokens), "decoding": "greedy", "seed": int(seed),
-            "device": device or vlm.device.type, "dtype": str(dtype or next(vlm.model.parameters()).dtype),
-            **st.library_versions()}
+    return st.provenance(vlm, data_id, question=question, max_new_tokens=int(max_new_tokens), decoding="greedy",
+                         seed=int(seed), device=device or vlm.device.type,
+                         dtype=str(dtype or next(vlm.model.parameters()).dtype))
+
+
+def check_preset(out, preset: str) -> None:
+    """SweepError unless the result folder ``out`` is new or holds a sweep of ``preset`` (its manifest's provenance):
+    ``vf.sweep`` and ``vlmflow sweep --out`` never mix two presets' configurations in one folder."""
+    from vlmflow import store as st
+
+    held = st.read_manifest(out).get("provenance", {}).get("preset") if (Path(out) / st.MANIFEST).is_file() else None
+    if held not in (None, preset):
+        raise SweepError(f"{out} holds a {held!r} sweep; write the {preset!r} sweep into another folder")
 
 
 def sweep(vlm: "VLM", data: str, preset: str = "from-layer", out=None, *, n_images: int | None = None,
@@ -634,9 +630,7 @@ def sweep(vlm: "VLM", data: str, preset: str = "from-layer", out=None, *, n_imag
         raise SweepError("vf.sweep needs out=: the result folder (resumable; one folder per experiment)")
     if preset not in PRESETS:
         raise UnknownPresetError(f"unknown sweep preset {preset!r}; presets: {', '.join(PRESETS)}")
-    held = st.read_manifest(out).get("provenance", {}).get("preset") if (Path(out) / st.MANIFEST).is_file() else None
-    if held not in (None, preset):
-        raise SweepError(f"{out} holds a {held!r} sweep; write the {preset!r} sweep into another folder")
+    check_preset(out, preset)
     data_id, images = sweep_images(data, n_images, seed)
     configs = preset_configs(preset, vlm.num_layers, force_prefix=force_prefix)
     settings = sweep_settings(vlm, data_id, question=question, max_new_tokens=max_new_tokens, seed=seed)

@@ -51,14 +51,12 @@ def stored_sweep(folder: str | Path, *, model: str, configs_for: Callable[[int],
     dtype, library versions and ``extra_settings``): other settings never mix with stored ones. The decoder layer
     count is kept in the store's provenance, so a rerun whose keys are all stored does not load the model at all.
     """
-    from vlmflow.store import (MANIFEST, ResultStore, library_versions, load_results, read_manifest, settings_hash,
-                               weights_fingerprint)
+    from vlmflow.store import MANIFEST, ResultStore, load_results, provenance, read_manifest, settings_hash
     from vlmflow.sweep import run_sweep, sweep_images
 
     data_id, images = sweep_images(data, n_images, seed)
-    settings = {"model": model, "weights": weights_fingerprint(model), "data": data_id, "question": question,
-                "max_new_tokens": int(max_new_tokens), "decoding": "greedy", "device": device, "dtype": str(dtype),
-                **dict(extra_settings or {}), **library_versions()}
+    settings = provenance(model, data_id, question=question, max_new_tokens=int(max_new_tokens), decoding="greedy",
+                          device=device, dtype=str(dtype), **dict(extra_settings or {}))
     path = Path(folder) / f"sweep-{settings_hash(settings)}"
     vlm = None
     n_layers = None

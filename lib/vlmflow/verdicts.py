@@ -284,7 +284,8 @@ class Verdict:
             for part, value in self.glue_items().items():
                 glue(f"{self.claim}_{part}", value, display=False)
         if display:
-            from IPython.display import HTML, display as show
+            from IPython.display import HTML
+            from IPython.display import display as show
 
             show(HTML(self.html()))
         return self
@@ -324,9 +325,9 @@ def decide_fig1(layers: Sequence[int], mass: Sequence[CI], ratio: Sequence[CI], 
     n = len(layers)
     if n == 0 or len(mass) != n or len(ratio) != n:
         raise VerdictError(f"decide_fig1: {n} layers, {len(mass)} mass and {len(ratio)} ratio intervals")
-    high = [l for l, m, r in zip(layers, mass, ratio) if clearly_above(m, threshold) and clearly_above(r, 1.0)]
-    above = [l for l, r in zip(layers, ratio) if clearly_above(r, 1.0)]
-    below = [l for l, r in zip(layers, ratio) if clearly_below(r, 1.0)]
+    high = [layer for layer, m, r in zip(layers, mass, ratio) if clearly_above(m, threshold) and clearly_above(r, 1.0)]
+    above = [layer for layer, r in zip(layers, ratio) if clearly_above(r, 1.0)]
+    below = [layer for layer, r in zip(layers, ratio) if clearly_below(r, 1.0)]
     mean_mass = sum(m.estimate for m in mass) / n
     measured = (f"text group {key_share.estimate:.1%} of the visible keys, {mean_mass:.1%} of the attention "
                 f"(mean over layers); above {threshold:.0%} in {len(high)} of {n} layers, clearly below its uniform "

@@ -100,7 +100,7 @@ def check_fig3_judge(results: Path, model: str) -> None:
 
 
 
-def _check_truth_scores(results: Path) -> "pd.DataFrame":
+def _check_truth_scores(results: Path):
     """The stored F1 against ground truth equals the toy grammar's own scorer on a re-rendered scene."""
     import pandas as pd
 

@@ -138,23 +138,25 @@ def test_figure_cli_reruns_into_its_own_folder(tmp_path, capsys, monkeypatch):
 
 
 def test_model_fingerprint_follows_the_weights(tmp_path):
+    from vlmflow.store import weights_fingerprint
+
     folder = tmp_path / "m"
     folder.mkdir()
     (folder / "config.json").write_text('{"a": 1}')
     weights = folder / "model.safetensors"
     weights.write_bytes(bytes(3 << 20))  # 3 MiB: head and tail are read, the middle is not
-    first = book.model_fingerprint(str(folder))
-    assert first == book.model_fingerprint(str(folder)) and first.startswith("sha256:")
+    first = weights_fingerprint(str(folder))
+    assert first == weights_fingerprint(str(folder)) and first.startswith("sha256:")
     (folder / "notes.txt").write_text("irrelevant")
-    assert book.model_fingerprint(str(folder)) == first
+    assert weights_fingerprint(str(folder)) == first
     data = bytearray(weights.read_bytes())
     data[-5] = 1  # a retrained model: its last MiB differs
     weights.write_bytes(bytes(data))
-    second = book.model_fingerprint(str(folder))
+    second = weights_fingerprint(str(folder))
     assert second != first
     (folder / "config.json").write_text('{"a": 2}')
-    assert book.model_fingerprint(str(folder)) not in (first, second)
-    assert book.model_fingerprint("llava-hf/llava-1.5-7b-hf") == "hub:llava-hf/llava-1.5-7b-hf"
+    assert weights_fingerprint(str(folder)) not in (first, second)
+    assert weights_fingerprint("llava-hf/llava-1.5-7b-hf") == "hub:llava-hf/llava-1.5-7b-hf"
 
 
 def test_the_model_card_is_staged_one_level_down(tmp_path):

@@ -40,8 +40,12 @@ def build(seed: int = 0, tile_size: int = 16, patch_size: int = 4, max_patches: 
           chat_template: bool = False, **overrides):
     """-> (InternVLForConditionalGeneration in eval mode, InternVLProcessor); deterministic for a seed."""
     import torch
-    from transformers import (GotOcr2ImageProcessorPil, InternVLConfig, InternVLForConditionalGeneration,
-                              InternVLProcessor)
+    from transformers import (
+        GotOcr2ImageProcessorPil,
+        InternVLConfig,
+        InternVLForConditionalGeneration,
+        InternVLProcessor,
+    )
 
     tokenizer = build_tokenizer()
     vocab = tokenizer.get_vocab()

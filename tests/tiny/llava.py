@@ -51,8 +51,14 @@ def build_tokenizer():
 def build(seed: int = 0, image_size: int = 32, patch_size: int = 8, **overrides):
     """-> (LlavaForConditionalGeneration in eval mode, LlavaProcessor); deterministic for a seed."""
     import torch
-    from transformers import (CLIPImageProcessorPil, CLIPVisionConfig, LlamaConfig, LlavaConfig,
-                              LlavaForConditionalGeneration, LlavaProcessor)
+    from transformers import (
+        CLIPImageProcessorPil,
+        CLIPVisionConfig,
+        LlamaConfig,
+        LlavaConfig,
+        LlavaForConditionalGeneration,
+        LlavaProcessor,
+    )
 
     tokenizer = build_tokenizer()
     vocab = tokenizer.get_vocab()

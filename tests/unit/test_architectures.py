@@ -193,7 +193,6 @@ def test_pixels_inside_a_token_box_change_only_that_token(arch):
     def features(arr):
         b = vlm.prepare([Image.fromarray(arr)], Q1)
         with torch.no_grad():
-            emb = model.get_input_embeddings()(b.inputs["input_ids"])
             feats = model.model.get_image_features(**{k: v for k, v in b.inputs.items()
                                                       if k in ("pixel_values", "image_grid_thw")})
         feats = feats.pooler_output if hasattr(feats, "pooler_output") else feats

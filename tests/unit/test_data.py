@@ -16,9 +16,19 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from vlmflow.data import fetcher, registry
-from vlmflow.data import (build_pope, coco_sample, data_root, fetch, mme_questions, pope_questions, read_mme,
-                          read_pope, verify)
+from vlmflow.data import (
+    build_pope,
+    coco_sample,
+    data_root,
+    fetch,
+    fetcher,
+    mme_questions,
+    pope_questions,
+    read_mme,
+    read_pope,
+    registry,
+    verify,
+)
 from vlmflow.data.mme import MmeFormatError
 from vlmflow.errors import DataNotAvailableError, VlmflowError
 

@@ -1,7 +1,7 @@
 """Judge contract: P/R/F1 conventions, one-to-one multiset matching, aggregation with failures."""
 import pytest
 
-from vlmflow.judge import Judgment, JudgeError, aggregate, get_judge, prf
+from vlmflow.judge import JudgeError, Judgment, aggregate, get_judge, prf
 from vlmflow.judge.matching import MatchError, apply_pairs, match_by_key
 
 

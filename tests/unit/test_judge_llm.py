@@ -13,8 +13,16 @@ from pathlib import Path
 import pytest
 
 from vlmflow.judge import JudgeError, aggregate, prf
-from vlmflow.judge.llm import (ANSWER_SCHEMA, DEFAULT_MODEL, EXAMPLES, PROMPT_VERSION, LLMJudge, estimate_cost,
-                               system_prompt, validate_answer)
+from vlmflow.judge.llm import (
+    ANSWER_SCHEMA,
+    DEFAULT_MODEL,
+    EXAMPLES,
+    PROMPT_VERSION,
+    LLMJudge,
+    estimate_cost,
+    system_prompt,
+    validate_answer,
+)
 from vlmflow.judge.matching import apply_pairs
 
 sys.path.insert(0, str(Path(__file__).parent))

@@ -9,7 +9,9 @@ import pytest
 import torch
 
 import vlmflow as vf
-from tests.oracles import LAYER_MASKS, layer_mask_attention, random_image as _image, role_names as _names
+from tests.oracles import LAYER_MASKS, layer_mask_attention
+from tests.oracles import random_image as _image
+from tests.oracles import role_names as _names
 from tests.tiny import build
 from vlmflow.knockout import PositionError
 

@@ -4,7 +4,8 @@ import pytest
 import torch
 
 import vlmflow as vf
-from tests.oracles import random_image as _image, role_names as _names
+from tests.oracles import random_image as _image
+from tests.oracles import role_names as _names
 from tests.tiny import build
 from vlmflow.errors import LayerIndexError, UnknownRoleError, VlmflowError
 from vlmflow.roles import ROLES

@@ -69,7 +69,7 @@ def test_left_padded_batch_roles_match_single_rows(tiny):
 
 def test_sentencepiece_style_tokenizer_layout():
     """A Llama-like tokenizer (Metaspace pre-tokenizer: tokens start with the space before them, BPE merges)."""
-    from tokenizers import Tokenizer, models, pre_tokenizers, decoders, processors, trainers
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
     from transformers import PreTrainedTokenizerFast
 
     q = "describe the image"

@@ -7,8 +7,7 @@ import random
 import pytest
 
 from vlmflow.data import mme_questions
-from vlmflow.scoring import (ScoringError, normalize_answer, parse_yes_no, score_exact, score_groups,
-                             score_yes_no)
+from vlmflow.scoring import ScoringError, normalize_answer, parse_yes_no, score_exact, score_groups, score_yes_no
 
 
 @pytest.mark.parametrize("answer, expected", [

@@ -118,3 +118,22 @@ def test_one_weights_fingerprint_for_a_model_loaded_or_named(tmp_path):
     (folder / "config.json").write_text(json.dumps({**config, "image_seq_length": 999}))
     assert st.weights_fingerprint(str(folder)) != named
     assert st.weights_fingerprint("some-org/not-in-the-cache") == "hub:some-org/not-in-the-cache"
+
+
+def test_cached_table_reads_back_only_under_the_same_provenance(tmp_path, capsys):
+    calls = []
+
+    def compute():
+        calls.append(1)
+        return pd.DataFrame({"x": [len(calls)]})
+
+    key = st.provenance("some/model-id", "toy-test:seed=0", n_images=2, seed=0, device="cpu", dtype="None")
+    assert {"weights", "data", "n_images", "vlmflow", "torch", "transformers"} <= set(key)
+    file = tmp_path / "t.parquet"
+    first = st.cached_table(file, key, compute)
+    again = st.cached_table(file, dict(key), compute)
+    assert calls == [1] and again.equals(first) and "reusing" in capsys.readouterr().out
+    other = st.cached_table(file, {**key, "device": "cuda"}, compute)  # another parameter: recomputed
+    assert calls == [1, 1] and other.x.tolist() == [2]
+    (tmp_path / "t.provenance.json").unlink()  # killed between the table and its sidecar: never read back
+    assert st.cached_table(file, key, compute).x.tolist() == [3]

@@ -11,8 +11,16 @@ from vlmflow.judge.base import Judge, Judgment
 from vlmflow.knockout import Knockout
 from vlmflow.presets import preset
 from vlmflow.sweep import SweepConfig
-from vlmflow.sweep_scores import (BASELINE_SPEC, SweepScoreError, full_knockout_config, judge_pairs, score_rows,
-                                  stored_sweep, truth_descriptions, window_configs)
+from vlmflow.sweep_scores import (
+    BASELINE_SPEC,
+    SweepScoreError,
+    full_knockout_config,
+    judge_pairs,
+    score_rows,
+    stored_sweep,
+    truth_descriptions,
+    window_configs,
+)
 from vlmflow.toy import grammar
 from vlmflow.toy.scenes import make_scene
 

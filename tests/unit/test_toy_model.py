@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from vlmflow.toy.model import (IMAGE_TOKEN, SYSTEM_PROMPT, TINY, build, build_prompt, build_tokenizer)
+from vlmflow.toy.model import IMAGE_TOKEN, SYSTEM_PROMPT, TINY, build, build_prompt, build_tokenizer
 from vlmflow.toy.questions import QA
 from vlmflow.toy.scenes import SceneConfig, make_scene
 

@@ -1,11 +1,23 @@
 """Toy scenes: determinism, COCO validity (pycocotools), pixel-exact masks, shapes, no overlap, positions."""
+import dataclasses
 import json
 
 import numpy as np
 import pytest
 
-from vlmflow.toy.scenes import (BACKGROUND, COLORS, OVERLAP_TOLERANCE_PX, POSITIONS, SHAPES, SIZES, SceneConfig,
-                                SceneConfigError, ToyObject, make_scene, write_coco)
+from vlmflow.toy.scenes import (
+    BACKGROUND,
+    COLORS,
+    OVERLAP_TOLERANCE_PX,
+    POSITIONS,
+    SHAPES,
+    SIZES,
+    SceneConfig,
+    SceneConfigError,
+    ToyObject,
+    make_scene,
+    write_coco,
+)
 
 
 def test_deterministic_for_seed_split_index():
@@ -24,7 +36,7 @@ def test_deterministic_for_seed_split_index():
 def test_objects_hashable_frozen():
     o = ToyObject("circle", "red", "large")
     assert {o: 1}[ToyObject("circle", "red", "large")] == 1
-    with pytest.raises(Exception):
+    with pytest.raises(dataclasses.FrozenInstanceError):
         o.shape = "ring"
 
 

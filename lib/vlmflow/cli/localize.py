@@ -1,8 +1,9 @@
 """`vlmflow localize --model M --data D --out DIR [--n-images N]`: localization accuracy of the tokens that name
-objects (``vlmflow.localize``). D is a COCO-format folder (the COCO sample: ``coco_sample``; toy scenes written by
-`vlmflow toy scenes`). Writes ``objects.parquet`` (one row per mention x layer x tolerance), ``images.parquet``,
-``accuracy_by_layer.csv``, ``accuracy_by_band.csv`` (all objects and the KO-lost subset) and ``provenance.json``;
-prints the accuracy by band next to the chance rate."""
+objects (``vlmflow.localize``). D is a name ``vlmflow.data.resolve`` knows (``coco-sample``, ``toy-test``...), a
+COCO-format folder (toy scenes written by `vlmflow toy scenes`) or its ``instances.json``. Writes
+``objects.parquet`` (one row per mention x layer x tolerance), ``images.parquet``, ``accuracy_by_layer.csv``,
+``accuracy_by_band.csv`` (all objects and the KO-lost subset) and ``provenance.json``; prints the accuracy by band
+next to the chance rate."""
 from __future__ import annotations
 
 import json
@@ -17,9 +18,10 @@ def register(subparsers) -> None:
                     "peaks on and score whether it lies on that object, by layer and by layer band, next to the "
                     "chance rate; tables and provenance go to --out.")
     common.add_model_options(p)
-    p.add_argument("--data", default="coco_sample",
-                   help="A COCO-format folder (e.g. toy scenes written by `vlmflow toy scenes`), or coco_sample for "
-                        "the shipped COCO sample. Default: coco_sample.")
+    p.add_argument("--data", default="coco-sample",
+                   help="The data (vlmflow.data.resolve): coco-sample (the shipped COCO sample), a toy split "
+                        "(toy-test, toy-val, toy-train; seed 0), a COCO-format folder (e.g. toy scenes written by "
+                        "`vlmflow toy scenes`) or its instances.json. Default: coco-sample.")
     p.add_argument("--out", required=True, help="The output folder for the tables and the provenance.")
     p.add_argument("--n-images", type=common.positive_int, default=None,
                    help="Use only the first N images (at least 1). Default: all of them.")
@@ -61,13 +63,12 @@ def _heads(text: str):
 
 
 def run(args) -> int:
-    from vlmflow.data import CocoSample, coco_sample
-    from vlmflow.localize import localize_dataset
+    from vlmflow.localize import load_sample, localize_dataset
 
     heads = _heads(args.heads)
     out = common.output_folder(args.out, "--out")
     common.check_model_options(args)
-    sample = coco_sample(progress=False) if args.data == "coco_sample" else CocoSample.from_folder(args.data)
+    sample = load_sample(args.data, args.n_images)
     vlm = common.load_model(args)
     res = localize_dataset(vlm, sample, n_images=args.n_images, tolerances=args.tolerance, heads=heads,
                            row=args.row, instances=args.instances, toy_match=args.toy_match,

@@ -20,8 +20,9 @@ def register(subparsers) -> None:
                     "folders into --out instead. Read the folder with vlmflow.store.load_results.")
     common.add_model_options(p)
     p.add_argument("--data", default="toy-test",
-                   help="The images: toy-test (toy scenes), coco-sample (the shipped COCO sample), a COCO-format "
-                        "folder or its instances.json. Default: toy-test.")
+                   help="The images (vlmflow.data.resolve): toy-test, toy-val or toy-train (toy scenes), coco-sample "
+                        "(the shipped COCO sample), a COCO-format folder, its instances.json or a folder of images. "
+                        "Default: toy-test.")
     p.add_argument("--preset", default="from-layer", choices=PRESET_NAMES,
                    help="The set of knockout configurations (see vlmflow.presets). Default: from-layer.")
     p.add_argument("--n-images", type=common.positive_int, default=None,
@@ -39,7 +40,7 @@ def register(subparsers) -> None:
                    help="Run only every n-th image starting at image i (0-based), e.g. 0/4, so that n processes "
                         "can share a sweep. Default: all images.")
     p.add_argument("--seed", type=common.nonnegative_int, default=0,
-                   help="The seed of the toy-test scenes. Default: 0.")
+                   help="The seed of the toy scenes (toy-test, toy-val, toy-train). Default: 0.")
     p.add_argument("--merge", nargs="+", default=None, metavar="DIR",
                    help="Join these shard folders (same settings) into --out instead of running a sweep.")
     p.add_argument("--out", required=True, help="The result folder: new, or one of an earlier run to resume.")
@@ -65,10 +66,11 @@ def run(args) -> int:
             print(f"merged {len(args.merge)} folders into {out}: {n} result rows")
         return 0
     from vlmflow.presets import preset
-    from vlmflow.sweep import run_sweep, sweep_images
+    from vlmflow.sweep import check_preset, run_sweep, sweep_images
 
     shard = st.shard_of(args.shard)
     common.check_model_options(args)  # fail before the data and the model load
+    check_preset(out, args.preset)
     data_id, images = sweep_images(args.data, args.n_images, args.seed)
     vlm = common.load_model(args)
     configs = preset(args.preset, vlm.num_layers, force_prefix=args.force_prefix)

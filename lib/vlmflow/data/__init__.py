@@ -5,6 +5,8 @@
 - `coco`: `coco_sample()` -> `CocoSample` (pycocotools COCO, captions, image paths, masks); `CocoSample.from_folder`.
 - `pope`: `read_pope`, `pope_questions`, `build_pope` (POPE random / popular / adversarial sampling).
 - `mme`: `read_mme`, `mme_questions`.
+- `resolver`: `resolve(name, n, seed)` -> `Data` (keys, image loaders, ground truth): the one reader of data names
+  (``toy-test``, ``coco-sample``, ``pope``, ``mme``, a folder) for the CLI, the notebooks and the stored runners.
 
 Consumers: `vlmflow.scoring` (yes/no ACC / ACC+), the judges (``chair/``), localization (COCO masks), notebooks.
 """
@@ -13,9 +15,10 @@ from vlmflow.data.fetcher import cache_root, data_root, fetch, fetch_all, locate
 from vlmflow.data.mme import MME_SUBTASKS, MmeRecord, mme_questions, read_mme
 from vlmflow.data.pope import SAMPLINGS, PopeRecord, build_pope, pope_questions, read_pope
 from vlmflow.data.registry import UnknownDatasetError, datasets
+from vlmflow.data.resolver import DATA_NAMES, Data, DataImage, resolve
 
 __all__ = [
     "CocoSample", "coco_sample", "cache_root", "data_root", "fetch", "fetch_all", "locate", "verify",
     "MME_SUBTASKS", "MmeRecord", "mme_questions", "read_mme", "SAMPLINGS", "PopeRecord", "build_pope",
-    "pope_questions", "read_pope", "UnknownDatasetError", "datasets",
+    "pope_questions", "read_pope", "UnknownDatasetError", "datasets", "DATA_NAMES", "Data", "DataImage", "resolve",
 ]

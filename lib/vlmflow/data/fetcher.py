@@ -19,13 +19,13 @@ import hashlib
 import json
 import os
 import shutil
-import socket
 import urllib.error
 import urllib.request
 import zipfile
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Literal
+from typing import Literal
 
 from vlmflow.atomic import atomic_write_json
 from vlmflow.data.registry import REGISTRY_FILE, FileEntry, datasets, entries, sha256_file
@@ -213,6 +213,7 @@ def _how_to_provide(entry: FileEntry) -> str:
 
 def _download_all(todo: list[FileEntry], root: Path, mirror: str | None, progress: bool, stamps: _Stamps) -> None:
     from tqdm.auto import tqdm
+
     from vlmflow.progress import bar_disabled
 
     with tqdm(total=sum(e.size for e in todo), unit="B", unit_scale=True, desc=f"fetching {len(todo)} file(s)",
@@ -244,7 +245,7 @@ def _download_entry(entry: FileEntry, dest: Path, mirror: str | None, bar) -> No
                 part = _http_get(url, dest.with_name(dest.name + ".part"), entry.size, bar)
             else:
                 part = _from_archive(url, member, dest, bar)
-        except (urllib.error.URLError, OSError, socket.timeout, zipfile.BadZipFile, KeyError) as exc:
+        except (TimeoutError, urllib.error.URLError, OSError, zipfile.BadZipFile, KeyError) as exc:
             failures.append(f"{url}: {_reason(exc)}")
             continue
         got = sha256_file(part)

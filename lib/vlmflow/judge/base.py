@@ -123,6 +123,7 @@ class Judge:
     def judge_many(self, pairs: Sequence[tuple[str, str]], progress: bool = True) -> list[Judgment]:
         """Judge each (reference, candidate) pair; results in input order."""
         from tqdm.auto import tqdm
+
         from vlmflow.progress import bar_disabled
 
         pairs = _check_pairs(pairs)

@@ -123,6 +123,7 @@ def _resume(client: Any, folder: Path):
 def _poll(judge: "LLMJudge", client: Any, batch: Any, folder: Path, total: int, progress: bool, run: "RunUsage"):
     import openai
     from tqdm.auto import tqdm
+
     from vlmflow.progress import bar_disabled
 
     deadline = time.monotonic() + judge.batch_timeout

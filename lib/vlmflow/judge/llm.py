@@ -371,6 +371,7 @@ class LLMJudge(Judge):
         Identical pairs are asked once. `self.last_run` holds the run's RunUsage afterwards.
         """
         from tqdm.auto import tqdm
+
         from vlmflow.progress import bar_disabled
 
         pairs = _check_pairs(pairs)

@@ -45,13 +45,27 @@ importable from ``vlmflow.localize``.
 from __future__ import annotations
 
 from vlmflow.localize.base import DEFAULT_TOLERANCE_PX, DEFAULT_TOLERANCE_TOKENS, ROWS, LocalizationError
-from vlmflow.localize.dataset import (OBJECT_COLUMNS, LocalizationResult, dataset_kind, load_sample, localize_dataset,
-                                      localize_image, truth_for)
+from vlmflow.localize.dataset import (
+    OBJECT_COLUMNS,
+    LocalizationResult,
+    dataset_kind,
+    load_sample,
+    localize_dataset,
+    localize_image,
+    truth_for,
+)
 from vlmflow.localize.maps import attention_heatmap, band_maps, geometry_from_dict, geometry_to_dict
 from vlmflow.localize.masks import MaskTokens, mass_inside
 from vlmflow.localize.mentions import Mention, coco_mentions, mentions, token_spans, toy_mentions
-from vlmflow.localize.score import (ObjectTruth, accuracy_table, band_label, head_aggregate, layer_bands,
-                                    localize_generation, record_for)
+from vlmflow.localize.score import (
+    ObjectTruth,
+    accuracy_table,
+    band_label,
+    head_aggregate,
+    layer_bands,
+    localize_generation,
+    record_for,
+)
 from vlmflow.localize.stored import stored_localization
 
 

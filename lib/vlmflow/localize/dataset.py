@@ -11,8 +11,15 @@ from vlmflow.localize.base import DEFAULT_TOLERANCE_PX, LocalizationError
 from vlmflow.localize.maps import geometry_to_dict
 from vlmflow.localize.masks import MaskTokens
 from vlmflow.localize.mentions import Mention, mentions
-from vlmflow.localize.score import (ObjectTruth, accuracy_table, band_label, head_aggregate, layer_bands,
-                                    localize_generation, record_for)
+from vlmflow.localize.score import (
+    ObjectTruth,
+    accuracy_table,
+    band_label,
+    head_aggregate,
+    layer_bands,
+    localize_generation,
+    record_for,
+)
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -95,9 +102,8 @@ def localize_dataset(vlm: "VLM", sample, image_ids: Sequence[int] | None = None,
     import pandas as pd
     from tqdm.auto import tqdm
 
-    from vlmflow.progress import bar_disabled
-
     from vlmflow.judge import get_judge
+    from vlmflow.progress import bar_disabled
 
     kind = kind or dataset_kind(sample)
     if unit is None:
@@ -183,24 +189,10 @@ def localize_image(vlm: "VLM", sample, image_id, *, kind: str, question: str, ma
 
 
 def load_sample(data: str, n_images: int | None = None, seed: int = 0, folder: str | None = None):
-    """The COCO-format sample a figure reads: ``"toy-test"`` writes the first ``n_images`` seeded toy test scenes (the
-    same scenes as the sweeps' ``toy-test``: ``make_scene(seed, "test", i)``) into ``folder`` once (exact masks,
-    questions) and reads them back; ``"coco-sample"`` the shipped COCO sample; else a COCO folder."""
-    from vlmflow.data import CocoSample, coco_sample
+    """The COCO-format sample a figure reads, through `vlmflow.data.resolve`: a toy split (``"toy-test"``) writes its
+    first ``n_images`` seeded scenes (the same scenes as the sweeps': ``make_scene(seed, "test", i)``) into ``folder``
+    once (exact masks, questions) and reads them back; ``"coco-sample"`` the shipped COCO sample; else a COCO folder
+    or its ``instances.json``."""
+    from vlmflow.data import resolve
 
-    if data == "toy-test":
-        import tempfile
-        from pathlib import Path
-
-        from vlmflow.toy.scenes import write_coco
-
-        from vlmflow.toy.scenes import scene_settings_id
-
-        n = 100 if n_images is None else int(n_images)
-        out = Path(folder or tempfile.mkdtemp(prefix="vlmflow-toy-")) / f"toy-test-seed{seed}-n{n}-{scene_settings_id()}"
-        if not (out / "instances.json").is_file():
-            write_coco(out, seed=seed, n=n, split="test", progress=False)
-        return CocoSample.from_folder(out)
-    if data == "coco-sample":
-        return coco_sample(progress=False)
-    return CocoSample.from_folder(data)
+    return resolve(data, n_images, seed).coco(folder)

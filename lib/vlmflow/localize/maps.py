@@ -8,8 +8,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from vlmflow.localize.base import LocalizationError
 from vlmflow.heatmap import paint, token_heatmap
+from vlmflow.localize.base import LocalizationError
 
 if TYPE_CHECKING:
     from vlmflow.adapters.geometry import ImageGeometry

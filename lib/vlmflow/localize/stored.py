@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from vlmflow.localize.base import DEFAULT_TOLERANCE_PX
-from vlmflow.localize.dataset import OBJECT_COLUMNS, LocalizationResult, dataset_kind, load_sample, localize_image
+from vlmflow.localize.dataset import OBJECT_COLUMNS, LocalizationResult, dataset_kind, localize_image
 from vlmflow.localize.score import layer_bands
 
 if TYPE_CHECKING:
@@ -38,22 +38,24 @@ def stored_localization(folder, *, model: str = "toy", device: str = "cpu", dtyp
     import json
     from pathlib import Path
 
+    from vlmflow.data.resolver import TOY_SPLITS, resolve
     from vlmflow.judge import get_judge
-    from vlmflow.store import MANIFEST, ResultStore, library_versions, read_manifest, settings_hash, weights_fingerprint
+    from vlmflow.store import MANIFEST, ResultStore, provenance, read_manifest, settings_hash
 
-    sample = load_sample(data, n_images, seed, folder)
+    resolved = resolve(data, n_images, seed)  # data_id: a user's folder by content (vlmflow.data.resolver)
+    sample = resolved.coco(folder)
     kind = dataset_kind(sample)
     unit = "tokens" if kind == "toy" else "px"
     if tolerances is None:
         tolerances = (0, 1) if unit == "tokens" else (0, 20, DEFAULT_TOLERANCE_PX, 80)
     the_judge = get_judge(judge, **(judge_options or {}))
     ids = sample.image_ids[:n_images]
-    settings = {"model": model, "weights": weights_fingerprint(model), "data": data, "seed": seed,
-                "scenes": sample.root.name if data == "toy-test" else None,  # names the scene settings (load_sample)
-                "question": question, "max_new_tokens": int(max_new_tokens), "device": device, "dtype": str(dtype),
-                "tolerances": [float(t) for t in tolerances], "unit": unit, "heads": heads if isinstance(heads, str)
-                else list(heads), "row": row, "instances": instances, "toy_match": toy_match,
-                "band_width": band_width, "judge": the_judge.provenance(), **library_versions()}
+    settings = provenance(
+        model, resolved.data_id, seed=seed,
+        scenes=sample.root.name if data in TOY_SPLITS else None,  # the scene settings (load_sample)
+        question=question, max_new_tokens=int(max_new_tokens), device=device, dtype=str(dtype),
+        tolerances=[float(t) for t in tolerances], unit=unit, heads=heads if isinstance(heads, str) else list(heads),
+        row=row, instances=instances, toy_match=toy_match, band_width=band_width, judge=the_judge.provenance())
     path = Path(folder) / f"localize-{settings_hash(settings)}"
     n_layers = read_manifest(path).get("provenance", {}).get("n_layers") if (path / MANIFEST).is_file() else None
     vlm = None
@@ -86,10 +88,10 @@ def stored_localization(folder, *, model: str = "toy", device: str = "cpu", dtyp
                                     "objects": json.dumps(rows, default=_json_default),
                                     "image_row": json.dumps(image_row, default=_json_default)}])
     objects, images = _read_stored(path, ids)
-    provenance = {**read_manifest(path)["settings"], "bands": layer_bands(int(n_layers), band_width),
-                  "n_layers": int(n_layers), "kind": kind, "image_ids": list(ids), "store": str(path),
-                  "computed_images": len(need)}
-    return LocalizationResult(objects, images, provenance)
+    stored = {**read_manifest(path)["settings"], "bands": layer_bands(int(n_layers), band_width),
+              "n_layers": int(n_layers), "kind": kind, "image_ids": list(ids), "store": str(path),
+              "computed_images": len(need)}
+    return LocalizationResult(objects, images, stored)
 
 
 def _read_stored(path, ids) -> tuple["pd.DataFrame", "pd.DataFrame"]:

@@ -19,8 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from vlmflow.toy.questions import (DESCRIBE_PROMPT, color_questions, count_questions, exists_pair,
-                                   position_questions)
+from vlmflow.toy.questions import DESCRIBE_PROMPT, color_questions, count_questions, exists_pair, position_questions
 from vlmflow.toy.scenes import SceneConfig, make_scene
 
 KINDS = ("describe", "exists", "count", "color", "position")
@@ -294,10 +293,10 @@ def item_rows(vlm, *, n: int = 100, seed: int = 0, split: str = "test", knockout
     many objects named as there are).
     """
     from tqdm.auto import tqdm
-    from vlmflow.progress import bar_disabled
 
     from vlmflow.judge import get_judge
     from vlmflow.knockout import Knockout
+    from vlmflow.progress import bar_disabled
     from vlmflow.scoring import normalize_answer, parse_yes_no
 
     items = [it for it in _items(n, seed, split, scene_config) if it.kind in kinds]

@@ -14,9 +14,11 @@ judge (``vlmflow.judge``) builds on them.
 """
 from __future__ import annotations
 
+import json
 import re
 from collections import Counter
 from dataclasses import dataclass
+from pathlib import Path
 
 from vlmflow.toy.scenes import COLORS, SHAPES, SIZES, ToyObject
 
@@ -120,9 +122,6 @@ def write_chair_lists(folder) -> "Path":
     ``get_judge("lexical", chair_folder=folder)``. Each shape is a category (plurals are added by the judge); colours
     and sizes are not objects, as in the paper's protocol. Used to validate the lexical judge's rules (objects named
     by words, counted as sets) against the exact judge on toy scenes. Returns the folder."""
-    import json
-    from pathlib import Path
-
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "synonyms.txt").write_text("".join(f"{s}\n" for s in SHAPES))

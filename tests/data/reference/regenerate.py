@@ -413,8 +413,9 @@ def _punkt_data(tmp: Path) -> str:
         return "nltk data already installed"
     except LookupError:
         pass
-    from punkt.data import english
     from importlib.metadata import version
+
+    from punkt.data import english
 
     target = tmp / "tokenizers" / "punkt_tab" / "english"
     target.mkdir(parents=True)
