@@ -186,7 +186,9 @@ def load(name_or_path: str, device: str = "cpu", dtype=None, **kw) -> "VLM":
             raise _not_available(source, exc) from exc
     if device not in ("auto", None):
         model = model.to(device)
-    return wrap(model, processor, name=str(name_or_path))
+    vlm = wrap(model, processor, name=str(name_or_path))
+    vlm.requested = {"device": device, "dtype": dtype}  # what result keys name (vlmflow.runner.requested)
+    return vlm
 
 
 # The download command that this environment ships (huggingface_hub >= 1.0 installs `hf`; `huggingface-cli` is gone).
@@ -368,6 +370,7 @@ class VLM:
         self.processor = processor
         self.adapter = adapter
         self.name = name
+        self.requested: dict = {}  # vlmflow.load's device and dtype arguments (empty for a wrapped model)
 
     @property
     def num_layers(self) -> int:

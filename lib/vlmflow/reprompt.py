@@ -582,18 +582,18 @@ def stored_evaluate(folder, variants: Sequence[Variant | str], *, model: str = "
                     dtype: str | None = None, data: str = "toy-test", n_images: int = 20, seed: int = 0,
                     kinds: Sequence[str] = ("exists", "count", "color"), select: str = "attention",
                     describe_tokens: int = 64, max_new_tokens: int = 8, progress: bool = True) -> "pd.DataFrame":
-    """:func:`evaluate` through a result store (``vlmflow.store``) under ``folder/reprompt-<settings hash>``: one part
+    """:func:`evaluate` through the one experiment path (``vlmflow.runner.Experiment``, kind ``reprompt``): one part
     per (image, variant), so a rerun computes only the missing pairs and does not load the model when none is
     missing. Toy scenes (``data="toy-test"``, written once by ``vlmflow.localize.load_sample``) carry their questions;
     a COCO folder gets POPE-style existence questions. ``df.attrs``: ``store``, ``computed``."""
     import json
-    from pathlib import Path
 
     import pandas as pd
 
     from vlmflow.data.resolver import TOY_SPLITS, resolve
     from vlmflow.localize import dataset_kind
-    from vlmflow.store import ResultStore, load_results, provenance, settings_hash
+    from vlmflow.runner import Experiment, progress_bar
+    from vlmflow.store import provenance
 
     variants = [v if isinstance(v, Variant) else Variant.parse(v) for v in variants]
     if any(v.context == LLM_NAME for v in variants):
@@ -607,27 +607,16 @@ def stored_evaluate(folder, variants: Sequence[Variant | str], *, model: str = "
                           kinds=list(kinds) if toy else ["pope-adversarial"], select=select,
                           describe_tokens=int(describe_tokens), max_new_tokens=int(max_new_tokens), device=device,
                           dtype=str(dtype))
-    path = Path(folder) / f"reprompt-{settings_hash(settings)}"
-    store = ResultStore(path, settings, provenance={"model": model})
-    done = store.done()
-    todo = [(item, [v for v in variants if (str(item.image_id), v.name) not in done]) for item in items]
-    todo = [(item, vs) for item, vs in todo if vs]
-    if todo:
-        from tqdm.auto import tqdm
-
-        from vlmflow.model import load
-        from vlmflow.progress import bar_disabled
-
-        vlm = load(model, device=device, dtype=dtype)
-        for item, vs in tqdm(todo, desc="reprompt", disable=bar_disabled(progress)):
-            rows = evaluate(vlm, [item], vs, select=select, describe_tokens=describe_tokens,
-                            max_new_tokens=max_new_tokens, seed=seed, progress=False)
-            key = str(item.image_id)
-            store.write_part(key, [{"image": key, "spec_id": name, "rows": g.to_json(orient="records")}
+    exp = Experiment(folder, settings, kind="reprompt", model=model, device=device, dtype=dtype)
+    todo = exp.missing((item, str(item.image_id), [v.name for v in variants]) for item in items)
+    by_name = {v.name: v for v in variants}
+    for item, names in progress_bar(todo, "reprompt", progress):
+        rows = evaluate(exp.vlm, [item], [by_name[n] for n in names], select=select, describe_tokens=describe_tokens,
+                        max_new_tokens=max_new_tokens, seed=seed, progress=False)
+        key = str(item.image_id)
+        exp.store.write_part(key, [{"image": key, "spec_id": name, "rows": g.to_json(orient="records")}
                                    for name, g in rows.groupby("variant", sort=False)])
-    stored = load_results(path)
-    names = {v.name for v in variants}
-    stored = stored[stored.image.isin({str(i.image_id) for i in items}) & stored.spec_id.isin(names)]
+    stored = exp.rows([str(i.image_id) for i in items], by_name)
     out = pd.concat([pd.DataFrame(json.loads(text)) for text in stored.rows], ignore_index=True)
-    out.attrs.update(store=str(path), computed=sum(len(vs) for _, vs in todo))
+    out.attrs.update(store=str(exp.folder), computed=sum(len(names) for _, names in todo))
     return out

@@ -1,10 +1,11 @@
 """The sweep engine: many knockout / record configurations of one image, run as batches that share common work.
 
 Where it sits: presets (``vlmflow.presets``) build the list of :class:`SweepConfig`; :class:`SweepEngine` runs them on
-each image through the same attention function as ``VLM.generate`` (``vlmflow.attention.active``); the store
-(``vlmflow.store``) writes the tidy rows that :func:`result_rows` makes; ``vlmflow sweep`` (``vlmflow.cli.sweep``) ties
-them together. The contract: every configuration's greedy tokens equal ``vlm.generate(image, question,
-knockout=cfg.knockouts, force_prefix=...)`` run alone, token for token (tests/unit/test_sweep.py).
+each image through the same attention function as ``VLM.generate`` (``vlmflow.attention.active``);
+``vlmflow.sweep_rows`` turns the results into the tidy rows that the store (``vlmflow.store``) writes;
+``vlmflow.sweep_run`` drives a whole stored sweep (``vlmflow sweep``, ``vf.sweep``, ``stored_sweep``) through the one
+experiment path (``vlmflow.runner``). The contract: every configuration's greedy tokens equal ``vlm.generate(image,
+question, knockout=cfg.knockouts, force_prefix=...)`` run alone, token for token (tests/unit/test_sweep.py).
 
 How work is shared, per image:
 
@@ -42,9 +43,8 @@ from __future__ import annotations
 import contextlib
 import sys
 import types
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from vlmflow.errors import VlmflowError
@@ -55,7 +55,6 @@ from vlmflow.roles import role_id_mask
 from vlmflow.selection import ImageSelection
 
 if TYPE_CHECKING:
-    import pandas as pd
 
     from vlmflow.model import VLM, Prefill
     from vlmflow.record import AttentionRecord
@@ -475,172 +474,22 @@ def _per_row(t, n):
     """[(axes,) 1, T] -> [(axes,) n, T]: one image's positions for n rows (a view)."""
     return t.expand(*t.shape[:-2], n, t.shape[-1])
 
-
-# ---- tidy rows ------------------------------------------------------------------------------------------------
-def result_rows(results: Iterable[SweepResult], **common) -> list[dict]:
-    """One tidy row per result: ``common`` columns (image id, ...), the config's labels, spec id and outcome."""
-    rows = []
-    for r in results:
-        row = dict(common)
-        row.update(dict(r.config.labels))
-        row.update(
-            spec_id=r.spec_id, knockout=knockout_spec_id(r.config.knockouts), force_prefix=r.config.force_prefix,
-            keep=r.config.keep.spec_id if r.config.keep is not None else "none",
-            text=r.text, token_ids=list(r.token_ids), n_tokens=len(r.token_ids), finished=r.finished,
-            first_token=r.first_token, baseline_first_token=r.baseline_first_token,
-            first_token_matches_baseline=r.first_token_matches_baseline,
-        )
-        rows.append(row)
-    return rows
-
-
-def attention_rows(results: Iterable[SweepResult], **common) -> list[dict]:
-    """Summaries of recorded attention, one row per (config, recorded position, layer): the attention mass on each
-    role (float32) and its uniform share, and the head-averaged image map (float16 list: maps are read as shapes,
-    and fp16 keeps 3 significant digits of each weight)."""
-    import numpy as np
-
-    from vlmflow.roles import ROLES
-
-    rows = []
-    for r in results:
-        rec = r.record
-        if rec is None:
-            continue
-        mass = rec.role_mass.float().numpy()  # [R, L, n_roles]
-        share = rec.key_share.float().numpy()  # [R, n_roles]
-        image = rec.image_map.float()
-        if image.ndim == 4:  # heads="all": sweeps keep the head average
-            image = image.mean(2)
-        image = image.numpy().astype(np.float16)  # [R, L, N]
-        for ri, pos in enumerate(rec.row_positions.tolist()):
-            for li, layer in enumerate(rec.layers):
-                row = dict(common, spec_id=r.spec_id, position=int(pos), token_id=int(rec.row_token_ids[ri]),
-                           layer=int(layer))
-                for k, role in enumerate(ROLES):
-                    row[f"mass_{role}"] = float(mass[ri, li, k])
-                    row[f"share_{role}"] = float(share[ri, k])
-                row["image_map"] = image[ri, li]
-                rows.append(row)
-    return rows
-
+# The rest of the sweep path lives by job in its own modules; these names stay importable from here
+# (``from vlmflow.sweep import run_sweep``...), and ``vf.sweep(...)`` calls :func:`vlmflow.sweep_run.sweep`.
+from vlmflow.sweep_rows import attention_rows, result_rows  # noqa: E402
+from vlmflow.sweep_run import (  # noqa: E402
+    SweepImage,
+    check_preset,
+    run_sweep,
+    stored_sweep_rows,
+    sweep,
+    sweep_images,
+    sweep_settings,
+)
 
 __all__ = ["SELECTION_RECORD", "SweepConfig", "SweepEngine", "SweepError", "SweepImage", "SweepResult", "attention_rows",
-           "boundary", "check_preset", "result_rows", "run_sweep", "sweep", "sweep_images", "sweep_settings"]
-
-
-# ---- driving a whole sweep --------------------------------------------------------------------------------------
-@dataclass
-class SweepImage:
-    """One image of a sweep's data: a stable key (the store's ``image`` column) and a loader."""
-
-    key: str
-    load: Any  # () -> PIL image
-
-
-def sweep_images(data: str, n_images: int | None = None, seed: int = 0) -> tuple[str, list[SweepImage]]:
-    """(data id, images) for ``data``, any name `vlmflow.data.resolve` knows (``"toy-test"``: scenes 0..n-1 for
-    ``seed``; ``"coco-sample"``; a COCO folder, its ``instances.json`` or a folder of image files)."""
-    from vlmflow.data import resolve
-
-    if n_images is not None and (isinstance(n_images, bool) or int(n_images) != n_images or n_images < 1):
-        raise SweepError(f"n_images must be a whole number >= 1 (or None for all images), got {n_images!r}")
-    resolved = resolve(data, n_images, seed)
-    if not resolved.images:
-        from vlmflow.errors import DataNotAvailableError
-
-        raise DataNotAvailableError(f"sweep data {data!r} has no images here (its questions only); use a toy split, "
-                                    f"coco-sample, a COCO folder or a folder of images")
-    return resolved.data_id, [SweepImage(im.key, im.load) for im in resolved.images]
-
-
-def run_sweep(vlm: "VLM", images: Sequence[SweepImage], configs: Sequence[SweepConfig], store, *,
-              question: str = DEFAULT_QUESTION, max_new_tokens: int = 64, batch_size: int = 32,
-              shard: tuple[int, int] = (0, 1), progress: bool = True, images_per_batch: int = 4) -> int:
-    """Run ``configs`` on this shard's images, skipping keys already in ``store`` (a ``vlmflow.store.ResultStore``);
-    one atomic part per image. Up to ``images_per_batch`` consecutive images with the same missing configurations
-    run together (``SweepEngine.run_many``). Returns the number of configurations computed."""
-    from tqdm.auto import tqdm
-
-    from vlmflow.progress import bar_disabled
-
-    i, n = shard
-    mine = [im for k, im in enumerate(images) if k % n == i]
-    done = store.done()
-    todo = [(im, [c for c in configs if (im.key, c.spec_id) not in done]) for im in mine]
-    todo = [(im, cs) for im, cs in todo if cs]
-    engine = SweepEngine(vlm, max_new_tokens=max_new_tokens, batch_size=batch_size)
-    computed = 0
-    with tqdm(total=sum(len(cs) for _, cs in todo), unit="config", disable=bar_disabled(progress),
-              desc=f"sweep {len(todo)} images") as bar:
-        groups: list[list] = []
-        for im, cs in todo:
-            if groups and len(groups[-1]) < images_per_batch and groups[-1][0][1] == cs:
-                groups[-1].append((im, cs))
-            else:
-                groups.append([(im, cs)])
-        for group in groups:
-            cs = group[0][1]
-            per_image = engine.run_many([im.load() for im, _ in group], cs, question)
-            for (im, _), results in zip(group, per_image):  # one atomic part per image, as before
-                store.write_part(im.key, result_rows(results, image=im.key), attention_rows(results, image=im.key))
-                computed += len(cs)
-                bar.update(len(cs))
-    return computed
-
-
-# ---- one call from Python --------------------------------------------------------------------------------------
-def sweep_settings(vlm: "VLM", data_id: str, *, question: str = DEFAULT_QUESTION, max_new_tokens: int = 64,
-                   seed: int = 0, device: str | None = None, dtype=None) -> dict:
-    """Everything that determines a sweep's numbers (the store hashes it into the folder's key): model name and
-    weights (``vlmflow.store.weights_fingerprint``), data, question, decoding, scene seed, device, dtype, library
-    versions. Batch size and sharding do not change a number. ``vlmflow sweep`` and :func:`sweep` both use it, so the
-    same experiment gets the same key from either."""
-    from vlmflow import store as st
-
-    return st.provenance(vlm, data_id, question=question, max_new_tokens=int(max_new_tokens), decoding="greedy",
-                         seed=int(seed), device=device or vlm.device.type,
-                         dtype=str(dtype or next(vlm.model.parameters()).dtype))
-
-
-def check_preset(out, preset: str) -> None:
-    """SweepError unless the result folder ``out`` is new or holds a sweep of ``preset`` (its manifest's provenance):
-    ``vf.sweep`` and ``vlmflow sweep --out`` never mix two presets' configurations in one folder."""
-    from vlmflow import store as st
-
-    held = st.read_manifest(out).get("provenance", {}).get("preset") if (Path(out) / st.MANIFEST).is_file() else None
-    if held not in (None, preset):
-        raise SweepError(f"{out} holds a {held!r} sweep; write the {preset!r} sweep into another folder")
-
-
-def sweep(vlm: "VLM", data: str, preset: str = "from-layer", out=None, *, n_images: int | None = None,
-          seed: int = 0, question: str = DEFAULT_QUESTION, max_new_tokens: int = 64, force_prefix: int = 0,
-          batch_size: int = 32, shard: str | None = None, progress: bool = True) -> "pd.DataFrame":
-    """``vf.sweep(vlm, data, preset=..., out=...)``: the knockout sweep of ``vlmflow sweep`` from Python.
-
-    Runs ``preset`` (``vlmflow.presets``) on the first ``n_images`` of ``data`` (``sweep_images``) into the result
-    folder ``out`` with the provenance built here (:func:`sweep_settings`, preset, command), resuming what the folder
-    holds; returns its results table (``vlmflow.store.load_results``; ``attrs``: ``manifest``, ``computed``). A folder
-    of other settings is refused by the store, one of another preset by this function: results never mix."""
-    from vlmflow import store as st
-    from vlmflow.presets import PRESETS, UnknownPresetError
-    from vlmflow.presets import preset as preset_configs
-
-    if out is None:
-        raise SweepError("vf.sweep needs out=: the result folder (resumable; one folder per experiment)")
-    if preset not in PRESETS:
-        raise UnknownPresetError(f"unknown sweep preset {preset!r}; presets: {', '.join(PRESETS)}")
-    check_preset(out, preset)
-    data_id, images = sweep_images(data, n_images, seed)
-    configs = preset_configs(preset, vlm.num_layers, force_prefix=force_prefix)
-    settings = sweep_settings(vlm, data_id, question=question, max_new_tokens=max_new_tokens, seed=seed)
-    store = st.ResultStore(out, settings, {"preset": preset, "command": "vf.sweep", "shard": shard,
-                                           "weights": settings["weights"], "model": vlm.name})
-    computed = run_sweep(vlm, images, configs, store, question=question, max_new_tokens=max_new_tokens,
-                         batch_size=batch_size, shard=st.shard_of(shard), progress=progress)
-    table = st.load_results(out)
-    table.attrs["computed"] = computed
-    return table
+           "boundary", "check_preset", "result_rows", "run_sweep", "stored_sweep_rows", "sweep", "sweep_images",
+           "sweep_settings"]
 
 
 class _CallableModule(types.ModuleType):

@@ -44,46 +44,19 @@ def stored_sweep(folder: str | Path, *, model: str, configs_for: Callable[[int],
                  dtype: str | None = None, question: str = "describe the image", max_new_tokens: int = 64,
                  batch_size: int = 32, progress: bool = True, extra_settings: Mapping[str, Any] | None = None,
                  ) -> tuple["pd.DataFrame", int]:
-    """Run ``configs_for(n_layers)`` on the first ``n_images`` of ``data`` into a result store under ``folder``;
-    -> (the result rows of exactly these images and configurations, n_layers).
+    """Run ``configs_for(n_layers)`` on the first ``n_images`` of ``data`` into the stored sweep of these settings
+    under ``folder``; -> (the result rows of exactly these images and configurations, n_layers).
 
-    The store lives in ``folder/sweep-<settings hash>`` (model weights fingerprint, data, question, decoding, device,
-    dtype, library versions and ``extra_settings``): other settings never mix with stored ones. The decoder layer
-    count is kept in the store's provenance, so a rerun whose keys are all stored does not load the model at all.
+    The one sweep path (``vlmflow.sweep_run.stored_sweep_rows``, the CLI's key): the results live in
+    ``folder/sweep-<settings hash>``, or in ``folder`` itself when it is a ``vlmflow sweep --out`` folder of the same
+    key; ``extra_settings`` join the key. A rerun whose keys are all stored does not load the model at all.
     """
-    from vlmflow.store import MANIFEST, ResultStore, load_results, provenance, read_manifest, settings_hash
-    from vlmflow.sweep import run_sweep, sweep_images
+    from vlmflow.sweep_run import stored_sweep_rows
 
-    data_id, images = sweep_images(data, n_images, seed)
-    settings = provenance(model, data_id, question=question, max_new_tokens=int(max_new_tokens), decoding="greedy",
-                          device=device, dtype=str(dtype), **dict(extra_settings or {}))
-    path = Path(folder) / f"sweep-{settings_hash(settings)}"
-    vlm = None
-    n_layers = None
-    if (path / MANIFEST).is_file():
-        n_layers = read_manifest(path).get("provenance", {}).get("n_layers")
-    if n_layers is None:
-        from vlmflow.model import load
-
-        vlm = load(model, device=device, dtype=dtype)
-        n_layers = vlm.num_layers
-    configs = list(configs_for(int(n_layers)))
-    store = ResultStore(path, settings, provenance={"n_layers": int(n_layers), "model": model})
-    done = store.done()
-    missing = [im for im in images if any((im.key, c.spec_id) not in done for c in configs)]
-    if missing:
-        if vlm is None:
-            from vlmflow.model import load
-
-            vlm = load(model, device=device, dtype=dtype)
-        run_sweep(vlm, missing, configs, store, question=question, max_new_tokens=max_new_tokens,
-                  batch_size=batch_size, progress=progress)
-    rows = load_results(path)
-    keys, specs = {im.key for im in images}, {c.spec_id for c in configs}
-    rows = rows[rows.image.isin(keys) & rows.spec_id.isin(specs)].reset_index(drop=True)
-    rows.attrs["store"] = str(path)
-    rows.attrs["computed_images"] = len(missing)
-    return rows, int(n_layers)
+    rows = stored_sweep_rows(folder, configs_for, model=model, data=data, n_images=n_images, seed=seed, device=device,
+                             dtype=dtype, question=question, max_new_tokens=max_new_tokens, batch_size=batch_size,
+                             progress=progress, extra_settings=extra_settings)
+    return rows, rows.attrs["n_layers"]
 
 
 def window_configs(n_layers: int, fractions: Sequence[float] = (0.125, 0.25, 0.5, 0.75),

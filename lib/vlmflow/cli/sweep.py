@@ -1,8 +1,9 @@
 """`vlmflow sweep --model M --data D --preset P [--n-images N] [--max-new-tokens T] [--force-prefix K] [--shard i/n]
 --out DIR` runs a knockout sweep into a resumable result folder; `vlmflow sweep --merge DIR... --out DIR` joins shards.
 
-Pieces: data and the driver in ``vlmflow.sweep`` (``sweep_images``, ``run_sweep``, ``SweepEngine``), configurations in
-``vlmflow.presets``, the folder in ``vlmflow.store`` (read it with ``vlmflow.store.load_results``)."""
+The run is ``vlmflow.sweep_run.stored_sweep_rows`` with ``--out`` as its exact folder: the same key as ``vf.sweep`` and the
+notebooks' ``stored_sweep``, so a folder filled here is read back there; configurations in ``vlmflow.presets``, the
+folder in ``vlmflow.store`` (read it with ``vlmflow.store.load_results``)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -66,33 +67,22 @@ def run(args) -> int:
             print(f"merged {len(args.merge)} folders into {out}: {n} result rows")
         return 0
     from vlmflow.presets import preset
-    from vlmflow.sweep import check_preset, run_sweep, sweep_images
+    from vlmflow.sweep_run import check_preset, stored_sweep_rows
 
-    shard = st.shard_of(args.shard)
+    st.shard_of(args.shard)  # a bad --shard fails before anything loads
     common.check_model_options(args)  # fail before the data and the model load
     check_preset(out, args.preset)
-    data_id, images = sweep_images(args.data, args.n_images, args.seed)
-    vlm = common.load_model(args)
-    configs = preset(args.preset, vlm.num_layers, force_prefix=args.force_prefix)
-    settings = settings_for(vlm, args.model, data_id, args.question, args.max_new_tokens, args.seed, args.device,
-                            args.dtype)
-    provenance = {"preset": args.preset, "command": "vlmflow sweep", "shard": args.shard,
-                  "weights": settings["weights"], "model": args.model}
     with common.no_leftovers(out, keep=has_results):
-        store = st.ResultStore(out, settings, provenance)
-        n = run_sweep(vlm, images, configs, store, question=args.question, max_new_tokens=args.max_new_tokens,
-                      batch_size=args.batch_size, shard=shard, progress=not args.quiet)
+        rows = stored_sweep_rows(
+            out, lambda n_layers: preset(args.preset, n_layers, force_prefix=args.force_prefix), model=args.model,
+            data=args.data, n_images=args.n_images, seed=args.seed, device=args.device, dtype=args.dtype,
+            question=args.question, max_new_tokens=args.max_new_tokens, batch_size=args.batch_size, shard=args.shard,
+            progress=not args.quiet, exact=True,
+            provenance={"preset": args.preset, "command": "vlmflow sweep", "shard": args.shard})
+    n = rows.attrs["computed"]
     if args.json:
-        common.print_json({"computed": n, "images": len(images), "configurations": len(configs), "out": str(out)})
+        common.print_json({"computed": n, "images": rows.attrs["n_images"], "configurations": rows.attrs["n_configs"],
+                           "out": str(out)})
     else:
         print(f"{n} configurations computed; results in {out}")
     return 0
-
-
-def settings_for(vlm, model: str, data_id: str, question: str, max_new_tokens: int, seed: int, device: str,
-                 dtype) -> dict:
-    """Everything that determines a sweep's numbers: ``vlmflow.sweep.sweep_settings`` (shared with ``vf.sweep``)."""
-    from vlmflow.sweep import sweep_settings
-
-    return {**sweep_settings(vlm, data_id, question=question, max_new_tokens=max_new_tokens, seed=seed,
-                             device=device, dtype=dtype), "model": model}

@@ -30,17 +30,17 @@ def stored_localization(folder, *, model: str = "toy", device: str = "cpu", dtyp
                         heads: str | Sequence[int] = "mean", row: str = "predicting", instances: str = "any",
                         toy_match: str = "exact", band_width: int | None = None,
                         progress: bool = True) -> LocalizationResult:
-    """:func:`localize_dataset` through a result store (``vlmflow.store``) under ``folder/localize-<settings hash>``:
+    """:func:`localize_dataset` through the one experiment path (``vlmflow.runner.Experiment``, kind ``localize``):
     one part per image (its object rows and image row as JSON), so a rerun computes only the images it lacks and does
     not load the model when none is missing. The first ``n_maps`` images also keep their attention maps
     (``images.maps`` / ``images.geometry_data``, for Figure 6). The result's ``provenance`` has ``store`` and
     ``computed_images``."""
     import json
-    from pathlib import Path
 
     from vlmflow.data.resolver import TOY_SPLITS, resolve
     from vlmflow.judge import get_judge
-    from vlmflow.store import MANIFEST, ResultStore, provenance, read_manifest, settings_hash
+    from vlmflow.runner import Experiment, progress_bar
+    from vlmflow.store import provenance
 
     resolved = resolve(data, n_images, seed)  # data_id: a user's folder by content (vlmflow.data.resolver)
     sample = resolved.coco(folder)
@@ -56,39 +56,25 @@ def stored_localization(folder, *, model: str = "toy", device: str = "cpu", dtyp
         question=question, max_new_tokens=int(max_new_tokens), device=device, dtype=str(dtype),
         tolerances=[float(t) for t in tolerances], unit=unit, heads=heads if isinstance(heads, str) else list(heads),
         row=row, instances=instances, toy_match=toy_match, band_width=band_width, judge=the_judge.provenance())
-    path = Path(folder) / f"localize-{settings_hash(settings)}"
-    n_layers = read_manifest(path).get("provenance", {}).get("n_layers") if (path / MANIFEST).is_file() else None
-    vlm = None
-    if n_layers is None:
-        from vlmflow.model import load
-
-        vlm = load(model, device=device, dtype=dtype)
-        n_layers = vlm.num_layers
-    store = ResultStore(path, settings, provenance={"n_layers": int(n_layers), "model": model, "kind": kind})
-    done = store.done()
-    want = {str(i): i for i in ids}
-    need = [(key, i, k < n_maps) for k, (key, i) in enumerate(want.items())
-            if (key, "maps" if k < n_maps else "rows") not in done]
+    exp = Experiment(folder, settings, kind="localize", model=model, device=device, dtype=dtype,
+                     provenance={"kind": kind})
+    n_layers = exp.n_layers
+    need = exp.missing((key_id, key_id[0], ["maps" if k < n_maps else "rows"])
+                       for k, key_id in enumerate((str(i), i) for i in ids))
     if need:
-        from tqdm.auto import tqdm
-
-        from vlmflow.progress import bar_disabled
-
-        if vlm is None:
-            from vlmflow.model import load
-
-            vlm = load(model, device=device, dtype=dtype)
-        bands = layer_bands(vlm.num_layers, band_width)
-        for key, image_id, keep in tqdm(need, desc="localize", disable=bar_disabled(progress)):
-            rows, image_row = localize_image(vlm, sample, image_id, kind=kind, question=question,
+        bands = layer_bands(n_layers, band_width)
+        for (key, image_id), (spec,) in progress_bar(need, "localize", progress):
+            rows, image_row = localize_image(exp.vlm, sample, image_id, kind=kind, question=question,
                                              max_new_tokens=max_new_tokens, tolerances=tolerances, unit=unit,
                                              heads=heads, row=row, instances=instances, knockout=True,
-                                             judge=the_judge, bands=bands, toy_match=toy_match, keep_maps=keep)
-            store.write_part(key, [{"image": key, "spec_id": "maps" if keep else "rows",
-                                    "objects": json.dumps(rows, default=_json_default),
-                                    "image_row": json.dumps(image_row, default=_json_default)}])
+                                             judge=the_judge, bands=bands, toy_match=toy_match,
+                                             keep_maps=spec == "maps")
+            exp.store.write_part(key, [{"image": key, "spec_id": spec,
+                                        "objects": json.dumps(rows, default=_json_default),
+                                        "image_row": json.dumps(image_row, default=_json_default)}])
+    path = exp.folder
     objects, images = _read_stored(path, ids)
-    stored = {**read_manifest(path)["settings"], "bands": layer_bands(int(n_layers), band_width),
+    stored = {**exp.settings, "bands": layer_bands(int(n_layers), band_width),
               "n_layers": int(n_layers), "kind": kind, "image_ids": list(ids), "store": str(path),
               "computed_images": len(need)}
     return LocalizationResult(objects, images, stored)
