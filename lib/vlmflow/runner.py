@@ -9,8 +9,8 @@ only when something is.
 
 Where the results live (:func:`locate`): a *root* folder holds one folder per key, ``<root>/<kind>-<settings hash>``
 (``kind``: ``sweep``, ``localize``, ``reprompt``), so that a notebook's ``results_dir`` keeps every parameter set
-apart. A root that is itself a result folder of the same key (a ``vlmflow sweep --out`` folder handed to a
-notebook) is used as it is. The CLI and ``vf.sweep`` name their folder exactly (``exact=True``): one of another key is
+apart. A root that is itself a result folder (a ``vlmflow sweep --out`` folder handed to a notebook) is used as it
+is: read back when it holds the same key, refused (naming the settings that differ) when it holds another. The CLI and ``vf.sweep`` name their folder exactly (``exact=True``): one of another key is
 refused by the store, naming the settings that differ. So the same experiment run from the CLI and then from a
 notebook reads the first run's results (tests/integration/test_one_experiment_path.py).
 """
@@ -46,13 +46,12 @@ def requested(model, device: str | None = None, dtype=None) -> tuple[str, Any]:
 
 
 def locate(root: str | os.PathLike, kind: str, settings_hash: str) -> Path:
-    """``root`` when it is a result folder of this key, else ``root/<kind>-<settings_hash>``."""
-    from vlmflow.store import MANIFEST, read_manifest
+    """``root`` when it is itself a result folder (the store then reads it, or refuses it when it holds another key,
+    naming the settings that differ), else ``root/<kind>-<settings_hash>``."""
+    from vlmflow.store import MANIFEST
 
     root = Path(root)
-    if (root / MANIFEST).is_file() and read_manifest(root).get("settings_hash") == settings_hash:
-        return root
-    return root / f"{kind}-{settings_hash}"
+    return root if (root / MANIFEST).is_file() else root / f"{kind}-{settings_hash}"
 
 
 class Experiment:
