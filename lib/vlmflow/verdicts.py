@@ -260,11 +260,9 @@ class Verdict:
         text = json.dumps(self.to_json(), indent=1, default=float)
         if out.is_file() and out.read_text() == text:
             return out
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = out.with_suffix(".json.tmp")
-        tmp.write_text(text)
-        tmp.replace(out)
-        return out
+        from vlmflow.atomic import atomic_write
+
+        return atomic_write(out, text)
 
     def glue_items(self) -> dict[str, Any]:
         """The values glued for the book's prose: keys ``<claim>_<part>``."""

@@ -145,7 +145,8 @@ CASES = [
      ["'toy'", "use 'toy-test'", "coco-sample"]),
     ("localize-heads", ["localize", "--out", "{d}/new_loc", "--heads", "first"], ["--heads", "'first'", "mean"]),
     ("data-verify-root-missing", ["data", "verify", "--root", "{d}/no_data"], ["--root", "no_data", "no such"]),
-    ("data-unknown-dataset", ["data", "verify", "cocoo"], ["'cocoo'", "coco_sample"]),
+    ("data-unknown-dataset", ["data", "verify", "cocoo"], ["'cocoo'", "chair, coco-sample, mme, pope"]),
+    ("data-folder-spelling", ["data", "fetch", "coco_sample"], ["'coco_sample'", "use 'coco-sample'", "coco-sample"]),
     ("unknown-command", ["descibe"], ["'descibe'", "describe"]),
 ]
 

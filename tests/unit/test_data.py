@@ -44,7 +44,7 @@ def _isolated_cache(tmp_path, monkeypatch):
 @pytest.fixture(scope="module")
 def shared() -> Path:
     """The real data folder, reached through the fetcher (hashes verified)."""
-    root = fetch("coco_sample", progress=False).parent
+    root = fetch("coco-sample", progress=False).parent
     for name in ("pope", "mme", "chair"):
         fetch(name, progress=False)
     return root
@@ -63,7 +63,7 @@ def test_registry_covers_every_data_file_with_matching_hash(shared):
     registered = {e.path for files in regs.values() for e in files}
     on_disk = {p.relative_to(shared).as_posix() for n in regs for p in (shared / n).rglob("*") if p.is_file()}
     assert registered == on_disk
-    assert len(regs["coco_sample"]) == 102 and len(regs["pope"]) == 3 and len(regs["mme"]) == 4
+    assert len(regs["coco-sample"]) == 102 and len(regs["pope"]) == 3 and len(regs["mme"]) == 4
     statuses = verify(root=shared)  # full re-hash, no stamps
     assert [s.describe() for s in statuses if not s.ok] == []
 
@@ -99,7 +99,7 @@ def test_registry_urls_are_pinned_public_sources():
 
 
 def test_unknown_dataset_names_the_valid_ones():
-    with pytest.raises(registry.UnknownDatasetError, match="'cocoa'.*chair, coco_sample, mme, pope"):
+    with pytest.raises(registry.UnknownDatasetError, match="'cocoa'.*chair, coco-sample, mme, pope"):
         fetch("cocoa")
 
 
@@ -442,6 +442,6 @@ def test_cli_data_verify_and_where(capsys, shared):
     assert "7/7 files ok" in capsys.readouterr().out
     assert main(["data", "where"]) == 0
     out = capsys.readouterr().out
-    assert f"data root\t{shared}" in out and "coco_sample\t102/102 files present" in out
+    assert f"data root\t{shared}" in out and "coco-sample\t102/102 files present" in out
     assert main(["data", "fetch", "nosuch"]) == 2  # a VlmflowError becomes one line and exit code 2
     assert "unknown dataset 'nosuch'" in capsys.readouterr().err

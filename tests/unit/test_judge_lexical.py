@@ -16,7 +16,7 @@ def judge():
 def captions():
     from vlmflow.data import fetch
 
-    data = json.loads((fetch("coco_sample", progress=False) / "captions.json").read_text())
+    data = json.loads((fetch("coco-sample", progress=False) / "captions.json").read_text())
     by_image = {}
     for a in data["annotations"]:
         by_image.setdefault(a["image_id"], []).append(a["caption"].strip())

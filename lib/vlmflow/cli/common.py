@@ -65,6 +65,16 @@ def add_model_options(parser, *, model_default: str | None = "toy", default_text
                         help="Weight precision. Default: the checkpoint's own.")
 
 
+def add_data_option(parser, default: str, *, image_folders: bool = True) -> None:
+    """--data, the same for every command that reads images: a name ``vlmflow.data.resolve`` knows (checked there,
+    with the valid list on a mistake). ``image_folders``: whether a plain folder of images (no ground truth) will do."""
+    folder = ", its instances.json or a folder of images" if image_folders else " or its instances.json"
+    parser.add_argument("--data", default=default,
+                        help="The images (vlmflow.data.resolve): toy-test, toy-val or toy-train (seeded toy scenes), "
+                             "coco-sample (the shipped COCO sample), a COCO-format folder (e.g. toy scenes written by "
+                             f"`vlmflow toy scenes`){folder}. Default: {default}.")
+
+
 def check_model_options(args) -> None:
     """The device against what torch has and the model against what can be loaded (a second or two), before data
     or weights load."""

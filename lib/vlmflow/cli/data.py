@@ -16,7 +16,8 @@ def register(subparsers) -> None:
 
     f = sub.add_parser("fetch", help="Download the missing data files and check every SHA-256.",
                        description="Download the data files that are missing and check the SHA-256 of every file.")
-    f.add_argument("names", nargs="*", metavar="NAME", help="The data sets to fetch. Default: all registered.")
+    f.add_argument("names", nargs="*", metavar="NAME", help="The data sets to fetch: coco-sample, pope, mme, chair (the names --data "
+                        "uses). Default: all registered.")
     f.add_argument("--root", help="The data folder to fill. Default: the resolved data root (see `data where`).")
     f.add_argument("--mirror", help="A base URL serving the data-root layout, used instead of the public sources.")
     f.add_argument("--quiet", action="store_true", help="Show no progress bar.")
@@ -26,7 +27,7 @@ def register(subparsers) -> None:
     v = sub.add_parser("verify", help="Re-hash every data file and report problems (changes nothing).",
                        description="Re-hash every registered data file and report the missing or changed ones; "
                                    "nothing is changed. The exit code is 1 when a file is not as registered.")
-    v.add_argument("names", nargs="*", metavar="NAME", help="The data sets to check. Default: all registered.")
+    v.add_argument("names", nargs="*", metavar="NAME", help="The data sets to check: coco-sample, pope, mme, chair. Default: all registered.")
     v.add_argument("--root", help="The data folder to check. Default: the resolved data root (see `data where`).")
     common.add_json_option(v, "the counts and each problem")
     v.set_defaults(func=_verify)
@@ -73,11 +74,11 @@ def _verify(args) -> int:
 
 def _where(args) -> int:
     from vlmflow.data.fetcher import ENV_DATA, cache_root, locate
-    from vlmflow.data.registry import datasets
+    from vlmflow.data.registry import datasets, folder_of
 
     root, how = locate()
     state = {name: {"present": sum((root / e.path).is_file() for e in files), "files": len(files),
-                    "folder": str(root / name)} for name, files in datasets().items()}
+                    "folder": str(root / folder_of(name))} for name, files in datasets().items()}
     if args.json:
         common.print_json({"root": str(root), "found_from": how, "override": ENV_DATA, "cache": str(cache_root()),
                            "datasets": state})

@@ -167,13 +167,9 @@ def run(args) -> int:
             print(f"wrote {args.label_page} ({len(rows)} pairs)", file=sys.stderr)
         lines = [json.dumps({**row, "judge": args.judge, **_row(j)}, ensure_ascii=False) for row, j in zip(rows, judgments)]
         if args.out:
-            from pathlib import Path
+            from vlmflow.atomic import atomic_write
 
-            out = Path(args.out)
-            out.parent.mkdir(parents=True, exist_ok=True)
-            tmp = out.with_name(f".{out.name}.tmp")
-            tmp.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
-            tmp.replace(out)
+            atomic_write(args.out, "".join(line + "\n" for line in lines))
         elif not args.label_page:
             sys.stdout.write("".join(line + "\n" for line in lines))
         summary = aggregate(judgments).to_dict()

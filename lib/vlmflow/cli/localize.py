@@ -6,8 +6,6 @@ COCO-format folder (toy scenes written by `vlmflow toy scenes`) or its ``instanc
 next to the chance rate."""
 from __future__ import annotations
 
-import json
-
 from vlmflow.cli import common
 
 
@@ -18,10 +16,7 @@ def register(subparsers) -> None:
                     "peaks on and score whether it lies on that object, by layer and by layer band, next to the "
                     "chance rate; tables and provenance go to --out.")
     common.add_model_options(p)
-    p.add_argument("--data", default="coco-sample",
-                   help="The data (vlmflow.data.resolve): coco-sample (the shipped COCO sample), a toy split "
-                        "(toy-test, toy-val, toy-train; seed 0), a COCO-format folder (e.g. toy scenes written by "
-                        "`vlmflow toy scenes`) or its instances.json. Default: coco-sample.")
+    common.add_data_option(p, "coco-sample", image_folders=False)
     p.add_argument("--out", required=True, help="The output folder for the tables and the provenance.")
     p.add_argument("--n-images", type=common.positive_int, default=None,
                    help="Use only the first N images (at least 1). Default: all of them.")
@@ -76,16 +71,17 @@ def run(args) -> int:
                            max_new_tokens=args.max_new_tokens)
     import pandas as pd
 
+    from vlmflow.atomic import atomic_write, atomic_write_json
+
     with common.no_leftovers(out):
-        out.mkdir(parents=True, exist_ok=True)
-        res.objects.to_parquet(out / "objects.parquet")
-        res.images.to_parquet(out / "images.parquet")
+        atomic_write(out / "objects.parquet", res.objects.to_parquet)
+        atomic_write(out / "images.parquet", res.images.to_parquet)
         for by in ("layer", "band"):
             tables = [res.accuracy(by, subset).assign(subset=subset) for subset in ("all", "lost")]
-            pd.concat(tables).to_csv(out / f"accuracy_by_{by}.csv", index=False)
-        (out / "provenance.json").write_text(json.dumps({**res.provenance, "command": "vlmflow localize",
-                                                         "args": {k: v for k, v in vars(args).items()
-                                                                  if k != "func"}}, indent=1, default=str))
+            atomic_write(out / f"accuracy_by_{by}.csv", pd.concat(tables).to_csv(index=False))
+        atomic_write_json(out / "provenance.json", {**res.provenance, "command": "vlmflow localize",
+                                                    "args": {k: v for k, v in vars(args).items() if k != "func"}},
+                          indent=1, default=str)
     band = res.accuracy("band", "all")
     n_obj = res.objects.drop_duplicates(["image_id", "object", "occurrence"])
     if args.json:

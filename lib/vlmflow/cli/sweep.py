@@ -20,10 +20,7 @@ def register(subparsers) -> None:
                     "folder that a rerun resumes (and that shards can fill in parallel); with --merge, join shard "
                     "folders into --out instead. Read the folder with vlmflow.store.load_results.")
     common.add_model_options(p)
-    p.add_argument("--data", default="toy-test",
-                   help="The images (vlmflow.data.resolve): toy-test, toy-val or toy-train (toy scenes), coco-sample "
-                        "(the shipped COCO sample), a COCO-format folder, its instances.json or a folder of images. "
-                        "Default: toy-test.")
+    common.add_data_option(p, "toy-test")
     p.add_argument("--preset", default="from-layer", choices=PRESET_NAMES,
                    help="The set of knockout configurations (see vlmflow.presets). Default: from-layer.")
     p.add_argument("--n-images", type=common.positive_int, default=None,

@@ -109,4 +109,4 @@ def coco_sample(root: Path | str | None = None, mirror: str | None = None, progr
     """The 100-image COCO val2017 sample (instances, captions, images), checksums verified by `fetch`."""
     from vlmflow.data.fetcher import fetch
 
-    return CocoSample.from_folder(fetch("coco_sample", root=root, mirror=mirror, progress=progress))
+    return CocoSample.from_folder(fetch("coco-sample", root=root, mirror=mirror, progress=progress))

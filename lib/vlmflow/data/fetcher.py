@@ -4,7 +4,8 @@
 this package, so ``<repo>/../shared/data``); the user cache (``$XDG_CACHE_HOME/vlmflow/data``, default
 ``~/.cache/vlmflow/data``), which `fetch` fills from the public sources listed in `registry.json`.
 
-`fetch(name)` returns ``<root>/<name>`` after checking every registered file of that dataset against its SHA-256.
+`fetch(name)` returns the data set's folder ``<root>/<folder>`` (``coco-sample`` lives in ``coco_sample/``,
+``registry.folder_of``) after checking every registered file of that dataset against its SHA-256.
 Hashing is cached by (size, mtime) in a small stamp file in the user cache (never in the data folder, which may be
 read-only), so re-checking 100 images costs 100 ``stat`` calls. Missing files are downloaded (only into a folder
 vlmflow may write: the user cache, ``$VLMFLOW_DATA`` or an explicit ``root``; the checkout's shared folder is never
@@ -28,7 +29,7 @@ from pathlib import Path
 from typing import Literal
 
 from vlmflow.atomic import atomic_write_json
-from vlmflow.data.registry import REGISTRY_FILE, FileEntry, datasets, entries, sha256_file
+from vlmflow.data.registry import REGISTRY_FILE, FileEntry, datasets, entries, folder_of, sha256_file
 from vlmflow.errors import DataNotAvailableError
 
 ENV_DATA = "VLMFLOW_DATA"
@@ -168,7 +169,7 @@ def verify(names: Iterable[str] | None = None, *, root: Path | str | None = None
 # --------------------------------------------------------------------------------------------------------------
 def fetch(name: str, *, root: Path | str | None = None, mirror: str | None = None, progress: bool = True,
           registry_file: Path | str = REGISTRY_FILE) -> Path:
-    """Return the folder of dataset `name` (``coco_sample``, ``pope``, ``mme``, ``chair``) after verifying every file.
+    """Return the folder of dataset `name` (``coco-sample``, ``pope``, ``mme``, ``chair``) after verifying every file.
 
     Missing or corrupt files are downloaded when the root is writable by policy (user cache, ``$VLMFLOW_DATA``, or
     an explicit `root`); otherwise, or when no source works, raises DataNotAvailableError naming the file.
@@ -199,7 +200,7 @@ def fetch_all(names: Iterable[str] | None = None, *, root: Path | str | None = N
             _download_all([s.entry for s in bad], root, mirror, progress, stamps)
     finally:
         stamps.save()
-    return {n: root / n for n in names}
+    return {n: root / folder_of(n) for n in names}
 
 
 def _first_source(entry: FileEntry) -> str:

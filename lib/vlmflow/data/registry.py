@@ -37,11 +37,20 @@ _COMMITS = {
 _COCO_SERVER = "http://images.cocodataset.org/val2017/{name}"
 
 DESCRIPTIONS = {
-    "coco_sample": "100 MS-COCO val2017 images with their official instance annotations and captions",
+    "coco-sample": "100 MS-COCO val2017 images with their official instance annotations and captions",
     "pope": "POPE yes/no object-existence questions on COCO val2014 (random / popular / adversarial)",
     "mme": "MME perception questions (existence, count, position, color), 2 per image, no images",
     "chair": "CHAIR object synonyms, word rules and the 80 COCO categories",
 }
+
+
+# a data set's folder under the data root, where it is not spelled as the data set (the shared data's layout)
+FOLDERS = {"coco-sample": "coco_sample"}
+
+
+def folder_of(name: str) -> str:
+    """The folder of data set ``name`` under the data root (``coco-sample`` -> ``coco_sample``)."""
+    return FOLDERS.get(name, name)
 
 
 class UnknownDatasetError(VlmflowError, KeyError):
@@ -90,7 +99,9 @@ def entries(name: str, registry_file: Path | str = REGISTRY_FILE) -> tuple[FileE
     """The file entries of one dataset; raises UnknownDatasetError naming the bad name and the valid ones."""
     known = datasets(registry_file)
     if name not in known:
-        raise UnknownDatasetError(f"unknown dataset {name!r}; registered datasets: {', '.join(sorted(known))}")
+        spelled = next((n for n, folder in FOLDERS.items() if folder == name), None)  # the folder's name for the set's
+        hint = f" (use {spelled!r})" if spelled else ""
+        raise UnknownDatasetError(f"unknown dataset {name!r}{hint}; registered datasets: {', '.join(sorted(known))}")
     return known[name]
 
 
@@ -143,15 +154,16 @@ def build_registry(root: Path | str) -> dict:
     }
     for name in DESCRIPTIONS:
         files = []
-        for p in sorted((root / name).rglob("*")):
+        folder = folder_of(name)
+        for p in sorted((root / folder).rglob("*")):
             if not p.is_file():
                 continue
             rel = p.relative_to(root).as_posix()
             entry: dict = {"path": rel, "sha256": sha256_file(p), "size": p.stat().st_size, "urls": []}
-            inner = p.relative_to(root / name).as_posix()
+            inner = p.relative_to(root / folder).as_posix()
             if rel in derived:
                 entry["derived_from"] = derived[rel]
-            elif name == "coco_sample" and inner in image_source:
+            elif name == "coco-sample" and inner in image_source:
                 entry["urls"] = [image_source[inner], _COCO_SERVER.format(name=p.name)]
             elif name == "pope":
                 entry["urls"] = [_raw("AoiDragon/POPE", f"output/coco/{p.name}")]

@@ -183,8 +183,6 @@ def read_labels(path: str | Path) -> list[HumanLabel]:
 
 
 def write_labels(path: str | Path, labels: Sequence[HumanLabel]) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text("".join(json.dumps(label.to_json(), ensure_ascii=False) + "\n" for label in labels), encoding="utf-8")
-    tmp.replace(path)
+    from vlmflow.atomic import atomic_write
+
+    atomic_write(path, "".join(json.dumps(label.to_json(), ensure_ascii=False) + "\n" for label in labels))
