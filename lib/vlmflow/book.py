@@ -132,16 +132,21 @@ def repo_root(start: str | Path | None = None) -> Path:
     )
 
 
+def _read_config(path: Path, parse, syntax_error, error, what: str, language: str):
+    """``parse(path's text)``; a missing file or bad syntax raises ``error`` naming ``what`` and ``path``."""
+    try:
+        return parse(path.read_text())
+    except FileNotFoundError:
+        raise error(f"{what} {path} not found") from None
+    except syntax_error as exc:
+        raise error(f"{what} {path} is not valid {language}: {exc}") from None
+
+
 def load_registry(root: str | Path | None = None) -> dict[str, FigureSpec]:
     """Parse ``notebooks/figures.toml`` into ``{name: FigureSpec}``, checking that each source notebook exists."""
     root = repo_root(root) if root is None else Path(root)
     path = root / REGISTRY
-    try:
-        data = tomllib.loads(path.read_text())
-    except FileNotFoundError:
-        raise RegistryError(f"figure registry {path} not found") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise RegistryError(f"figure registry {path} is not valid TOML: {exc}") from None
+    data = _read_config(path, tomllib.loads, tomllib.TOMLDecodeError, RegistryError, "figure registry", "TOML")
     specs: dict[str, FigureSpec] = {}
     allowed = {f.name for f in FigureSpec.__dataclass_fields__.values()} - {"name"}
     for name, entry in data.items():
@@ -566,12 +571,7 @@ def toc_files(root: str | Path) -> list[str]:
     import yaml
 
     path = Path(root) / "_toc.yml"
-    try:
-        data = yaml.safe_load(path.read_text())
-    except FileNotFoundError:
-        raise BookError(f"table of contents {path} not found") from None
-    except yaml.YAMLError as exc:
-        raise BookError(f"table of contents {path} is not valid YAML: {exc}") from None
+    data = _read_config(path, yaml.safe_load, yaml.YAMLError, BookError, "table of contents", "YAML")
     found: list[str] = []
 
     def walk(node):

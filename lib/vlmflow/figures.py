@@ -66,6 +66,20 @@ def use_style() -> None:
     plt.style.use(str(STYLE_PATH))
 
 
+def start(results_dir: str | Path, *, device: str = "cpu", cpu_threads: int | None = None) -> Path:
+    """What every figure notebook does first: the project style, ``cpu_threads`` torch threads on the CPU (the toy
+    model gains nothing from more, and on a shared CPU extra threads only contend), and its results folder (created)
+    -> that folder."""
+    use_style()
+    if device == "cpu" and cpu_threads:
+        import torch
+
+        torch.set_num_threads(int(cpu_threads))
+    results = Path(results_dir)
+    results.mkdir(parents=True, exist_ok=True)
+    return results
+
+
 def mean_band(
     ax: "Axes",
     x: Sequence[float] | np.ndarray,

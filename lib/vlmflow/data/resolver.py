@@ -93,6 +93,14 @@ def unknown(name: str) -> UnknownDatasetError:
     return UnknownDatasetError(f"unknown data {name!r}{hint}; valid: {VALID}")
 
 
+def exact_truth_split(name: str, who: str, allowed=("toy-test", "toy-val")) -> str:
+    """The toy split (``"test"``...) of data ``name`` for a page that needs exact ground truth (``who`` names it in
+    the error); any other name raises `UnknownDatasetError` listing ``allowed``."""
+    if name not in allowed:
+        raise UnknownDatasetError(f"{who}: data={name!r} has no exact ground truth; use one of {', '.join(allowed)}")
+    return TOY_SPLITS[name]
+
+
 def check_count(n: int | None) -> int | None:
     if n is not None and (isinstance(n, bool) or int(n) != n or n < 1):
         from vlmflow.errors import UsageError

@@ -23,7 +23,7 @@ from vlmflow.judge.base import Judge, JudgeError, Judgment, prf
 
 JUDGES = ("exact", "lexical", "llm")
 
-__all__ = ["JUDGES", "Aggregate", "Judge", "JudgeError", "Judgment", "aggregate", "get_judge", "prf"]
+__all__ = ["JUDGES", "Aggregate", "Judge", "JudgeError", "Judgment", "aggregate", "get_judge", "options_for", "prf"]
 
 
 def get_judge(name: str, **options: Any) -> Judge:
@@ -41,6 +41,12 @@ def get_judge(name: str, **options: Any) -> Judge:
 
         return LLMJudge(**options)
     raise JudgeError(f"unknown judge {name!r}; choose one of {', '.join(JUDGES)}")
+
+
+def options_for(name: str, *, model: str, base_url: str | None, cache_dir) -> dict[str, Any]:
+    """The :func:`get_judge` options that a notebook's judge parameters give: the LLM judge's model, endpoint and
+    judgment cache folder; none for the offline judges (their answers depend on nothing else)."""
+    return {"model": model, "base_url": base_url, "cache_dir": cache_dir} if name == "llm" else {}
 
 
 @dataclass(frozen=True)

@@ -7,19 +7,11 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from vlmflow.heatmap import token_position
+from vlmflow.localize import score as sc  # one generation -> rows, bands, accuracy tables
 from vlmflow.localize.base import DEFAULT_TOLERANCE_PX, LocalizationError
 from vlmflow.localize.maps import geometry_to_dict
 from vlmflow.localize.masks import MaskTokens
 from vlmflow.localize.mentions import Mention, mentions
-from vlmflow.localize.score import (
-    ObjectTruth,
-    accuracy_table,
-    band_label,
-    head_aggregate,
-    layer_bands,
-    localize_generation,
-    record_for,
-)
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -55,9 +47,9 @@ def truth_for(sample, image_id: int, geometry: "ImageGeometry", kind: str, toy_m
                 cache[ann["id"]] = MaskTokens.build(sample.mask(ann).astype(bool), geometry)
             out_ids.append(ann["id"])
             out.append(cache[ann["id"]])
-        return ObjectTruth(out_ids, out)
+        return sc.ObjectTruth(out_ids, out)
 
-    def lookup(m: Mention) -> ObjectTruth:
+    def lookup(m: Mention) -> sc.ObjectTruth:
         if kind == "toy":
             shape, color, size = m.attributes
             if toy_match == "shape":
@@ -81,7 +73,16 @@ class LocalizationResult:
     provenance: dict
 
     def accuracy(self, by: str = "band", subset: str = "all", **kw) -> "pd.DataFrame":
-        return accuracy_table(self.objects, by=by, subset=subset, **kw)
+        return sc.accuracy_table(self.objects, by=by, subset=subset, **kw)
+
+    def status(self) -> str:
+        """One line for a notebook: images, layers, bands, tolerance unit, and whether the stored runner
+        (``stored_localization``) computed images or read them all back."""
+        p = self.provenance
+        stored = (f"computed {p['computed_images']} images into {p['store']}" if p.get("computed_images")
+                  else f"reusing {p['store']}: every image is stored") if "store" in p else "not stored"
+        return (f"{len(self.images)} images, {p['n_layers']} decoder layers, bands {p['bands']}, tolerance unit "
+                f"{p['unit']}; {stored}")
 
 
 def localize_dataset(vlm: "VLM", sample, image_ids: Sequence[int] | None = None, n_images: int | None = None, *,
@@ -114,7 +115,7 @@ def localize_dataset(vlm: "VLM", sample, image_ids: Sequence[int] | None = None,
     ids = list(image_ids) if image_ids is not None else sample.image_ids
     if n_images is not None:
         ids = ids[:n_images]
-    bands = layer_bands(vlm.num_layers, band_width)
+    bands = sc.layer_bands(vlm.num_layers, band_width)
     object_rows, image_rows = [], []
     for image_id in tqdm(ids, desc="localize", disable=bar_disabled(progress)):
         rows, image_row = localize_image(vlm, sample, image_id, kind=kind, question=question,
@@ -155,7 +156,7 @@ def localize_image(vlm: "VLM", sample, image_id, *, kind: str, question: str, ma
     image = sample.image(image_id)
     batch = vlm.prepare(image, question)
     geometry = vlm.adapter.geometry(image.size, batch.inputs, 0)
-    gen = vlm.generate_batch(batch, record=record_for(heads), max_new_tokens=max_new_tokens)[0]
+    gen = vlm.generate_batch(batch, record=sc.record_for(heads), max_new_tokens=max_new_tokens)[0]
     found = mentions(gen, vlm.tokenizer, kind, vocabulary)
     if kind == "coco":  # categories count as sets (as the lexical judge does): the first naming token each
         found = [m for m in found if m.occurrence == 0]
@@ -167,17 +168,17 @@ def localize_image(vlm: "VLM", sample, image_id, *, kind: str, question: str, ma
         ko_text = ko_gen.text
         j = judge.judge(gen.text, ko_text)
         lost_names = set(j.fn) if j.ok else None
-    rows = localize_generation(gen, geometry, found, truth_for(sample, image_id, geometry, kind, toy_match),
+    rows = sc.localize_generation(gen, geometry, found, truth_for(sample, image_id, geometry, kind, toy_match),
                                tolerances=tolerances, unit=unit, heads=heads, row=row, instances=instances,
                                image_id=image_id)
     for r in rows:
-        r["band"] = band_label(r["layer"], bands)
+        r["band"] = sc.band_label(r["layer"], bands)
         r["lost"] = (r["object"] in lost_names) if lost_names is not None else None
     image_row = {"image_id": image_id, "description": gen.text, "ko_description": ko_text,
                  "n_mentions": len(found), "n_generated": len(gen.token_ids),
                  "n_image_tokens": geometry.n_tokens, "geometry": geometry.method}
     if keep_maps:
-        maps = head_aggregate(gen.record.image_map, heads)  # [R, L, N]
+        maps = sc.head_aggregate(gen.record.image_map, heads)  # [R, L, N]
         positions = gen.record.row_positions.tolist()
         image_row["maps"] = {}
         for m in found:
