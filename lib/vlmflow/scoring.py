@@ -1,6 +1,6 @@
 """Scoring short answers: MME / POPE-style yes/no (ACC, ACC+) and exact match (counts, colours, choices).
 
-Used by re-prompting (Table 1, `reprompt.py`), the toy world's question answering and the POPE / MME readers
+Used by re-prompting (Table 1, `vlmflow.reprompt`), the toy world's question answering and the POPE / MME readers
 (`vlmflow.data.pope`, `vlmflow.data.mme`). Questions come from `vlmflow.data` (`PopeRecord`, `MmeRecord`) or any
 records / dicts with ``question_id``, ``image_id`` and ``truth`` (or ``label``); answers either ride on each record
 (``answer``, or ``response`` as in MME's result files) or come as a mapping question_id -> answer text. Every score

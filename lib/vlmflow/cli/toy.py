@@ -14,6 +14,7 @@ from vlmflow.cli import common
 
 
 def register(subparsers) -> None:
+    """`vlmflow toy ACTION`. Over 60 lines because it declares each action's options, one block per action."""
     p = subparsers.add_parser("toy",
                               help="The toy world: synthetic scenes, and the toy model's training and evaluation.",
                               description="The toy world: synthetic scenes with exact ground truth written as COCO, "

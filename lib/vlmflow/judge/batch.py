@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from vlmflow.atomic import atomic_write
 from vlmflow.judge.base import JudgeError, Judgment
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -42,68 +43,70 @@ def request_lines(judge: "LLMJudge", todo: dict[str, tuple[str, str]]) -> bytes:
 def run_batch(judge: "LLMJudge", todo: dict[str, tuple[str, str]], run: "RunUsage",
               progress: bool = True) -> dict[str, Judgment]:
     """Judge `todo` (cache key -> (reference, candidate)) through the Batch API; returns key -> Judgment."""
-    from vlmflow.judge.llm import MalformedAnswer, interpret_completion, judgment_from_answer, usage_of
-
     client = judge.client
     root = judge.record_dir or (judge.cache.folder / "batches" if judge.cache is not None else Path("judge_batches"))
     data = request_lines(judge, todo)
     folder = root / hashlib.sha256(data).hexdigest()[:16]
-    folder.mkdir(parents=True, exist_ok=True)
-    requests = folder / "requests.jsonl"
-    _atomic_write(requests, data)
+    requests = atomic_write(folder / "requests.jsonl", data)
 
     batch = _resume(client, folder)
     if batch is None:
-        with open(requests, "rb") as f:
-            uploaded = client.files.create(file=(requests.name, f.read()), purpose="batch")
+        uploaded = client.files.create(file=(requests.name, data), purpose="batch")
         batch = client.batches.create(input_file_id=uploaded.id, endpoint=ENDPOINT, completion_window="24h",
                                       metadata={"vlmflow": "judge", "prompt_version": judge.version})
         run.api_requests += 2
         _save_batch(folder, batch)
         log.info("LLM judge: submitted batch %s (%d requests), record in %s", batch.id, len(todo), folder)
     batch = _poll(judge, client, batch, folder, len(todo), progress, run)
+    outputs = _download(client, batch, folder, run)
+    return {key: _judgment(judge, batch, outputs.get(key), key, reference, candidate, run)
+            for key, (reference, candidate) in todo.items()}
 
+
+def _download(client: Any, batch: Any, folder: Path, run: "RunUsage") -> dict[str, dict[str, Any]]:
+    """custom_id -> output line of a finished batch (its output and error files, both kept in ``folder``)."""
     outputs: dict[str, dict[str, Any]] = {}
     for attr, name in (("output_file_id", "output.jsonl"), ("error_file_id", "errors.jsonl")):
         file_id = getattr(batch, attr, None)
-        if file_id:
-            data = client.files.content(file_id).content
-            run.api_requests += 1
-            _atomic_write(folder / name, data)
-            for n, line in enumerate(data.decode("utf-8").splitlines(), 1):
-                if line.strip():
-                    try:
-                        item = json.loads(line)
-                        outputs.setdefault(item["custom_id"], item)
-                    except (ValueError, KeyError, TypeError):
-                        log.warning("batch %s: unreadable line %d of %s", batch.id, n, name)
+        if not file_id:
+            continue
+        data = client.files.content(file_id).content
+        run.api_requests += 1
+        atomic_write(folder / name, data)
+        for n, line in enumerate(data.decode("utf-8").splitlines(), 1):
+            if line.strip():
+                try:
+                    item = json.loads(line)
+                    outputs.setdefault(item["custom_id"], item)
+                except (ValueError, KeyError, TypeError):
+                    log.warning("batch %s: unreadable line %d of %s", batch.id, n, name)
+    return outputs
 
-    results: dict[str, Judgment] = {}
-    for key, (reference, candidate) in todo.items():
-        item = outputs.get(key)
-        if item is None:
-            results[key] = Judgment.failure(f"batch {batch.id}: no output for this pair (batch status {batch.status})")
-            continue
-        response, error = item.get("response") or {}, item.get("error")
-        body = response.get("body") or {}
-        if error or response.get("status_code") != 200:
-            detail = error.get("message") if isinstance(error, dict) else error
-            if not detail and isinstance(body, dict) and isinstance(body.get("error"), dict):
-                detail = body["error"].get("message")
-            results[key] = Judgment.failure(judge._redact(
-                f"batch {batch.id}: request failed (HTTP {response.get('status_code')}): {detail}"[:300]))
-            continue
-        usage = usage_of(body)
-        run.prompt_tokens += usage["prompt_tokens"]
-        run.completion_tokens += usage["completion_tokens"]
-        try:
-            answer = interpret_completion(body)
-        except MalformedAnswer as exc:
-            results[key] = Judgment.failure(judge._redact(f"batch {batch.id}: {exc}"), usage={**usage, "cached": False})
-            continue
-        judge.store(key, reference, candidate, answer, usage)
-        results[key] = judgment_from_answer(answer, {**usage, "cached": False, "batch": batch.id})
-    return results
+
+def _judgment(judge: "LLMJudge", batch: Any, item: dict | None, key: str, reference: str, candidate: str,
+              run: "RunUsage") -> Judgment:
+    """One pair's judgment from its output line (stored in the judge's cache), or a failure naming why."""
+    from vlmflow.judge.llm import MalformedAnswer, interpret_completion, judgment_from_answer, usage_of
+
+    if item is None:
+        return Judgment.failure(f"batch {batch.id}: no output for this pair (batch status {batch.status})")
+    response, error = item.get("response") or {}, item.get("error")
+    body = response.get("body") or {}
+    if error or response.get("status_code") != 200:
+        detail = error.get("message") if isinstance(error, dict) else error
+        if not detail and isinstance(body, dict) and isinstance(body.get("error"), dict):
+            detail = body["error"].get("message")
+        return Judgment.failure(judge._redact(
+            f"batch {batch.id}: request failed (HTTP {response.get('status_code')}): {detail}"[:300]))
+    usage = usage_of(body)
+    run.prompt_tokens += usage["prompt_tokens"]
+    run.completion_tokens += usage["completion_tokens"]
+    try:
+        answer = interpret_completion(body)
+    except MalformedAnswer as exc:
+        return Judgment.failure(judge._redact(f"batch {batch.id}: {exc}"), usage={**usage, "cached": False})
+    judge.store(key, reference, candidate, answer, usage)
+    return judgment_from_answer(answer, {**usage, "cached": False, "batch": batch.id})
 
 
 def _resume(client: Any, folder: Path):
@@ -152,10 +155,4 @@ def _poll(judge: "LLMJudge", client: Any, batch: Any, folder: Path, total: int, 
 
 
 def _save_batch(folder: Path, batch: Any) -> None:
-    _atomic_write(folder / "batch.json", batch.model_dump_json(indent=1).encode("utf-8"))
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    from vlmflow.atomic import atomic_write
-
-    atomic_write(path, data)
+    atomic_write(folder / "batch.json", batch.model_dump_json(indent=1).encode("utf-8"))
