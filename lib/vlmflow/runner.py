@@ -88,11 +88,6 @@ class Experiment:
         return self._vlm
 
     @property
-    def loaded(self) -> bool:
-        """Whether the model is in memory (given, or loaded because something was missing)."""
-        return self._vlm is not None
-
-    @property
     def n_layers(self) -> int:
         """The decoder layer count: from the stored provenance, else from the model (which loads it)."""
         if self._n_layers is None:
