@@ -61,7 +61,7 @@ def sample():
 def test_registry_covers_every_data_file_with_matching_hash(shared):
     regs = registry.datasets()
     registered = {e.path for files in regs.values() for e in files}
-    on_disk = {p.relative_to(shared).as_posix() for n in regs for p in (shared / n).rglob("*") if p.is_file()}
+    on_disk = {p.relative_to(shared).as_posix() for n in regs for p in (shared / registry.folder_of(n)).rglob("*") if p.is_file()}
     assert registered == on_disk
     assert len(regs["coco-sample"]) == 102 and len(regs["pope"]) == 3 and len(regs["mme"]) == 4
     statuses = verify(root=shared)  # full re-hash, no stamps
