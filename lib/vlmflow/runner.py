@@ -10,9 +10,9 @@ only when something is.
 Where the results live (:func:`locate`): a *root* folder holds one folder per key, ``<root>/<kind>-<settings hash>``
 (``kind``: ``sweep``, ``localize``, ``reprompt``), so that a notebook's ``results_dir`` keeps every parameter set
 apart. A root that is itself a result folder (a ``vlmflow sweep --out`` folder handed to a notebook) is used as it
-is: read back when it holds the same key, refused (naming the settings that differ) when it holds another. The CLI and ``vf.sweep`` name their folder exactly (``exact=True``): one of another key is
-refused by the store, naming the settings that differ. So the same experiment run from the CLI and then from a
-notebook reads the first run's results (tests/integration/test_one_experiment_path.py).
+is: read back when it holds the same key, refused (naming the settings that differ) when it holds another. The CLI
+and ``vf.sweep`` name their folder exactly (``exact=True``), with the same refusal. So the same experiment run from
+the CLI and then from a notebook reads the first run's results (tests/integration/test_one_experiment_path.py).
 """
 from __future__ import annotations
 
