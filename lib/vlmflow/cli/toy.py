@@ -2,6 +2,7 @@
 
     vlmflow toy scenes --seed 0 --n 100 --out DIR [--split test] [--min-objects 1 --max-objects 4] [--clutter 0.5]
     vlmflow toy train --out data/toy_model [--vision-minutes 6] [--minutes 80] [--steps N] [--seed 0] [--resume]
+    vlmflow toy train --recipe NAME --cpu-minutes 20 --out DIR --work DIR [--resume]   (toy/recipes.py)
     vlmflow toy eval --model data/toy_model --n 200 [--knockout] --json
 """
 from __future__ import annotations
@@ -11,6 +12,7 @@ import json
 from pathlib import Path
 
 from vlmflow.cli import common
+from vlmflow.toy.recipes import RECIPES
 
 
 def register(subparsers) -> None:
@@ -66,6 +68,14 @@ def register(subparsers) -> None:
                         "Default: on.")
     t.add_argument("--threads", type=common.positive_int, default=2, help="CPU threads for torch. Default: 2.")
     t.add_argument("--resume", action="store_true", help="Continue from the last checkpoint in --work.")
+    t.add_argument("--recipe", default=None, choices=list(RECIPES),
+                   help="Train a named recipe of the training study (vlmflow.toy.recipes): the vision tower and "
+                        "projector come from the shipped toy model (tower frozen), the language model starts from "
+                        "scratch, with one change per recipe; needs --cpu-minutes. Default: none (the plain "
+                        "training above).")
+    t.add_argument("--cpu-minutes", type=common.positive_float, default=None,
+                   help="A budget in minutes of this process's CPU time (one torch thread) instead of --minutes of "
+                        "wall time: with --recipe it covers every stage of the recipe. Default: none.")
     t.add_argument("--vision-layers", type=common.positive_int, default=None,
                    help="The depth of the CLIP vision tower. Default: ToyModelConfig's.")
     t.add_argument("--vision-feature-layer", type=int, default=None,
@@ -111,6 +121,8 @@ def _scenes(args) -> int:
 def _train(args) -> int:
     common.output_folder(args.out, "--out")
     common.output_folder(args.work or "runs/toy_train", "--work")
+    if args.recipe is not None:
+        return _train_recipe(args)
     from dataclasses import replace
 
     from vlmflow.toy.model import ToyModelConfig
@@ -122,9 +134,23 @@ def _train(args) -> int:
                       minutes=args.minutes, threads=args.threads, vision_minutes=args.vision_minutes,
                       aux_weight=args.aux_weight, hide_until=args.hide_until, mimetic=args.mimetic,
                       model=replace(ToyModelConfig(), **model_overrides))
+    if args.cpu_minutes is not None:
+        cfg = replace(cfg, minutes=args.cpu_minutes, clock="process")
     command = "vlmflow toy train " + " ".join(_argv_after("train"))
     train(cfg, args.out, args.work or "runs/toy_train", resume=args.resume, log=lambda m: print(m, flush=True),
           command=command)
+    return 0
+
+
+def _train_recipe(args) -> int:
+    from vlmflow.errors import UsageError
+    from vlmflow.toy.recipes import train_recipe
+
+    if args.cpu_minutes is None:
+        raise UsageError("--recipe needs --cpu-minutes: every recipe of the study trains under one CPU budget")
+    command = "vlmflow toy train " + " ".join(_argv_after("train"))
+    train_recipe(args.recipe, args.cpu_minutes, args.out, args.work or "runs/toy_train", seed=args.seed,
+                 resume=args.resume, log=lambda m: print(m, flush=True), command=command)
     return 0
 
 
