@@ -4,6 +4,7 @@
     vlmflow toy train --out data/toy_model [--vision-minutes 6] [--minutes 80] [--steps N] [--seed 0] [--resume]
     vlmflow toy train --recipe NAME --cpu-minutes 20 --out DIR --work DIR [--resume]   (toy/recipes.py)
     vlmflow toy eval --model data/toy_model --n 200 [--knockout] --json
+    vlmflow toy study --models runs/recipes/*/model --out data/recipe_study/study.json   (toy/recipe_study.py)
 """
 from __future__ import annotations
 
@@ -101,6 +102,31 @@ def register(subparsers) -> None:
                    help="The training command to record in the card. Default: the one in training.json.")
     e.set_defaults(func=_eval)
 
+    st = sub.add_parser("study", help="Measure trained recipe models for the training study (one row each).",
+                        description="Measure each recipe model (trained with `vlmflow toy train --recipe`): held-out "
+                                    "quality, Figure 1's text attention, the knockouts in all layers, the quarter-depth "
+                                    "windows and localization, each with a bootstrap interval, and store the rows with "
+                                    "their provenance in --out (other recipes already there are kept).")
+    st.add_argument("--models", nargs="+", required=True,
+                    help="Model folders written by `vlmflow toy train --recipe NAME` (the row's name is the recipe "
+                         "in the folder's training.json), or NAME=FOLDER for any toy model folder (e.g. "
+                         "shipped=data/toy_model as the reference row).")
+    st.add_argument("--out", default="data/recipe_study/study.json",
+                    help="The JSON file of stored rows that the book's chapter reads. Default: "
+                         "data/recipe_study/study.json.")
+    st.add_argument("--results", default="results/recipe_study",
+                    help="The folder for the resumable sweep, localization and quality stores. Default: "
+                         "results/recipe_study.")
+    st.add_argument("--n-images", type=common.positive_int, default=80,
+                    help="Test scenes for the sweeps and localization (at least 1). Default: 80.")
+    st.add_argument("--quality-scenes", type=common.positive_int, default=100,
+                    help="Test scenes for the held-out quality questions (at least 1). Default: 100.")
+    st.add_argument("--seed", type=common.nonnegative_int, default=0,
+                    help="The seed of the test scenes and of the bootstrap. Default: 0.")
+    st.add_argument("--threads", type=common.positive_int, default=1, help="CPU threads for torch. Default: 1.")
+    common.add_json_option(st, "the stored rows")
+    st.set_defaults(func=_study)
+
 
 def _scenes(args) -> int:
     from vlmflow.toy.scenes import SceneConfig, write_coco
@@ -151,6 +177,37 @@ def _train_recipe(args) -> int:
     command = "vlmflow toy train " + " ".join(_argv_after("train"))
     train_recipe(args.recipe, args.cpu_minutes, args.out, args.work or "runs/toy_train", seed=args.seed,
                  resume=args.resume, log=lambda m: print(m, flush=True), command=command)
+    return 0
+
+
+def _study(args) -> int:
+    from vlmflow.errors import UsageError
+
+    folders = {}
+    for given in args.models:
+        name, _, folder = given.rpartition("=") if "=" in given else ("", "", given)
+        info = Path(folder) / "training.json"
+        if not info.is_file():
+            raise UsageError(f"--models: {folder} has no training.json (not a trained toy model folder)")
+        name = name or (json.loads(info.read_text()).get("recipe") or {}).get("name")
+        if not name:
+            raise UsageError(f"--models: {info} names no recipe (train it with `vlmflow toy train --recipe NAME`, "
+                             f"or name the row: NAME={folder})")
+        if name in folders:
+            raise UsageError(f"--models: recipe {name!r} is given twice ({folders[name]}, {folder})")
+        folders[name] = folder
+    import torch
+
+    from vlmflow.toy.recipe_study import study_rows, write_study
+
+    torch.set_num_threads(args.threads)
+    study = study_rows(folders, args.results, n_images=args.n_images, quality_scenes=args.quality_scenes,
+                       seed=args.seed)
+    path = write_study(args.out, study)
+    if args.json:
+        common.print_json({name: s["row"] for name, s in study.items()})
+    else:
+        print(path)
     return 0
 
 
