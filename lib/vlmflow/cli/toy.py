@@ -145,6 +145,10 @@ def _scenes(args) -> int:
 
 
 def _train(args) -> int:
+    from vlmflow.errors import UsageError
+
+    if args.recipe is not None and args.cpu_minutes is None:
+        raise UsageError("--recipe needs --cpu-minutes: every recipe of the study trains under one CPU budget")
     common.output_folder(args.out, "--out")
     common.output_folder(args.work or "runs/toy_train", "--work")
     if args.recipe is not None:
@@ -169,11 +173,8 @@ def _train(args) -> int:
 
 
 def _train_recipe(args) -> int:
-    from vlmflow.errors import UsageError
     from vlmflow.toy.recipes import train_recipe
 
-    if args.cpu_minutes is None:
-        raise UsageError("--recipe needs --cpu-minutes: every recipe of the study trains under one CPU budget")
     command = "vlmflow toy train " + " ".join(_argv_after("train"))
     train_recipe(args.recipe, args.cpu_minutes, args.out, args.work or "runs/toy_train", seed=args.seed,
                  resume=args.resume, log=lambda m: print(m, flush=True), command=command)
