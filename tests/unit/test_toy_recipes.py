@@ -144,3 +144,27 @@ def test_process_clock_budget_ends_training(source, tmp_path):
     elapsed = torch.load(tmp_path / "work" / "checkpoint.pt", weights_only=False)["elapsed"]
     assert 1 <= res["step"] < 10 ** 6
     assert elapsed >= 0.02 * 60  # it ran until its CPU seconds were spent (and stopped: res came back)
+
+
+def test_export_checkpoint_records_the_cpu_time_the_checkpoint_used(source, tmp_path):
+    """A run stopped before its planned budget is exported from its last checkpoint: same weights (float16), and
+    training.json's budget is the checkpoint's CPU time plus the recipe's own stage, next to the planned one."""
+    import torch
+
+    from vlmflow.toy.recipes import export_checkpoint, train_recipe
+    from vlmflow.toy.train import TrainingError
+
+    work = tmp_path / "work"
+    train_recipe("text-first", 3, tmp_path / "out", work, vision_from=source, base=_base(steps=2), text_steps=2,
+                 log=lambda m: None)
+    state = torch.load(work / "checkpoint.pt", weights_only=False)
+    record = export_checkpoint("text-first", 3, work, tmp_path / "stopped", base=_base(steps=2))
+    stage = state["prepared"]["text_first"]["cpu_minutes"]
+    assert record["cpu_budget_minutes"] == round(state["elapsed"] / 60 + stage, 2) and record["planned_cpu_minutes"] == 3
+    info = json.loads((tmp_path / "stopped" / "training.json").read_text())
+    assert info["recipe"] == record and info["steps"] == state["step"] == 2
+    (got, _) = load(tmp_path / "stopped")
+    for k, v in got.state_dict().items():
+        assert torch.equal(v, state["model"][k].half().float()), k
+    with pytest.raises(TrainingError, match="not recipe 'deep'"):
+        export_checkpoint("deep", 3, work, tmp_path / "x", base=_base(steps=2))

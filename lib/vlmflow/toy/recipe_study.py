@@ -235,6 +235,7 @@ def training_summary(model: str | os.PathLike) -> dict:
     text = prepared.get("text_first") or {}
     cfg = info.get("train_config") or {}
     return {"recipe": recipe.get("name"), "cpu_budget_minutes": recipe.get("cpu_budget_minutes"),
+            "planned_cpu_minutes": recipe.get("planned_cpu_minutes", recipe.get("cpu_budget_minutes")),
             "clock": cfg.get("clock", "wall"), "threads": cfg.get("threads"),
             "vision_minutes": cfg.get("vision_minutes"), "vision_from": prepared.get("vision_from"),
             "steps": info.get("steps"), "main_minutes": last.get("minutes"),

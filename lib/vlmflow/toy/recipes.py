@@ -241,5 +241,40 @@ def train_recipe(name: str, cpu_minutes: float, out: str | os.PathLike, work: st
     return result
 
 
-__all__ = ["RECIPES", "Recipe", "config", "load_vision", "prepare_for", "pretrain_text", "recipe", "text_batch",
+def export_checkpoint(name: str, planned_cpu_minutes: float, work: str | os.PathLike, out: str | os.PathLike, *,
+                      seed: int = 0, base: TrainConfig | None = None, command: str | None = None) -> dict:
+    """Export the model state of recipe ``name``'s last checkpoint (``work/checkpoint.pt``) to ``out`` (float16, with
+    ``training.json``), for a run stopped before its planned budget: the recorded budget is the CPU time the
+    checkpoint had used (its main stage plus the recipe's own stage), next to the planned one. -> the recipe record."""
+    import torch
+
+    from vlmflow.toy.model import build
+    from vlmflow.toy.train import KIND_MIX as MIX
+    from vlmflow.toy.train import export
+
+    path = Path(work) / "checkpoint.pt"
+    if not path.is_file():
+        raise TrainingError(f"no checkpoint at {path}")
+    state = torch.load(path, weights_only=False, map_location="cpu")
+    cfg = config(name, planned_cpu_minutes, seed=seed, base=base)
+    if state["model_config"] != cfg.model.to_dict():
+        raise TrainingError(f"{path} holds a model of config {state['model_config']}, not recipe {name!r}'s")
+    model, processor = build(cfg.model, seed=seed)
+    model.load_state_dict(state["model"])
+    prepared = state.get("prepared") or {}
+    stage = (prepared.get("text_first") or {}).get("cpu_minutes", 0.0)
+    r = recipe(name)
+    record = {"name": name, "change": r.change, "why": r.why,
+              "cpu_budget_minutes": round(state["elapsed"] / 60 + stage, 2), "planned_cpu_minutes": planned_cpu_minutes,
+              "stopped_at_checkpoint": True, "clock": "time.process_time (this process's CPU time, one torch thread)",
+              "text_fraction": r.text_fraction}
+    export(model.eval(), processor, out, half=True, extra={
+        "train_config": {k: v for k, v in cfg.__dict__.items() if k not in ("model", "scenes")},
+        "model_config": cfg.model.to_dict(), "scene_config": cfg.scenes.__dict__, "kind_mix": MIX,
+        "command": command, "steps": state["step"], "total_steps": state["total_steps"],
+        "history": state.get("history", []), "prepared": prepared, "recipe": record})
+    return record
+
+
+__all__ = ["RECIPES", "Recipe", "config", "export_checkpoint", "load_vision", "prepare_for", "pretrain_text", "recipe", "text_batch",
            "text_prompt", "train_recipe"]
