@@ -2,7 +2,9 @@
 
     vlmflow toy scenes --seed 0 --n 100 --out DIR [--split test] [--min-objects 1 --max-objects 4] [--clutter 0.5]
     vlmflow toy train --out data/toy_model [--vision-minutes 6] [--minutes 80] [--steps N] [--seed 0] [--resume]
+    vlmflow toy train --recipe NAME --cpu-minutes 20 --out DIR --work DIR [--resume]   (toy/recipes.py)
     vlmflow toy eval --model data/toy_model --n 200 [--knockout] --json
+    vlmflow toy study --models runs/recipes/*/model --out data/recipe_study/study.json   (toy/recipe_study.py)
 """
 from __future__ import annotations
 
@@ -11,6 +13,7 @@ import json
 from pathlib import Path
 
 from vlmflow.cli import common
+from vlmflow.toy.recipes import RECIPES
 
 
 def register(subparsers) -> None:
@@ -67,6 +70,14 @@ def register(subparsers) -> None:
                         "Default: on.")
     t.add_argument("--threads", type=common.positive_int, default=2, help="CPU threads for torch. Default: 2.")
     t.add_argument("--resume", action="store_true", help="Continue from the last checkpoint in --work.")
+    t.add_argument("--recipe", default=None, choices=list(RECIPES),
+                   help="Train a named recipe of the training study (vlmflow.toy.recipes): the vision tower and "
+                        "projector come from the shipped toy model (tower frozen), the language model starts from "
+                        "scratch, with one change per recipe; needs --cpu-minutes. Default: none (the plain "
+                        "training above).")
+    t.add_argument("--cpu-minutes", type=common.positive_float, default=None,
+                   help="A budget in minutes of this process's CPU time (one torch thread) instead of --minutes of "
+                        "wall time: with --recipe it covers every stage of the recipe. Default: none.")
     t.add_argument("--vision-layers", type=common.positive_int, default=None,
                    help="The depth of the CLIP vision tower. Default: ToyModelConfig's.")
     t.add_argument("--vision-feature-layer", type=int, default=None,
@@ -92,6 +103,31 @@ def register(subparsers) -> None:
                    help="The training command to record in the card. Default: the one in training.json.")
     e.set_defaults(func=_eval)
 
+    st = sub.add_parser("study", help="Measure trained recipe models for the training study (one row each).",
+                        description="Measure each recipe model (trained with `vlmflow toy train --recipe`): held-out "
+                                    "quality, Figure 1's text attention, the knockouts in all layers, the quarter-depth "
+                                    "windows and localization, each with a bootstrap interval, and store the rows with "
+                                    "their provenance in --out (other recipes already there are kept).")
+    st.add_argument("--models", nargs="+", required=True,
+                    help="Model folders written by `vlmflow toy train --recipe NAME` (the row's name is the recipe "
+                         "in the folder's training.json), or NAME=FOLDER for any toy model folder (e.g. "
+                         "shipped=data/toy_model as the reference row).")
+    st.add_argument("--out", default="data/recipe_study/study.json",
+                    help="The JSON file of stored rows that the book's chapter reads. Default: "
+                         "data/recipe_study/study.json.")
+    st.add_argument("--results", default="results/recipe_study",
+                    help="The folder for the resumable sweep, localization and quality stores. Default: "
+                         "results/recipe_study.")
+    st.add_argument("--n-images", type=common.positive_int, default=80,
+                    help="Test scenes for the sweeps and localization (at least 1). Default: 80.")
+    st.add_argument("--quality-scenes", type=common.positive_int, default=100,
+                    help="Test scenes for the held-out quality questions (at least 1). Default: 100.")
+    st.add_argument("--seed", type=common.nonnegative_int, default=0,
+                    help="The seed of the test scenes and of the bootstrap. Default: 0.")
+    st.add_argument("--threads", type=common.positive_int, default=1, help="CPU threads for torch. Default: 1.")
+    common.add_json_option(st, "the stored rows")
+    st.set_defaults(func=_study)
+
 
 def _scenes(args) -> int:
     from vlmflow.toy.scenes import SceneConfig, write_coco
@@ -110,8 +146,14 @@ def _scenes(args) -> int:
 
 
 def _train(args) -> int:
+    from vlmflow.errors import UsageError
+
+    if args.recipe is not None and args.cpu_minutes is None:
+        raise UsageError("--recipe needs --cpu-minutes: every recipe of the study trains under one CPU budget")
     common.output_folder(args.out, "--out")
     common.output_folder(args.work or "runs/toy_train", "--work")
+    if args.recipe is not None:
+        return _train_recipe(args)
     from dataclasses import replace
 
     from vlmflow.toy.model import ToyModelConfig
@@ -123,9 +165,51 @@ def _train(args) -> int:
                       minutes=args.minutes, threads=args.threads, vision_minutes=args.vision_minutes,
                       aux_weight=args.aux_weight, hide_until=args.hide_until, mimetic=args.mimetic,
                       model=replace(ToyModelConfig(), **model_overrides))
+    if args.cpu_minutes is not None:
+        cfg = replace(cfg, minutes=args.cpu_minutes, clock="process")
     command = "vlmflow toy train " + " ".join(_argv_after("train"))
     train(cfg, args.out, args.work or "runs/toy_train", resume=args.resume, log=lambda m: print(m, flush=True),
           command=command)
+    return 0
+
+
+def _train_recipe(args) -> int:
+    from vlmflow.toy.recipes import train_recipe
+
+    command = "vlmflow toy train " + " ".join(_argv_after("train"))
+    train_recipe(args.recipe, args.cpu_minutes, args.out, args.work or "runs/toy_train", seed=args.seed,
+                 resume=args.resume, log=lambda m: print(m, flush=True), command=command)
+    return 0
+
+
+def _study(args) -> int:
+    from vlmflow.errors import UsageError
+
+    folders = {}
+    for given in args.models:
+        name, _, folder = given.rpartition("=") if "=" in given else ("", "", given)
+        info = Path(folder) / "training.json"
+        if not info.is_file():
+            raise UsageError(f"--models: {folder} has no training.json (not a trained toy model folder)")
+        name = name or (json.loads(info.read_text()).get("recipe") or {}).get("name")
+        if not name:
+            raise UsageError(f"--models: {info} names no recipe (train it with `vlmflow toy train --recipe NAME`, "
+                             f"or name the row: NAME={folder})")
+        if name in folders:
+            raise UsageError(f"--models: recipe {name!r} is given twice ({folders[name]}, {folder})")
+        folders[name] = folder
+    import torch
+
+    from vlmflow.toy.recipe_study import study_rows, write_study
+
+    torch.set_num_threads(args.threads)
+    study = study_rows(folders, args.results, n_images=args.n_images, quality_scenes=args.quality_scenes,
+                       seed=args.seed)
+    path = write_study(args.out, study)
+    if args.json:
+        common.print_json({name: s["row"] for name, s in study.items()})
+    else:
+        print(path)
     return 0
 
 

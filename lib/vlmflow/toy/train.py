@@ -64,7 +64,7 @@ class TrainConfig:
     warmup_steps: int = 150
     min_lr_ratio: float = 0.05
     steps: int | None = None  # fixed schedule length; None -> estimated from minutes
-    minutes: float = 80.0  # wall-clock budget of the main stage in this invocation
+    minutes: float = 80.0  # budget of the main stage in this invocation, in minutes of `clock`
     checkpoint_minutes: float = 5.0
     eval_minutes: float = 5.0
     eval_scenes: int = 32
@@ -77,6 +77,7 @@ class TrainConfig:
     probe_cosine: bool = True  # the probe scores directions (cosine x learned scale), see probe.py
     mimetic: bool = True  # mimetic initialisation of the LM's attention (mimetic_init)
     hide_until: float = 0.4  # context curriculum (hidden_context) over this fraction of the schedule (0 = off)
+    clock: str = "wall"  # what `minutes` (and the checkpoint / eval periods) count: "wall" time or "process" CPU time
     model: ToyModelConfig = field(default_factory=ToyModelConfig)
     scenes: SceneConfig = field(default_factory=SceneConfig)
 
@@ -381,7 +382,7 @@ def _resume(ckpt_path: Path, cfg: TrainConfig, model, probe, opt, log) -> dict:
     opt.load_state_dict(state["optimizer"])
     log(f"resumed from {ckpt_path} at step {state['step']} / {state['total_steps']}")
     return {"step": state["step"], "total": state["total_steps"], "elapsed": state.get("elapsed", 0.0),
-            "history": state.get("history", []), "vision": state.get("vision")}
+            "history": state.get("history", []), "vision": state.get("vision"), "prepared": state.get("prepared")}
 
 
 def _schedule(cfg: TrainConfig, step: int, total: int | None, elapsed: float,
@@ -408,9 +409,14 @@ def _held_out(model, processor, cfg: TrainConfig, **extra) -> dict:
 
 
 def train(cfg: TrainConfig, out: str | os.PathLike, work: str | os.PathLike, resume: bool = False,
-          log=print, command: str | None = None) -> dict:
+          log=print, command: str | None = None, prepare=None) -> dict:
     """Both stages (see the module docstring) within ``cfg``'s budget, checkpointing to ``work`` (``resume``
     continues from its checkpoint) and exporting the fp16 model to ``out``; -> {"step", "history"}.
+
+    ``prepare(model, processor, fresh) -> dict | None`` (a training recipe, ``toy/recipes.py``) runs on the built
+    model before the optimizer exists: it may freeze or load weights and, when ``fresh`` (not resuming), run a stage
+    of its own; what it returns is checkpointed (never repeated on ``--resume``) and exported as ``prepared``.
+    With ``cfg.clock == "process"`` every budget of the main stage counts this process's CPU time, not wall time.
 
     Over 60 lines because it is the training loop itself: one state (model, probe, optimizer, step, schedule,
     timers) that the checkpoint closure saves; every job inside the loop is a helper (``_schedule``, ``make_batch``,
@@ -422,18 +428,23 @@ def train(cfg: TrainConfig, out: str | os.PathLike, work: str | os.PathLike, res
     from vlmflow.toy.probe import ProjectorTap, TokenProbe
 
     torch.set_num_threads(cfg.threads)
+    clock = {"wall": time.time, "process": time.process_time}.get(cfg.clock)
+    if clock is None:
+        raise TrainingError(f"TrainConfig.clock must be 'wall' or 'process', got {cfg.clock!r}")
     work = Path(work)
     work.mkdir(parents=True, exist_ok=True)
     ckpt_path = work / "checkpoint.pt"
     model, processor = build(cfg.model, seed=cfg.seed)
     if cfg.mimetic:
         mimetic_init(model, seed=cfg.seed)
+    prepared = prepare(model, processor, not resume) if prepare is not None else None
     probe = TokenProbe(model, processor.tokenizer, cosine=cfg.probe_cosine)
     opt = torch.optim.AdamW([*model.parameters(), *probe.parameters()], lr=cfg.lr, weight_decay=cfg.weight_decay,
                             betas=(0.9, 0.98))
     state = {"step": 0, "total": cfg.steps, "elapsed": 0.0, "history": [], "vision": None}
     if resume:
         state = _resume(ckpt_path, cfg, model, probe, opt, log)
+        prepared = state.get("prepared")
     step, total, elapsed_before, history, vision = (state[k] for k in ("step", "total", "elapsed", "history", "vision"))
     batcher = Batcher(processor)
     model.train()
@@ -441,14 +452,18 @@ def train(cfg: TrainConfig, out: str | os.PathLike, work: str | os.PathLike, res
     def checkpoint():
         _atomic_save({"model": model.state_dict(), "probe": probe.state_dict(), "optimizer": opt.state_dict(),
                       "step": step, "total_steps": total, "model_config": cfg.model.to_dict(), "seed": cfg.seed,
-                      "elapsed": elapsed_before + time.time() - t0, "history": history, "vision": vision}, ckpt_path)
+                      "elapsed": elapsed_before + clock() - t0, "history": history, "vision": vision,
+                      "prepared": prepared}, ckpt_path)
 
     if vision is None and (cfg.vision_minutes > 0 or cfg.vision_steps):
         vision = pretrain_vision(model, processor, probe, cfg, log=log)
-        t0 = time.time()
+        t0 = clock()
         checkpoint()  # stage 1 is never repeated on --resume
+    elif prepared is not None and not resume:
+        t0 = clock()
+        checkpoint()  # nor is a recipe's own stage
     tap = ProjectorTap(model)
-    t0 = time.time()
+    t0 = clock()
     deadline = t0 + cfg.minutes * 60
     last_ckpt = last_eval = t0
     ema = None
@@ -456,10 +471,10 @@ def train(cfg: TrainConfig, out: str | os.PathLike, work: str | os.PathLike, res
 
     bar = tqdm(total=total, initial=step, desc="toy train", mininterval=10, smoothing=0.05)
     while cfg.steps is None or step < cfg.steps:
-        if time.time() > deadline:
-            log(f"wall-clock budget of {cfg.minutes} min reached at step {step}")
+        if clock() > deadline:
+            log(f"{cfg.clock} budget of {cfg.minutes} min reached at step {step}")
             break
-        frac, f = _schedule(cfg, step, total, elapsed_before + time.time() - t0, elapsed_before)
+        frac, f = _schedule(cfg, step, total, elapsed_before + clock() - t0, elapsed_before)
         for g in opt.param_groups:
             g["lr"] = cfg.lr * f
         scenes = cfg.scenes_at(frac)
@@ -482,31 +497,31 @@ def train(cfg: TrainConfig, out: str | os.PathLike, work: str | os.PathLike, res
         bar.update(1)
         bar.set_postfix(loss=f"{ema:.3f}", lr=f"{opt.param_groups[0]['lr']:.2e}", refresh=False)
         if total is None and step == 30:
-            rate = (time.time() - t0) / step
-            total = step + int((deadline - time.time()) / rate)
+            rate = (clock() - t0) / step
+            total = step + int((deadline - clock()) / rate)
             bar.total = total
             log(f"{rate:.3f} s/step -> about {total} steps in {cfg.minutes} min (time-based cosine schedule)")
-        now = time.time()
+        now = clock()
         if now - last_eval > cfg.eval_minutes * 60:
             history.append(_held_out(model, processor, cfg, step=step, loss=round(ema, 4),
                                      minutes=round((elapsed_before + now - t0) / 60, 1)))
             log("eval " + json.dumps(history[-1]))
-            last_eval = time.time()
+            last_eval = clock()
         if now - last_ckpt > cfg.checkpoint_minutes * 60:
             checkpoint()
             export(model, processor, work / "latest", half=False)
-            last_ckpt = time.time()
+            last_ckpt = clock()
     bar.close()
     tap.remove()
     checkpoint()
     history.append(_held_out(model, processor, cfg, step=step, loss=round(ema or float("nan"), 4),
-                             minutes=round((elapsed_before + time.time() - t0) / 60, 1)))
+                             minutes=round((elapsed_before + clock() - t0) / 60, 1)))
     model.eval()
     log("final eval " + json.dumps(history[-1]))
     export(model, processor, out, half=True,
            extra={"train_config": {k: v for k, v in cfg.__dict__.items() if k not in ("model", "scenes")},
                   "model_config": cfg.model.to_dict(), "scene_config": cfg.scenes.__dict__,
                   "kind_mix": KIND_MIX, "vision_pretraining": vision, "command": command, "steps": step,
-                  "total_steps": total, "history": history})
+                  "total_steps": total, "history": history, "prepared": prepared})
     log(f"exported to {out}")
     return {"step": step, "history": history}
