@@ -90,9 +90,18 @@ def _kappa_of_codes(codes: np.ndarray) -> float:
     return float("nan") if k is None else float(k)
 
 
-def decision_rows(judged: Sequence["Judgment"], truth: Sequence["Judgment"], clusters: Sequence[Any]) -> "pd.DataFrame":
+def shape_word(name: str) -> str:
+    """A toy object's shape noun ("small red circle" -> "circle"): how the lexical judge, which reads object words
+    and ignores attributes, names the objects the exact judge names by their triples."""
+    return name.split()[-1].lower() if name.split() else name
+
+
+def decision_rows(judged: Sequence["Judgment"], truth: Sequence["Judgment"], clusters: Sequence[Any],
+                  align=None) -> "pd.DataFrame":
     """One row per aligned object decision: ``cluster`` (the pair's image), ``judge`` and ``truth`` (bool), and
-    ``code`` = 2 * judge + truth. Pairs where either side failed are left out."""
+    ``code`` = 2 * judge + truth. Pairs where either side failed are left out. ``align``: object name -> the key
+    the two sides are aligned on (default: the normalised name; :func:`shape_word` for the lexical judge on toy
+    descriptions)."""
     import pandas as pd
 
     from vlmflow.judge.validate import aligned_decisions
@@ -103,7 +112,7 @@ def decision_rows(judged: Sequence["Judgment"], truth: Sequence["Judgment"], clu
     for j, t, c in zip(judged, truth, clusters):
         if not (j.ok and t.ok):
             continue
-        mine, theirs, _ = aligned_decisions(j, t)
+        mine, theirs, _ = aligned_decisions(j, t) if align is None else aligned_decisions(j, t, align)
         rows += [{"cluster": c, "judge": a, "truth": b, "code": 2 * int(a) + int(b)} for a, b in zip(mine, theirs)]
     return pd.DataFrame(rows, columns=["cluster", "judge", "truth", "code"])
 
@@ -145,4 +154,4 @@ def validate_judges(labels, judges: Sequence[str] = ("lexical", "llm"), toleranc
 
 
 __all__ = ["NAMES", "QUESTION", "HumanEvalError", "agreement_intervals", "decision_rows", "label_page",
-           "llm_available", "reprompt_pairs", "validate_judges"]
+           "llm_available", "reprompt_pairs", "shape_word", "validate_judges"]
