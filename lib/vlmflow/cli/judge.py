@@ -22,7 +22,7 @@ def register(subparsers) -> None:
     p = subparsers.add_parser("judge", help="Score a candidate description against a reference (object P/R/F1).",
                               description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("action", nargs="?", choices=("validate",), default=None,
-                   help="validate: measure each judge of --judges against the people's labels in --labels "
+                   help="The word validate measures each judge of --judges against the people's labels in --labels "
                         "(agreement and Cohen's kappa of their object decisions).")
     p.add_argument("--labels", metavar="JSONL",
                    help="The people's labels for 'validate', one JSON object per line, as the labelling page "
