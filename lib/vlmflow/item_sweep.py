@@ -98,6 +98,8 @@ def stored_item_sweep(folder: str | Path, items: Sequence[SweepItem], *, model: 
                 run_sweep(vlm, [SweepImage(it.key, it.load) for it in group], configs, store, question=question,
                           max_new_tokens=max_new_tokens, batch_size=batch_size, progress=False)
                 bar.update(len(group))
+    else:
+        print(f"reusing {path}: every item and configuration is stored")
     specs = {c.spec_id for c in configs}
     meta = pd.DataFrame([{"item": it.key, "image": it.image, "question": it.question, **dict(it.labels)}
                          for it in items])
