@@ -74,13 +74,18 @@ def _judge(args):
         return get_judge("exact", strict=True)
     if args.judge != "llm":
         return get_judge(args.judge)
+    return get_judge("llm", **_llm_options(args))
+
+
+def _llm_options(args) -> dict:
+    """The LLM judge's options from the command line (its key comes from the environment only)."""
     options = {"base_url": args.base_url, "concurrency": args.concurrency, "timeout": args.timeout,
                "max_attempts": args.max_attempts}
     if args.model:
         options["model"] = args.model
     if args.cache_dir:
         options["cache_dir"] = args.cache_dir
-    return get_judge("llm", **options)
+    return options
 
 
 def _row(judgment) -> dict:
@@ -220,15 +225,7 @@ def _validate_judges(args) -> int:
     if unknown or not names:
         raise JudgeError(f"--judges {args.judges!r}: unknown judges {unknown}; use exact, lexical and/or llm")
     labels = read_labels(args.labels)
-    options = {"exact": {"strict": True}}
-    if "llm" in names:
-        llm = {"base_url": args.base_url, "concurrency": args.concurrency, "timeout": args.timeout,
-               "max_attempts": args.max_attempts}
-        if args.model:
-            llm["model"] = args.model
-        if args.cache_dir:
-            llm["cache_dir"] = args.cache_dir
-        options["llm"] = llm
+    options = {"exact": {"strict": True}, "llm": _llm_options(args)}
     result = validate_judges(labels, names, args.tolerance, options, progress=not args.no_progress)
     result["labels"] = str(args.labels)
     print(json.dumps(result, indent=None if args.json else 1))
