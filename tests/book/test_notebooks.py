@@ -157,16 +157,17 @@ def check_middle_layers(results: Path, model: str) -> None:
 
 
 def check_query_kinds(results: Path, model: str) -> None:
-    """A one-word answer is predicted at the last prompt position, a text position: KO image→generated in every layer
-    cannot change it (kept exactly 1); the route table's routes follow from the stored intervals, and the verdict
-    was decided on the trained phrasing's numbers."""
+    """A one-word answer (exists, count, colour) is predicted at the last prompt position, a text position: KO
+    image→generated cannot change it (kept exactly 1; a position answer's second word can change); the route
+    table's routes follow from the stored intervals, and the verdict was decided on the trained phrasing's
+    numbers."""
     import pandas as pd
 
     from vlmflow.query_kinds import pathway
     from vlmflow.stats import CI
 
     fl = pd.read_csv(results / "from_layer.csv")
-    one_word = fl[(fl.kind != "describe") & (fl.ko_type == "img->gen") & ~fl.forced]
+    one_word = fl[fl.kind.isin(["exists", "count", "color"]) & (fl.ko_type == "img->gen") & ~fl.forced]
     assert len(one_word) and (one_word.kept == 1.0).all()
     routes = pd.read_csv(results / "routes.csv")
     verdict = json.loads((results / "verdict-oq_queries.json").read_text())
