@@ -7,7 +7,8 @@ its parameters into axes of scene sets, sweep items (``vlmflow.item_sweep``) and
 - ``objects``: exactly k objects per scene, k = 1..8; the toy model was trained on 1-4 (``in_distribution``), 5-8 are
   outside its training distribution and marked so (``SceneConfig.for_objects``);
 - ``clutter``: grey strokes and pixel noise over the background (``SceneConfig.clutter``; 0, 0.5, 1), distractors
-  that are not objects; the clutter has its own random stream, so each level shows the same objects;
+  that are not objects; the clutter has its own random stream, so each level shows the same objects. The toy model
+  was trained on plain backgrounds only, so every level above 0 is outside its training distribution;
 - ``size``: scenes of the default generator whose objects are all ``small`` or all ``large`` (the generator draws
   sizes per object; this axis selects scenes by them, it does not redraw them).
 
@@ -81,7 +82,8 @@ def complexity_items(n_per_level: int, seed: int = 0, axes: Sequence[str] = tupl
             indices = _size_indices(level, n_per_level, seed) if axis == "size" else range(int(n_per_level))
             for i in indices:
                 scene = complexity_scene(axis, level, i, seed)
-                inside = not (axis == "objects" and not TRAINED_OBJECTS[0] <= int(level) <= TRAINED_OBJECTS[1])
+                inside = not ((axis == "objects" and not TRAINED_OBJECTS[0] <= int(level) <= TRAINED_OBJECTS[1])
+                              or (axis == "clutter" and float(level) > 0))
                 items.append(SweepItem(
                     item_key(f"cx-{axis}-{level}-{i:05d}", QUESTION), f"cx-{axis}-{level}-{i:05d}", QUESTION,
                     load=(lambda a=axis, v=level, j=i: complexity_scene(a, v, j, seed).image),

@@ -181,8 +181,8 @@ def check_query_kinds(results: Path, model: str) -> None:
 
 def check_visual_complexity(results: Path, model: str) -> None:
     """Each stored scene of the objects axis holds as many objects as its level says (read from its truth by the
-    toy grammar), the attention entropy is a normalised entropy, and levels above 4 objects are marked out of
-    distribution."""
+    toy grammar), the attention entropy is a normalised entropy, and levels above 4 objects or with clutter are
+    marked out of distribution."""
     import pandas as pd
 
     from vlmflow.toy.grammar import parse
@@ -191,6 +191,8 @@ def check_visual_complexity(results: Path, model: str) -> None:
     obj = scenes[scenes.axis == "objects"]
     assert len(obj) and all(len(parse(t)) == int(lv) for t, lv in zip(obj.truth, obj.level))
     assert (obj.in_distribution == (obj.level.astype(int) <= 4)).all()
+    clutter = scenes[scenes.axis == "clutter"]
+    assert (clutter.in_distribution == (clutter.level.astype(float) == 0)).all()  # trained on plain backgrounds
     assert ((scenes.entropy > 0) & (scenes.entropy <= 1 + 1e-9)).all()
     assert (results / "visual_complexity.png").stat().st_size > 10_000
 
