@@ -300,3 +300,18 @@ def save(fig: "Figure", results_dir: str | Path, name: str, *, formats: Sequence
     for p in paths:
         fig.savefig(p)
     return paths[0]
+
+
+def ci_lines(ax: "Axes", table, x: str, value: str, by: str | None = None, colors: dict | None = None,
+             labels: dict | None = None, **line_kw: Any) -> None:
+    """One :func:`mean_band` per group of a ``vlmflow.stats.groupby_ci`` table (columns ``x``, ``value``,
+    ``<value>_low``, ``<value>_high`` and ``by``): the open-question chapters' curves of a score over layers,
+    levels or output positions, one line per knockout type or query kind."""
+    color, label = line_kw.pop("color", None), line_kw.pop("label", None)  # one line (by=None): its own
+    groups = [(None, table)] if by is None else list(table.groupby(by, sort=False))
+    for name, g in groups:
+        g = g.sort_values(x)
+        mean_band(ax, g[x].to_numpy(dtype=float), mean=g[value].to_numpy(dtype=float),
+                  low=g[f"{value}_low"].to_numpy(dtype=float), high=g[f"{value}_high"].to_numpy(dtype=float),
+                  label=label if name is None else (labels or {}).get(name, str(name)),
+                  color=color if name is None else (colors or {}).get(name), **line_kw)

@@ -469,3 +469,176 @@ def load_verdicts(results_root: str | Path) -> dict[str, dict[str, Any]]:
         record = json.loads(path.read_text())
         found[record["claim"]] = record
     return found
+
+
+# ------------------------------------------------------------------------------- the open questions and next checks
+# The paper names these questions without measuring them; each claim below states the paper's mechanism (or its
+# method's assumption) as the hypothesis, so the four outcomes read as for the claims above: "reproduced" = the
+# mechanism holds here too.
+NOT_IN_PAPER = "not measured in the paper, which names it as an open question"
+CLAIMS.update({c.id: c for c in (
+    Claim(
+        id="oq_queries", title="Open question: the route for every kind of query",
+        statement="The route of Finding 1 (the image reaches the answer through the text tokens, not directly "
+                  "through the generated tokens) holds for every kind of question, not only for 'describe the "
+                  "image'.",
+        paper=NOT_IN_PAPER,
+        criterion="Per query kind (trained phrasing), how much of the unmasked answer survives (F1 for "
+                  "descriptions, the same answer for one-word questions) under KO image→generated and KO "
+                  "image→text in every layer, 95% bootstrap intervals over images. A kind takes the text route when "
+                  "KO image→generated is clearly above KO image→text, the direct route when the reverse holds. "
+                  "Reproduced: every kind takes the text route. Partly reproduced: some kinds do. Contradicted: most "
+                  "kinds take the direct route. Otherwise not reproduced.",
+        page="figures/query_kinds",
+        meaning={
+            REPRODUCED: "Whatever the question, this model carries the image into its answer through the text "
+                        "positions, as the paper found for descriptions.",
+            PARTLY: "Some kinds of question take the text route, others do not: the paper's finding for "
+                    "descriptions does not carry over to every query.",
+            NOT_REPRODUCED: "For no kind do the knockouts tell the two routes apart.",
+            CONTRADICTED: "Most kinds of question read the image directly from the generated positions.",
+        }),
+    Claim(
+        id="oq_complexity", title="Open question: the route as scenes get more complex",
+        statement="The route of Finding 1 holds for simple and for crowded scenes alike.",
+        paper=NOT_IN_PAPER,
+        criterion="For each number of objects the model was trained on (1-4 per scene), F1 of the description "
+                  "against the unmasked one under KO image→generated and KO image→text in every layer, 95% "
+                  "bootstrap intervals over scenes. Reproduced: KO image→generated is clearly above KO image→text "
+                  "at every level. Partly reproduced: at some levels. Contradicted: KO image→text is clearly above "
+                  "KO image→generated at most levels. Otherwise not reproduced. Levels outside the training range "
+                  "(5-8 objects) and the other axes are reported, not decisive.",
+        page="figures/visual_complexity",
+        meaning={
+            REPRODUCED: "However many objects a scene holds, the description reaches the output through the text "
+                        "positions.",
+            PARTLY: "The text route holds for some scene sizes and not for others: how the model reads the image "
+                    "depends on how much there is to read.",
+            NOT_REPRODUCED: "At no level do the knockouts tell the two routes apart.",
+            CONTRADICTED: "For most scene sizes the generated positions read the image directly.",
+        }),
+    Claim(
+        id="nc_judge", title="Next check: can a judge stand in for people on re-prompted answers?",
+        statement="The judge that scores descriptions agrees with people about 95% of the time; re-prompted "
+                  "descriptions (from the compressed context) are judged as reliably.",
+        paper="about 95% agreement of the LLM judge with human annotators (unverified), no labels released",
+        criterion="Object by object, the decisions (kept or lost, matched or hallucinated) of the lexical judge "
+                  "against the labels on pairs of full-context and re-prompted descriptions, with 95% bootstrap "
+                  "intervals over images: agreement and Cohen's kappa. Reproduced: agreement's lower end at or "
+                  "above 0.90 and kappa's lower end at or above 0.60. Partly reproduced: one of the two. "
+                  "Contradicted: agreement's upper end under 0.80. Otherwise not reproduced. On the toy world the "
+                  "labels are the exact truth, standing in for people.",
+        page="figures/human_eval",
+        meaning={
+            REPRODUCED: "The judge decides objects as the labels do: scores of re-prompted answers can rest on it.",
+            PARTLY: "The judge agrees with the labels often, but not beyond chance by the margin asked (or the "
+                    "reverse): its scores carry noise of their own.",
+            NOT_REPRODUCED: "The intervals are too wide to say whether the judge can stand in for the labels.",
+            CONTRADICTED: "The judge disagrees with the labels on more than a fifth of the objects: scores that rest "
+                          "on it measure the judge as much as the model.",
+        }),
+    Claim(
+        id="nc_steps", title="Next check: is attention stable over the generation?",
+        statement="The paper pools every generated token, assuming that the attention pattern is the same early "
+                  "and late in a description.",
+        paper=NOT_IN_PAPER,
+        criterion="Per description, the share of attention on the image tokens (mean over layers) in its last "
+                  "third of steps minus its first third, and the cosine similarity of each step's image map to the "
+                  "previous step's, 95% bootstrap intervals over images. Reproduced (stable): the late-minus-early "
+                  "difference lies within ±0.05 and the step-to-step similarity's lower end is at or above 0.5. "
+                  "Contradicted (drifting): the difference's interval lies entirely outside ±0.05. Partly "
+                  "reproduced: one of the two stable conditions holds. Otherwise not reproduced.",
+        page="figures/generation_steps",
+        meaning={
+            REPRODUCED: "Early and late tokens read the image alike: pooling every step, as the paper does, loses "
+                        "nothing.",
+            PARTLY: "The pattern is stable in one respect and not in the other: pooled numbers hide a change over "
+                    "the description.",
+            NOT_REPRODUCED: "The data cannot tell whether the pattern drifts.",
+            CONTRADICTED: "Late tokens attend to the image clearly more or less than early ones: pooled numbers "
+                          "average two different regimes.",
+        }),
+)})
+
+
+def decide_oq_queries(kinds: Mapping[str, tuple[CI, CI]]) -> Verdict:
+    """Open question 1 from, per kind, (KO image→generated, KO image→text) intervals of the kept answer."""
+    if not kinds:
+        raise VerdictError("decide_oq_queries: no query kinds")
+    k = {name: (_ci(g), _ci(t)) for name, (g, t) in kinds.items()}
+    text = [n for n, (g, t) in k.items() if clearly_above(g, t)]
+    direct = [n for n, (g, t) in k.items() if clearly_above(t, g)]
+    measured = "; ".join(f"{n}: {fmt_ci(g)} under KO image→generated, {fmt_ci(t)} under KO image→text"
+                         for n, (g, t) in k.items())
+    if len(text) == len(k):
+        outcome, reason = REPRODUCED, f"every kind ({', '.join(text)}) takes the text route"
+    elif len(direct) > len(k) / 2:
+        outcome, reason = CONTRADICTED, f"the direct route for {', '.join(direct)}"
+    elif text:
+        outcome, reason = PARTLY, (f"the text route for {', '.join(text)}; not for "
+                                   f"{', '.join(n for n in k if n not in text)}")
+    else:
+        outcome, reason = NOT_REPRODUCED, "no kind's two knockouts are clearly apart in favour of the text route"
+    return Verdict("oq_queries", outcome, measured, reason,
+                   numbers={n: {"gen": list(g), "txt": list(t)} for n, (g, t) in k.items()})
+
+
+def decide_oq_complexity(levels: Mapping[str, tuple[CI, CI]]) -> Verdict:
+    """Open question 2 from, per in-distribution level, (KO image→generated, KO image→text) F1 intervals."""
+    if not levels:
+        raise VerdictError("decide_oq_complexity: no levels")
+    k = {name: (_ci(g), _ci(t)) for name, (g, t) in levels.items()}
+    text = [n for n, (g, t) in k.items() if clearly_above(g, t)]
+    direct = [n for n, (g, t) in k.items() if clearly_above(t, g)]
+    measured = "; ".join(f"{n} objects: F1 {fmt_ci(g)} under KO image→generated, {fmt_ci(t)} under KO image→text"
+                         for n, (g, t) in k.items())
+    if len(text) == len(k):
+        outcome, reason = REPRODUCED, "KO image→generated is clearly above KO image→text at every level"
+    elif len(direct) > len(k) / 2:
+        outcome, reason = CONTRADICTED, f"KO image→text is clearly above at {', '.join(direct)} objects"
+    elif text:
+        outcome, reason = PARTLY, f"the text route at {', '.join(text)} objects only"
+    else:
+        outcome, reason = NOT_REPRODUCED, "at no level is KO image→generated clearly above KO image→text"
+    return Verdict("oq_complexity", outcome, measured, reason,
+                   numbers={n: {"gen": list(g), "txt": list(t)} for n, (g, t) in k.items()})
+
+
+def decide_nc_judge(agreement: CI, kappa: CI, *, judge: str = "lexical", labels: str = "exact truth",
+                    min_agreement: float = 0.90, min_kappa: float = 0.60, floor: float = 0.80) -> Verdict:
+    """Next check 2 from the judge's object-decision agreement and Cohen's kappa intervals against the labels."""
+    agreement, kappa = _ci(agreement), _ci(kappa)
+    measured = (f"{judge} judge vs {labels}: agreement {fmt_ci(agreement)}, Cohen's kappa {fmt_ci(kappa)}")
+    high, chance = agreement.low >= min_agreement, kappa.low >= min_kappa
+    if agreement.high < floor:
+        outcome, reason = CONTRADICTED, f"agreement's upper end {agreement.high:.2f} is under {floor:.2f}"
+    elif high and chance:
+        outcome, reason = REPRODUCED, f"agreement ≥ {min_agreement:.2f} and kappa ≥ {min_kappa:.2f} (lower ends)"
+    elif high or chance:
+        outcome, reason = PARTLY, ("agreement's lower end is high enough, kappa's is not" if high
+                                   else "kappa's lower end is high enough, agreement's is not")
+    else:
+        outcome, reason = NOT_REPRODUCED, "neither lower end reaches its bound"
+    return Verdict("nc_judge", outcome, measured, reason,
+                   numbers={"agreement": list(agreement), "kappa": list(kappa), "judge": judge, "labels": labels})
+
+
+def decide_nc_steps(diff: CI, similarity: CI, margin: float = 0.05, min_similarity: float = 0.5) -> Verdict:
+    """Next check 3 from the late-minus-early image-attention difference and the step-to-step map similarity."""
+    diff, similarity = _ci(diff), _ci(similarity)
+    measured = (f"image attention late minus early {fmt_ci(diff, '+.3f')}; step-to-step image-map similarity "
+                f"{fmt_ci(similarity)}")
+    within = -margin <= diff.low and diff.high <= margin
+    similar = similarity.low >= min_similarity
+    if diff.low > margin or diff.high < -margin:
+        outcome, reason = CONTRADICTED, f"the difference lies entirely outside ±{margin:g}"
+    elif within and similar:
+        outcome, reason = REPRODUCED, f"the difference lies within ±{margin:g} and similarity ≥ {min_similarity:g}"
+    elif within or similar:
+        outcome, reason = PARTLY, (f"the difference lies within ±{margin:g}, but similarity's lower end is under "
+                                   f"{min_similarity:g}" if within else
+                                   f"similarity ≥ {min_similarity:g}, but the difference is not within ±{margin:g}")
+    else:
+        outcome, reason = NOT_REPRODUCED, "neither stable condition holds and the drift is not clear"
+    return Verdict("nc_steps", outcome, measured, reason,
+                   numbers={"diff": list(diff), "similarity": list(similarity), "margin": margin})

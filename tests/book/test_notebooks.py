@@ -156,9 +156,80 @@ def check_middle_layers(results: Path, model: str) -> None:
     assert [w[2][0] for w in verdict["numbers"]["windows"]] == pytest.approx(quarter.f1_baseline.tolist())
 
 
+def check_query_kinds(results: Path, model: str) -> None:
+    """A one-word answer (exists, count, colour) is predicted at the last prompt position, a text position: KO
+    image→generated cannot change it (kept exactly 1; a position answer's second word can change); the route
+    table's routes follow from the stored intervals, and the verdict was decided on the trained phrasing's
+    numbers."""
+    import pandas as pd
+
+    from vlmflow.query_kinds import pathway
+    from vlmflow.stats import CI
+
+    fl = pd.read_csv(results / "from_layer.csv")
+    one_word = fl[fl.kind.isin(["exists", "count", "color"]) & (fl.ko_type == "img->gen") & ~fl.forced]
+    assert len(one_word) and (one_word.kept == 1.0).all()
+    routes = pd.read_csv(results / "routes.csv")
+    verdict = json.loads((results / "verdict-oq_queries.json").read_text())
+    for r in routes.itertuples():
+        t = fl[(fl.kind == r.kind) & (fl.phrasing == r.phrasing) & (fl.layer == -1) & ~fl.forced].set_index("ko_type")
+        cis = [CI(*t.loc[k, ["kept", "kept_low", "kept_high"]]) for k in ("img->gen", "img->txt", "img->txt+gen")]
+        assert r.route == pathway(*cis)
+        if r.phrasing == "trained":
+            assert verdict["numbers"][r.kind]["gen"] == pytest.approx(list(cis[0]))
+
+
+def check_visual_complexity(results: Path, model: str) -> None:
+    """Each stored scene of the objects axis holds as many objects as its level says (read from its truth by the
+    toy grammar), the attention entropy is a normalised entropy, and levels above 4 objects or with clutter are
+    marked out of distribution."""
+    import pandas as pd
+
+    from vlmflow.toy.grammar import parse
+
+    scenes = pd.read_parquet(results / "scenes.parquet")
+    obj = scenes[scenes.axis == "objects"]
+    assert len(obj) and all(len(parse(t)) == int(lv) for t, lv in zip(obj.truth, obj.level))
+    assert (obj.in_distribution == (obj.level.astype(int) <= 4)).all()
+    clutter = scenes[scenes.axis == "clutter"]
+    assert (clutter.in_distribution == (clutter.level.astype(float) == 0)).all()  # trained on plain backgrounds
+    assert ((scenes.entropy > 0) & (scenes.entropy <= 1 + 1e-9)).all()
+    assert (results / "visual_complexity.png").stat().st_size > 10_000
+
+
+def check_human_eval(results: Path, model: str) -> None:
+    """The labelling page embeds exactly the stored pairs (each with its question and image), and no label of a
+    person was made up: with no labels file the verdict counts zero."""
+    import pandas as pd
+
+    from vlmflow.judge.label import page_pairs
+
+    pairs = pd.read_parquet(results / "pairs.parquet")
+    page = page_pairs(results / "label_reprompt.html")
+    assert [p["candidate"] for p in page] == pairs.candidate.tolist()
+    assert all(p["question"] == "describe the image" and p["image"].startswith("data:image/png") for p in page)
+    verdict = json.loads((results / "verdict-nc_judge.json").read_text())
+    assert "real human labels: 0" in verdict["notes"]
+
+
+def check_generation_steps(results: Path, model: str) -> None:
+    """Per step the three groups' attention sums to one (a batch of one has no padding), and the knockout effect
+    with nothing forced at position 0 under KO image→generated is exactly 1: the first token is predicted at the
+    last prompt position, which that knockout does not touch."""
+    import numpy as np
+    import pandas as pd
+
+    steps = pd.read_parquet(results / "steps.parquet")
+    assert np.allclose(steps[["mass_image", "mass_text", "mass_generated"]].sum(axis=1), 1.0, atol=1e-4)
+    pe = pd.read_csv(results / "position_effect.csv")
+    assert pe[(pe.ko_type == "img->gen") & (pe.k == 0)].same.iloc[0] == 1.0
+
+
 CHECKS = {"token_roles": check_token_roles, "fig1_attention_by_role": check_fig1_attention_by_role,
           "toy_world": check_toy_world, "fig3_judge": check_fig3_judge,
-          "fig2_knockout_from_layer": check_fig2_knockout_from_layer, "middle_layers": check_middle_layers}
+          "fig2_knockout_from_layer": check_fig2_knockout_from_layer, "middle_layers": check_middle_layers,
+          "query_kinds": check_query_kinds, "visual_complexity": check_visual_complexity,
+          "human_eval": check_human_eval, "generation_steps": check_generation_steps}
 
 
 @pytest.mark.book

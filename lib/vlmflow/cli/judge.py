@@ -4,6 +4,7 @@
     vlmflow judge --judge llm --pairs pairs.jsonl --out judged.jsonl [--batch] [--model M] [--base-url URL]
     vlmflow judge --judge llm --pairs pairs.jsonl --label-page label.html     # human-labelling page, pre-filled
     vlmflow judge --judge lexical --validate labels.jsonl --json              # agreement with human labels
+    vlmflow judge validate --labels labels.jsonl [--judges lexical,llm]       # every judge against the labels
 
 Pairs files are JSONL with "reference" and "candidate" per line (other fields, e.g. "pair_id", are kept in the
 output). The LLM judge reads its key from $OPENAI_API_KEY only; there is deliberately no --api-key option.
@@ -20,6 +21,15 @@ from vlmflow.cli import common
 def register(subparsers) -> None:
     p = subparsers.add_parser("judge", help="Score a candidate description against a reference (object P/R/F1).",
                               description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("action", nargs="?", choices=("validate",), default=None,
+                   help="The word validate measures each judge of --judges against the people's labels in --labels "
+                        "(agreement and Cohen's kappa of their object decisions).")
+    p.add_argument("--labels", metavar="JSONL",
+                   help="The people's labels for 'validate', one JSON object per line, as the labelling page "
+                        "exports them.")
+    p.add_argument("--judges", default="lexical,llm",
+                   help="The judges 'validate' measures, separated by commas. The LLM judge runs only when "
+                        "$OPENAI_API_KEY is set, and is reported as not run otherwise. Default: lexical,llm.")
     p.add_argument("--judge", choices=("exact", "lexical", "llm"), default="lexical",
                    help="Which judge: exact (toy-world descriptions only), lexical (English, the CHAIR word lists, "
                         "offline) or llm (an OpenAI-compatible model). Default: lexical.")
@@ -64,13 +74,18 @@ def _judge(args):
         return get_judge("exact", strict=True)
     if args.judge != "llm":
         return get_judge(args.judge)
+    return get_judge("llm", **_llm_options(args))
+
+
+def _llm_options(args) -> dict:
+    """The LLM judge's options from the command line (its key comes from the environment only)."""
     options = {"base_url": args.base_url, "concurrency": args.concurrency, "timeout": args.timeout,
                "max_attempts": args.max_attempts}
     if args.model:
         options["model"] = args.model
     if args.cache_dir:
         options["cache_dir"] = args.cache_dir
-    return get_judge("llm", **options)
+    return options
 
 
 def _row(judgment) -> dict:
@@ -137,6 +152,10 @@ def _failed(judgments, args, where: str) -> int:
 def run(args) -> int:
     from vlmflow.judge import JudgeError, aggregate
 
+    if args.action == "validate":
+        return _validate_judges(args)
+    if args.labels:
+        raise JudgeError("--labels goes with 'vlmflow judge validate --labels FILE'")
     for option, path in (("--out", args.out), ("--label-page", args.label_page)):
         if path:
             common.output_file(path, option)  # before any (paid) judging
@@ -187,3 +206,23 @@ def run(args) -> int:
         print(f"precision {judgment.precision:.3f}  recall {judgment.recall:.3f}  F1 {judgment.f1:.3f}")
         print(f"TP {[f'{r} = {c}' for r, c in judgment.tp]}\nFP {list(judgment.fp)}\nFN {list(judgment.fn)}")
     return 0 if judgment.ok else 1
+
+
+def _validate_judges(args) -> int:
+    """`vlmflow judge validate --labels FILE`: every judge of --judges against the people's labels."""
+    from vlmflow.human_eval import validate_judges
+    from vlmflow.judge import JudgeError
+    from vlmflow.judge.validate import read_labels
+
+    if not args.labels:
+        raise JudgeError("'vlmflow judge validate' needs --labels FILE (the people's labels, JSONL)")
+    names = [n.strip() for n in args.judges.split(",") if n.strip()]
+    unknown = [n for n in names if n not in ("exact", "lexical", "llm")]
+    if unknown or not names:
+        raise JudgeError(f"--judges {args.judges!r}: unknown judges {unknown}; use exact, lexical and/or llm")
+    labels = read_labels(args.labels)
+    options = {"exact": {"strict": True}, "llm": _llm_options(args)}
+    result = validate_judges(labels, names, args.tolerance, options, progress=not args.no_progress)
+    result["labels"] = str(args.labels)
+    print(json.dumps(result, indent=None if args.json else 1))
+    return 0

@@ -2,8 +2,8 @@
 
     vlmflow judge label --pairs pairs.jsonl --prefill llm --out label.html     (or `write_label_page(...)`)
 
-The page is one self-contained file (no server, no network): it shows each pair's reference and candidate
-descriptions, the two object lists (pre-filled from a judge's answer when given, editable: one object per line) and,
+The page is one self-contained file (no server, no network): it shows each pair's image and question when given
+(re-prompting pairs: ``vlmflow.human_eval``), its reference and candidate descriptions, the two object lists (pre-filled from a judge's answer when given, editable: one object per line) and,
 for every reference object, a menu to pick the candidate object it matches (or "lost"). "Download labels.jsonl"
 writes every pair in the human-label format; progress is kept in the browser's localStorage between visits.
 Then `validate.agreement(judge_results, [l.judgment() for l in read_labels(...)])` measures the judge.
@@ -29,6 +29,7 @@ body {{ font-family: system-ui, sans-serif; max-width: 60rem; margin: 1rem auto;
 .text {{ background: #f6f6f6; padding: .4rem; white-space: pre-wrap; }}
 .cols {{ display: flex; gap: 1rem; }} .cols > div {{ flex: 1; }}
 textarea {{ width: 100%; min-height: 6rem; }} .done {{ border-color: #2a2; }}
+img.shot {{ max-width: 256px; image-rendering: pixelated; display: block; margin: .4rem 0; }}
 </style></head><body>
 <h1>{title}</h1>
 <p>For each pair: list the tangible objects each description mentions (one per line; "two cars" is two lines),
@@ -47,8 +48,10 @@ function render(p, box) {{
   const st = saved[p.pair_id] || {{reference_objects: p.reference_objects, candidate_objects: p.candidate_objects, tp: p.tp}};
   box.innerHTML = "";
   const h = document.createElement("h3"); h.textContent = p.pair_id; box.appendChild(h);
+  if (p.image) {{ const im = document.createElement("img"); im.src = p.image; im.alt = p.pair_id; im.className = "shot"; box.appendChild(im); }}
+  if (p.question) {{ const q = document.createElement("div"); q.className = "text"; q.textContent = "QUESTION: " + p.question; box.appendChild(q); }}
   for (const side of ["reference", "candidate"]) {{
-    const d = document.createElement("div"); d.className = "text"; d.textContent = side.toUpperCase() + ": " + p[side]; box.appendChild(d);
+    const d = document.createElement("div"); d.className = "text"; d.textContent = ((p.names || {{}})[side] || side).toUpperCase() + ": " + p[side]; box.appendChild(d);
   }}
   const cols = document.createElement("div"); cols.className = "cols"; box.appendChild(cols);
   const areas = {{}};
@@ -83,7 +86,8 @@ document.getElementById("download").addEventListener("click", () => {{
   const who = document.getElementById("labeller").value;
   const out = PAIRS.map(p => {{ const st = saved[p.pair_id] || p;
     return JSON.stringify({{pair_id: p.pair_id, reference: p.reference, candidate: p.candidate,
-      reference_objects: st.reference_objects, candidate_objects: st.candidate_objects, tp: st.tp, labeller: who, note: ""}}); }});
+      reference_objects: st.reference_objects, candidate_objects: st.candidate_objects, tp: st.tp, labeller: who, note: "",
+      question: p.question || ""}}); }});
   const a = document.createElement("a"); a.href = URL.createObjectURL(new Blob([out.join("\\n") + "\\n"], {{type: "application/jsonl"}}));
   a.download = "labels.jsonl"; a.click();
 }});
@@ -93,7 +97,9 @@ document.getElementById("download").addEventListener("click", () => {{
 
 def write_label_page(path: str | Path, pairs: Sequence[dict[str, Any]], prefill: Sequence[Judgment | None] | None = None,
                      title: str = "vlmflow: label judge pairs") -> Path:
-    """Write the labelling page for `pairs` (dicts with pair_id, reference, candidate), pre-filled from `prefill`."""
+    """Write the labelling page for `pairs` (dicts with pair_id, reference, candidate), pre-filled from `prefill`.
+    A pair may also carry ``question`` (shown above the texts), ``image`` (a URL or ``data:`` URI, shown first) and
+    ``names`` (``{"reference": "full-context answer", "candidate": "re-prompted answer"}``: the texts' headings)."""
     items = []
     for i, pair in enumerate(pairs):
         try:
@@ -101,6 +107,9 @@ def write_label_page(path: str | Path, pairs: Sequence[dict[str, Any]], prefill:
                     "candidate": str(pair["candidate"])}
         except (KeyError, AttributeError) as exc:
             raise JudgeError(f"label pair {i} needs 'reference' and 'candidate' ({exc})") from None
+        for extra in ("question", "image", "names"):  # optional: what the labeller sees besides the two texts
+            if pair.get(extra):
+                item[extra] = pair[extra]
         j = prefill[i] if prefill is not None else None
         ok = j is not None and j.ok
         item["reference_objects"] = list(j.reference_objects) if ok else []

@@ -64,6 +64,21 @@ def decisions(judgment: Judgment) -> tuple[list[tuple[str, bool]], list[tuple[st
     return ref, cand
 
 
+def aligned_decisions(judged: Judgment, truth: Judgment, align: Callable[[str], Hashable] = normalise_name,
+                      ) -> tuple[list[bool], list[bool], int]:
+    """One pair's object decisions aligned by name: (the judge's, the truth's, how many objects only one side
+    lists). The unit that :func:`agreement` pools, and that a bootstrap over pairs or images resamples."""
+    labels_j, labels_t, unaligned = [], [], 0
+    for side in (0, 1):
+        mine, theirs = decisions(judged)[side], decisions(truth)[side]
+        matched, extra, missing = match_by_key(theirs, mine, key=lambda d: align(d[0]))
+        unaligned += len(extra) + len(missing)
+        for truth_decision, judged_decision in matched:
+            labels_t.append(truth_decision[1])
+            labels_j.append(judged_decision[1])
+    return labels_j, labels_t, unaligned
+
+
 @dataclass(frozen=True)
 class Agreement:
     n_pairs: int
@@ -92,13 +107,10 @@ def agreement(judged: Sequence[Judgment], truth: Sequence[Judgment], tolerance: 
     pairs = [(j, t) for j, t in zip(judged, truth) if j.ok and t.ok]
     labels_j, labels_t, unaligned = [], [], 0
     for j, t in pairs:
-        for side in (0, 1):
-            mine, theirs = decisions(j)[side], decisions(t)[side]
-            matched, extra, missing = match_by_key(theirs, mine, key=lambda d: align(d[0]))
-            unaligned += len(extra) + len(missing)
-            for truth_decision, judged_decision in matched:
-                labels_t.append(truth_decision[1])
-                labels_j.append(judged_decision[1])
+        mine, theirs, n_unaligned = aligned_decisions(j, t, align)
+        labels_j += mine
+        labels_t += theirs
+        unaligned += n_unaligned
     n = len(labels_j)
     confusion = Counter(f"judge={'T' if a else 'F'},truth={'T' if b else 'F'}" for a, b in zip(labels_j, labels_t))
 
