@@ -4,8 +4,8 @@ Where it sits: ``vlmflow.sweep_scores.stored_sweep`` runs one question over a da
 open questions ask per-scene questions ("is there a red circle ?", "where is the blue ring ?") and draw scenes from
 other scene settings (more objects, clutter), so their unit is an *item*: an image, a question and labels (kind,
 phrasing, axis, level...). :func:`stored_item_sweep` runs configurations (``vlmflow.sweep.SweepConfig``, e.g. from
-``vlmflow.presets``) on items through the same engine and the same resumable store (``vlmflow.store.ResultStore``,
-keyed by item), grouping items that share a question so that the engine batches them, and computes only the
+``vlmflow.presets``) on items through the same engine and the one experiment path (``vlmflow.runner.Experiment``: a resumable
+``vlmflow.store.ResultStore`` keyed by ``store.provenance``, items as its image keys), grouping items that share a question so that the engine batches them, and computes only the
 (item, configuration) keys the store lacks; a rerun with everything stored loads no model.
 
 The store's settings name the item rule (``items_id``: how items are drawn from their data, e.g.
@@ -57,10 +57,9 @@ def stored_item_sweep(folder: str | Path, items: Sequence[SweepItem], *, model: 
     rows, n_layers), both restricted to these items and configurations, with the items' ``image``, ``question`` and
     labels as columns (the store's own ``image`` column, the item key, is renamed ``item``)."""
     import pandas as pd
-    from tqdm.auto import tqdm
 
-    from vlmflow.progress import bar_disabled
-    from vlmflow.store import MANIFEST, ResultStore, load_results, provenance, read_manifest, settings_hash
+    from vlmflow.runner import Experiment, dtype_key, progress_bar
+    from vlmflow.store import load_results, provenance
     from vlmflow.sweep import SweepImage, run_sweep
 
     keys = [it.key for it in items]
@@ -70,36 +69,24 @@ def stored_item_sweep(folder: str | Path, items: Sequence[SweepItem], *, model: 
     if not items:
         raise ItemSweepError("stored_item_sweep needs at least one item")
     settings = provenance(model, "items", items_id=items_id, max_new_tokens=int(max_new_tokens), decoding="greedy",
-                          device=device, dtype=str(dtype), **dict(extra_settings or {}))
-    path = Path(folder) / f"items-{settings_hash(settings)}"
-    vlm, n_layers = None, None
-    if (path / MANIFEST).is_file():
-        n_layers = read_manifest(path).get("provenance", {}).get("n_layers")
-    if n_layers is None:
-        from vlmflow.model import load
-
-        vlm = load(model, device=device, dtype=dtype)
-        n_layers = vlm.num_layers
-    configs = list(configs_for(int(n_layers)))
-    store = ResultStore(path, settings, provenance={"n_layers": int(n_layers), "model": model})
-    done = store.done()
-    missing = [it for it in items if any((it.key, c.spec_id) not in done for c in configs)]
+                          device=device, dtype=dtype_key(dtype), **dict(extra_settings or {}))
+    exp = Experiment(folder, settings, kind="items", model=model, device=device, dtype=dtype)
+    configs = list(configs_for(exp.n_layers))
+    missing = [it for it, _ in exp.missing((it, it.key, [c.spec_id for c in configs]) for it in items)]
+    path = exp.folder
     if missing:
-        if vlm is None:
-            from vlmflow.model import load
-
-            vlm = load(model, device=device, dtype=dtype)
         by_question: dict[str, list[SweepItem]] = {}
         for it in missing:
             by_question.setdefault(it.question, []).append(it)
-        with tqdm(total=len(missing), unit="item", desc=f"item sweep ({len(configs)} configs)",
-                  disable=bar_disabled(progress)) as bar:
+        with progress_bar(None, f"item sweep ({len(configs)} configs)", progress, total=len(missing),
+                          unit="item") as bar:
             for question, group in by_question.items():
-                run_sweep(vlm, [SweepImage(it.key, it.load) for it in group], configs, store, question=question,
-                          max_new_tokens=max_new_tokens, batch_size=batch_size, progress=False)
+                run_sweep(exp.vlm, [SweepImage(it.key, it.load) for it in group], configs, exp.store,
+                          question=question, max_new_tokens=max_new_tokens, batch_size=batch_size, progress=False)
                 bar.update(len(group))
     else:
         print(f"reusing {path}: every item and configuration is stored")
+    n_layers = exp.n_layers
     specs = {c.spec_id for c in configs}
     meta = pd.DataFrame([{"item": it.key, "image": it.image, "question": it.question, **dict(it.labels)}
                          for it in items])

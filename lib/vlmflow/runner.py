@@ -1,14 +1,15 @@
 """The one experiment path: a stored, resumable, atomic run keyed by ``vlmflow.store.provenance(...)``.
 
 Every stored result goes through :class:`Experiment`: ``vlmflow sweep`` and ``vf.sweep`` (``vlmflow.sweep_run``), the
-notebooks' ``sweep_scores.stored_sweep``, ``localize.stored_localization`` and ``reprompt.stored_evaluate``. Each
+notebooks' ``sweep_scores.stored_sweep``, ``localize.stored_localization``, ``reprompt.stored_evaluate`` and
+``item_sweep.stored_item_sweep`` (sweeps where every item asks its own question). Each
 builds its key with ``store.provenance`` (model name, weights fingerprint, data id by content, every parameter that
 changes a number, library versions) and hands it here; this module decides where the results live, opens the
 ``vlmflow.store.ResultStore`` (atomic parts, refusal of other settings), lists what is missing, and loads the model
 only when something is.
 
 Where the results live (:func:`locate`): a *root* folder holds one folder per key, ``<root>/<kind>-<settings hash>``
-(``kind``: ``sweep``, ``localize``, ``reprompt``), so that a notebook's ``results_dir`` keeps every parameter set
+(``kind``: ``sweep``, ``localize``, ``reprompt``, ``items``), so that a notebook's ``results_dir`` keeps every parameter set
 apart. A root that is itself a result folder (a ``vlmflow sweep --out`` folder handed to a notebook) is used as it
 is: read back when it holds the same key, refused (naming the settings that differ) when it holds another. The CLI
 and ``vf.sweep`` name their folder exactly (``exact=True``), with the same refusal. So the same experiment run from

@@ -96,3 +96,39 @@ def test_another_preset_is_refused_by_a_cli_folder(model_dir, tmp_path, capsys):
     args[args.index("from-layer")] = "upto-layer"
     assert main(args) == 2
     assert "holds a 'from-layer' sweep" in capsys.readouterr().err
+
+
+def test_item_sweep_goes_through_the_same_path(model_dir, tmp_path, monkeypatch):
+    """Sweeps where every item asks its own question (the open-question chapters) use the same runner: the rows equal
+    plain generation, a rerun computes nothing and loads no model, and a new item is the only thing computed."""
+    import vlmflow as vf
+    from vlmflow.item_sweep import SweepItem, stored_item_sweep
+    from vlmflow.sweep import SweepConfig
+    from vlmflow.toy.scenes import make_scene
+
+    scenes = [make_scene(0, "test", i) for i in range(2)]
+    questions = ["describe the image", "how many objects ?"]
+    items = [SweepItem(f"s{i}|{q}", f"s{i}", q, (lambda sc=sc: sc.image)) for i, sc in enumerate(scenes)
+             for q in questions]
+
+    def run(its):
+        rows, _, _ = stored_item_sweep(tmp_path / "results", its, model=str(model_dir), items_id="test-items",
+                                       configs_for=lambda n_layers: [SweepConfig()], max_new_tokens=T,
+                                       progress=False)
+        return rows
+
+    first = run(items)
+    assert first.attrs["computed_items"] == 4 and first.attrs["store"].startswith(str(tmp_path / "results" / "items-"))
+    vlm = vf.load(str(model_dir))
+    for item in items:
+        expected = vlm.generate(item.load(), item.question, max_new_tokens=T).text
+        assert first.set_index("item").loc[item.key, "text"] == expected, item.key
+    import vlmflow.model as model_module
+
+    monkeypatch.setattr(model_module, "load", lambda *a, **k: pytest.fail("a fully stored item sweep loaded the model"))
+    again = run(items)
+    assert again.attrs["computed_items"] == 0 and list(again.text) == list(first.text)
+    monkeypatch.undo()
+    extra = SweepItem("s0|what color is the circle ?", "s0", "what color is the circle ?", items[0].load)
+    grown = run([*items, extra])
+    assert grown.attrs["computed_items"] == 1 and len(grown) == 5
