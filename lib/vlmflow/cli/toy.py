@@ -70,6 +70,16 @@ def register(subparsers) -> None:
                    help="The depth of the CLIP vision tower. Default: ToyModelConfig's.")
     t.add_argument("--vision-feature-layer", type=int, default=None,
                    help="Which hidden state of the vision tower feeds the projector. Default: ToyModelConfig's.")
+    t.add_argument("--init", default=None,
+                   help="Fine-tune this model folder (loaded in float32) instead of training a new model; pair it "
+                        "with --vision-minutes 0 --no-mimetic --hide-until 0. Default: a new model.")
+    t.add_argument("--plant", default=None, choices=sorted(_plant_names()),
+                   help="Train with this planted mechanism (vlmflow.plant: knockouts applied through the registered "
+                        "attention function); a plant applied to every sample is recorded in the exported "
+                        "folder's plant.json and applied whenever the model runs. Default: none.")
+    t.add_argument("--plant-probability", type=common.fraction, default=1.0,
+                   help="The per-sample probability of the plant in training; below 1 the model learns both routes "
+                        "and is shipped without the plant. Default: 1.")
     t.set_defaults(func=_train)
 
     e = sub.add_parser("eval", help="Evaluate a toy model on held-out test scenes.",
@@ -90,6 +100,12 @@ def register(subparsers) -> None:
     e.add_argument("--train-command", default=None,
                    help="The training command to record in the card. Default: the one in training.json.")
     e.set_defaults(func=_eval)
+
+
+def _plant_names() -> list[str]:
+    from vlmflow.plant import PRESETS
+
+    return list(PRESETS)
 
 
 def _scenes(args) -> int:
@@ -121,6 +137,7 @@ def _train(args) -> int:
     cfg = TrainConfig(seed=args.seed, batch_size=args.batch_size, lr=args.lr, steps=args.steps,
                       minutes=args.minutes, threads=args.threads, vision_minutes=args.vision_minutes,
                       aux_weight=args.aux_weight, hide_until=args.hide_until, mimetic=args.mimetic,
+                      init=args.init, plant=args.plant, plant_probability=args.plant_probability,
                       model=replace(ToyModelConfig(), **model_overrides))
     command = "vlmflow toy train " + " ".join(_argv_after("train"))
     train(cfg, args.out, args.work or "runs/toy_train", resume=args.resume, log=lambda m: print(m, flush=True),

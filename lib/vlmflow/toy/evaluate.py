@@ -81,11 +81,12 @@ def metrics_of(rows: list[dict], n_scenes: int) -> dict:
 
 
 def quick_eval(model, processor, *, n: int = 48, seed: int = 0, split: str = "val",
-               scene_config: SceneConfig = SceneConfig()) -> dict:
-    """Cheap held-out check of a model under training (the training log); leaves it in eval mode."""
+               scene_config: SceneConfig = SceneConfig(), plant=None) -> dict:
+    """Cheap held-out check of a model under training (the training log), under ``plant`` (a
+    ``vlmflow.plant.Plant``, as the model will run once shipped); leaves it in eval mode."""
     from vlmflow.model import wrap
 
-    return evaluate(wrap(model, processor, name="toy (training)"), n=n, seed=seed, split=split,
+    return evaluate(wrap(model, processor, name="toy (training)", plant=plant), n=n, seed=seed, split=split,
                     scene_config=scene_config)
 
 
