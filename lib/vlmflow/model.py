@@ -70,6 +70,46 @@ def toy_model_path() -> Path:
     return Path(__file__).resolve().parents[2] / "data" / "toy_model"
 
 
+TOY_PREFIX = "toy:"
+
+
+def toy_models_dir() -> Path:
+    """The folder of the extra shipped toy models (one sub-folder each, ``vf.load("toy:NAME")``):
+    $VLMFLOW_TOY_MODELS, else the package's ``vlmflow/toy_models`` (in a checkout a link to ``data/toy_models``, in an
+    installed wheel a copy as package data), else the checkout's ``data/toy_models``."""
+    env = os.environ.get("VLMFLOW_TOY_MODELS")
+    if env:
+        return Path(env)
+    shipped = Path(__file__).resolve().parent / "toy_models"
+    if shipped.is_dir():
+        return shipped.resolve()
+    return Path(__file__).resolve().parents[2] / "data" / "toy_models"
+
+
+def toy_models() -> dict[str, Path]:
+    """The toy model registry: ``{"toy": the default model's folder, "toy:NAME": data/toy_models/NAME, ...}``, each a
+    folder with a config.json (``vlmflow toy models`` lists them with their plant)."""
+    out = {"toy": toy_model_path()}
+    folder = toy_models_dir()
+    if folder.is_dir():
+        for sub in sorted(folder.iterdir()):
+            if (sub / "config.json").is_file():
+                out[TOY_PREFIX + sub.name] = sub
+    return out
+
+
+def is_toy_name(name) -> bool:
+    return isinstance(name, str) and (name == "toy" or name.startswith(TOY_PREFIX))
+
+
+def toy_model_folder(name: str) -> Path:
+    """The folder of toy model ``name`` ("toy" or "toy:NAME"); WeightsNotAvailableError listing the valid names."""
+    registry = toy_models()
+    if name not in registry:
+        raise WeightsNotAvailableError(f"unknown toy model {name!r}; valid toy models: {', '.join(registry)}")
+    return registry[name]
+
+
 def _torch_dtype(dtype):
     import torch
 
@@ -128,8 +168,8 @@ def model_source(name_or_path: str) -> str:
     """What ``load`` will read for ``name_or_path`` (the toy model's folder, a model folder, or a hub id whose weights
     are cached or downloadable); WeightsNotAvailableError naming the model and the way to get it otherwise. Cheap (no
     transformers import, at most one short connection attempt), so commands call it before any long work."""
-    if name_or_path == "toy":
-        path = toy_model_path()
+    if is_toy_name(name_or_path):
+        path = toy_model_folder(name_or_path)
         if not (path / "config.json").is_file():
             raise WeightsNotAvailableError(
                 f"the toy model is not at {path}: build it with `vlmflow toy train --out {path}` or point "

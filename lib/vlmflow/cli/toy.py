@@ -1,8 +1,9 @@
-"""`vlmflow toy scenes|train|eval`: the toy world from the command line (see ``vlmflow.toy``).
+"""`vlmflow toy scenes|train|eval|models`: the toy world from the command line (see ``vlmflow.toy``).
 
     vlmflow toy scenes --seed 0 --n 100 --out DIR [--split test] [--min-objects 1 --max-objects 4] [--clutter 0.5]
     vlmflow toy train --out data/toy_model [--vision-minutes 6] [--minutes 80] [--steps N] [--seed 0] [--resume]
     vlmflow toy eval --model data/toy_model --n 200 [--knockout] --json
+    vlmflow toy models [--json]
 """
 from __future__ import annotations
 
@@ -86,7 +87,8 @@ def register(subparsers) -> None:
                        description="Evaluate a toy model on fresh scenes: description F1 and the accuracy of each "
                                    "question kind, optionally also under the full image knockout.")
     e.add_argument("--model", default="toy",
-                   help="The toy model: 'toy' (the shipped one, or $VLMFLOW_TOY_MODEL) or a model folder. Default: toy.")
+                   help="The toy model: 'toy' (the shipped one, or $VLMFLOW_TOY_MODEL), 'toy:NAME' (see `vlmflow toy "
+                        "models`) or a model folder. Default: toy.")
     e.add_argument("--n", type=common.positive_int, default=200,
                    help="How many scenes to evaluate on (at least 1). Default: 200.")
     e.add_argument("--seed", type=common.nonnegative_int, default=0,
@@ -100,6 +102,13 @@ def register(subparsers) -> None:
     e.add_argument("--train-command", default=None,
                    help="The training command to record in the card. Default: the one in training.json.")
     e.set_defaults(func=_eval)
+
+    m = sub.add_parser("models", help="List the shipped toy models and the mechanism planted in each.",
+                       description="List the toy models that vf.load and --model accept by name ('toy', 'toy:NAME'): "
+                                   "the folder of each, and the knockouts planted in it, which run whenever the model "
+                                   "runs (plant.json in its folder).")
+    common.add_json_option(m, "one object per model: name, folder, plant knockouts and description")
+    m.set_defaults(func=_models)
 
 
 def _plant_names() -> list[str]:
@@ -165,22 +174,42 @@ def _eval(args) -> int:
     import torch
 
     from vlmflow.errors import WeightsNotAvailableError
-    from vlmflow.model import load, toy_model_path
+    from vlmflow.model import is_toy_name, load, toy_model_folder
     from vlmflow.toy.evaluate import evaluate_all, write_model_card
 
-    if args.model != "toy" and not (Path(args.model) / "config.json").is_file():
+    if is_toy_name(args.model):
+        model_dir = str(toy_model_folder(args.model))  # an unknown name: the valid list
+    elif not (Path(args.model) / "config.json").is_file():
         raise WeightsNotAvailableError(f"no toy model at {args.model} (no config.json there): train one with "
                                        f"`vlmflow toy train --out {args.model}`, or use --model toy")
+    else:
+        model_dir = args.model
     torch.set_num_threads(args.threads)
     vlm = load(args.model, dtype="float32")
     res = evaluate_all(vlm, n=args.n, seed=args.seed, split=args.split, knockout=args.knockout)
     if args.card:
-        model_dir = str(toy_model_path()) if args.model == "toy" else args.model
         command = args.train_command or _recorded_command(model_dir)
-        print(write_model_card(model_dir, res, command))
+        print(write_model_card(model_dir, res, command, name=args.model if is_toy_name(args.model) else "toy"))
     if args.json:
         print(json.dumps(res, indent=1))
     else:
         for cond, metrics in res["metrics"].items():
             print(cond, " ".join(f"{k}={v}" for k, v in metrics.items()))
+    return 0
+
+
+def _models(args) -> int:
+    from vlmflow.model import toy_models
+    from vlmflow.plant import read_plant
+
+    rows = []
+    for name, folder in toy_models().items():
+        plant = read_plant(folder)
+        rows.append({"name": name, "folder": str(folder), "plant": plant.spec_ids if plant else [],
+                     "description": plant.description if plant else "no plant: trained without knockouts"})
+    if args.json:
+        common.print_json(rows)
+    else:
+        for r in rows:
+            print(f"{r['name']:<16} {' & '.join(r['plant']) or '-':<32} {r['description']}")
     return 0
