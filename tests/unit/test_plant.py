@@ -138,3 +138,14 @@ def test_presets_and_broken_plant_files(tmp_path):
     with pytest.raises(PlantError, match="plant.json"):
         read_plant(tmp_path)
     assert read_plant(tmp_path / "absent") is None
+
+
+def test_reprompting_refuses_a_planted_model(tiny, tmp_path):
+    """Re-prompting answers on a compressed cache outside the attention state: a plant could not apply there, so a
+    planted model is refused instead of silently answering with its bare weights."""
+    import vlmflow as vf
+    from vlmflow.reprompt import RepromptError, describe
+
+    vlm = vf.load(str(_planted_folder(tiny, tmp_path)))
+    with pytest.raises(RepromptError, match="planted knockouts"):
+        describe(vlm, make_scene(0, "test", 0, SCENES).image, max_new_tokens=2)
