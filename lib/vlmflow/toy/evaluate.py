@@ -217,8 +217,9 @@ def _plant_text(plant, name: str, train: dict) -> tuple[str, str]:
 Planted: {plant.description}.
 Knockouts (`vf.Knockout` string form): {', '.join(f'`{s}`' for s in plant.spec_ids)}; recorded in this folder's
 `plant.json`. Training applied them to every sample through the library's one registered attention function, and
-`vf.load` applies them **by default whenever the model runs** (plain generation, sweeps, re-prompting, localization
-and the evaluation below), added to any knockout a caller asks for. `vf.load("{name}", plant=False)` runs the bare
+`vf.load` applies them **by default whenever the model runs** (plain generation, sweeps, localization and the
+evaluation below), added to any knockout a caller asks for; re-prompting (`vlmflow.reprompt`) refuses a planted model,
+since its answer turn runs outside the attention function's state. `vf.load("{name}", plant=False)` runs the bare
 weights, which are off their training distribution. Every number on this card is measured under the plant.
 """
     return opening, section
@@ -246,7 +247,8 @@ def write_model_card(model_dir: str | os.PathLike, results: dict, command: str, 
     status_rows, verdict = _status(results)
     from vlmflow.plant import read_plant
 
-    opening, plant_section = _plant_text(read_plant(model_dir), name, train)
+    plant = read_plant(model_dir)
+    opening, plant_section = _plant_text(plant, name, train)
     title = "vlmflow toy model" + ("" if name == "toy" else f" `{name}`")
     text = f"""# {title}
 
@@ -300,7 +302,7 @@ Counts per question kind: {', '.join(f"{k[:-2]}={m['plain'][k]}" for k in m['pla
 ## Limits
 A toy: it knows only the 5 shapes, 6 colours and 2 sizes of the toy world and the question templates in
 `vlmflow.toy.questions`; words outside its vocabulary become `<unk>`. Mechanisms found in it (which layers carry the
-image, where objects are read) are findings about this small model trained from scratch, not about large VLMs.
+image, where objects are read) are findings about this small model {'trained from scratch' if plant is None else 'and its plant'}, not about large VLMs.
 """
     path = atomic_write(model_dir / "MODEL_CARD.md", text)
     atomic_write_json(model_dir / "eval.json", results, indent=1)
