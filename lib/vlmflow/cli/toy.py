@@ -81,6 +81,10 @@ def register(subparsers) -> None:
     t.add_argument("--plant-probability", type=common.fraction, default=1.0,
                    help="The per-sample probability of the plant in training; below 1 the model learns both routes "
                         "and is shipped without the plant. Default: 1.")
+    t.add_argument("--kind-mix", type=_kind_mix, default=None,
+                   help="The share of each question kind among the training samples, as KIND=SHARE pairs joined by "
+                        "commas (describe, exists, count, color, position; shares are normalised). Default: "
+                        "vlmflow.toy.train.KIND_MIX.")
     t.set_defaults(func=_train)
 
     e = sub.add_parser("eval", help="Evaluate a toy model on held-out test scenes.",
@@ -109,6 +113,27 @@ def register(subparsers) -> None:
                                    "runs (plant.json in its folder).")
     common.add_json_option(m, "one object per model: name, folder, plant knockouts and description")
     m.set_defaults(func=_models)
+
+
+def _kind_mix(text: str) -> dict:
+    """``describe=0.3,exists=0.5`` -> {"describe": 0.3, "exists": 0.5}; argparse error naming the bad pair."""
+    from vlmflow.toy.evaluate import KINDS
+
+    out = {}
+    for pair in text.split(","):
+        kind, _, share = pair.partition("=")
+        kind = kind.strip()
+        try:
+            value = float(share)
+        except ValueError:
+            value = -1.0
+        if kind not in KINDS or value < 0:
+            raise argparse.ArgumentTypeError(f"{pair!r} is not KIND=SHARE with KIND one of {', '.join(KINDS)} and "
+                                             f"SHARE a number >= 0")
+        out[kind] = value
+    if sum(out.values()) <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r}: the shares add up to 0")
+    return out
 
 
 def _plant_names() -> list[str]:
@@ -147,6 +172,7 @@ def _train(args) -> int:
                       minutes=args.minutes, threads=args.threads, vision_minutes=args.vision_minutes,
                       aux_weight=args.aux_weight, hide_until=args.hide_until, mimetic=args.mimetic,
                       init=args.init, plant=args.plant, plant_probability=args.plant_probability,
+                      **({"kind_mix": args.kind_mix} if args.kind_mix else {}),
                       model=replace(ToyModelConfig(), **model_overrides))
     command = "vlmflow toy train " + " ".join(_argv_after("train"))
     train(cfg, args.out, args.work or "runs/toy_train", resume=args.resume, log=lambda m: print(m, flush=True),

@@ -86,6 +86,7 @@ class TrainConfig:
     init: str | None = None  # fine-tune this model folder (loaded in float32) instead of building a new model
     plant: str | None = None  # a vlmflow.plant preset trained into the model (hard plant: recorded in the export)
     plant_probability: float = 1.0  # per-sample probability of the plant (< 1: the soft variant, none at inference)
+    kind_mix: dict = field(default_factory=lambda: dict(KIND_MIX))  # question kind -> share of the samples
     model: ToyModelConfig = field(default_factory=ToyModelConfig)
     scenes: SceneConfig = field(default_factory=SceneConfig)
 
@@ -298,8 +299,8 @@ def make_batch(step: int, cfg: TrainConfig, batcher: Batcher, split: str = "trai
 
     scenes = scenes or cfg.scenes
     rng = np.random.default_rng(np.random.SeedSequence([cfg.seed, 11, step]))
-    kinds = list(KIND_MIX)
-    p = np.array([KIND_MIX[k] for k in kinds])
+    kinds = list(cfg.kind_mix)
+    p = np.array([cfg.kind_mix[k] for k in kinds])
     images, qas, targets = [], [], []
     for i in range(cfg.batch_size):
         sc = make_scene(cfg.seed, split, step * cfg.batch_size + i, scenes)
@@ -613,7 +614,7 @@ def train(cfg: TrainConfig, out: str | os.PathLike, work: str | os.PathLike, res
     export(model, processor, out, half=True,
            extra={"train_config": {k: v for k, v in cfg.__dict__.items() if k not in ("model", "scenes")},
                   "model_config": cfg.model.to_dict(), "scene_config": cfg.scenes.__dict__,
-                  "kind_mix": KIND_MIX, "vision_pretraining": vision, "command": command, "steps": step,
+                  "kind_mix": cfg.kind_mix, "vision_pretraining": vision, "command": command, "steps": step,
                   "total_steps": total, "history": history,
                   "plant": None if plant is None else plant.to_dict()},
            plant=shipped_plant(cfg))
