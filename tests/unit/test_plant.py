@@ -149,3 +149,19 @@ def test_reprompting_refuses_a_planted_model(tiny, tmp_path):
     vlm = vf.load(str(_planted_folder(tiny, tmp_path)))
     with pytest.raises(RepromptError, match="planted knockouts"):
         describe(vlm, make_scene(0, "test", 0, SCENES).image, max_new_tokens=2)
+
+
+@pytest.mark.parametrize("name", ["window", "compress"])
+def test_the_shipped_planted_models_carry_their_preset_and_met_their_bars(name):
+    """data/toy_models/NAME: its plant.json is the preset it is named after, its card's evaluation (eval.json, under
+    the plant) meets the 0.85 bars, and the folder fits the 8 MB budget."""
+    from pathlib import Path
+
+    from vlmflow.toy.evaluate import PLANTED_TARGETS, target_status
+
+    folder = Path(__file__).resolve().parents[2] / "data" / "toy_models" / name
+    assert read_plant(folder) == preset(name)
+    results = json.loads((folder / "eval.json").read_text())
+    assert results["plant"] == preset(name).spec_ids and results["targets"] == PLANTED_TARGETS
+    assert all(r["met"] for r in target_status(results))
+    assert sum(p.stat().st_size for p in folder.iterdir()) <= 8 * 2 ** 20
