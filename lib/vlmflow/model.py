@@ -33,6 +33,7 @@ if TYPE_CHECKING:
 
     from vlmflow.adapters.base import Adapter
     from vlmflow.adapters.geometry import ImageGeometry
+    from vlmflow.plant import Plant
     from vlmflow.record import AttentionRecord, Record
     from vlmflow.roles import TokenRoles
 
@@ -67,6 +68,46 @@ def toy_model_path() -> Path:
     if (shipped / "config.json").is_file():
         return shipped.resolve()  # in a checkout: data/toy_model itself
     return Path(__file__).resolve().parents[2] / "data" / "toy_model"
+
+
+TOY_PREFIX = "toy:"
+
+
+def toy_models_dir() -> Path:
+    """The folder of the extra shipped toy models (one sub-folder each, ``vf.load("toy:NAME")``):
+    $VLMFLOW_TOY_MODELS, else the package's ``vlmflow/toy_models`` (in a checkout a link to ``data/toy_models``, in an
+    installed wheel a copy as package data), else the checkout's ``data/toy_models``."""
+    env = os.environ.get("VLMFLOW_TOY_MODELS")
+    if env:
+        return Path(env)
+    shipped = Path(__file__).resolve().parent / "toy_models"
+    if shipped.is_dir():
+        return shipped.resolve()
+    return Path(__file__).resolve().parents[2] / "data" / "toy_models"
+
+
+def toy_models() -> dict[str, Path]:
+    """The toy model registry: ``{"toy": the default model's folder, "toy:NAME": data/toy_models/NAME, ...}``, each a
+    folder with a config.json (``vlmflow toy models`` lists them with their plant)."""
+    out = {"toy": toy_model_path()}
+    folder = toy_models_dir()
+    if folder.is_dir():
+        for sub in sorted(folder.iterdir()):
+            if (sub / "config.json").is_file():
+                out[TOY_PREFIX + sub.name] = sub
+    return out
+
+
+def is_toy_name(name) -> bool:
+    return isinstance(name, str) and (name == "toy" or name.startswith(TOY_PREFIX))
+
+
+def toy_model_folder(name: str) -> Path:
+    """The folder of toy model ``name`` ("toy" or "toy:NAME"); WeightsNotAvailableError listing the valid names."""
+    registry = toy_models()
+    if name not in registry:
+        raise WeightsNotAvailableError(f"unknown toy model {name!r}; valid toy models: {', '.join(registry)}")
+    return registry[name]
 
 
 def _torch_dtype(dtype):
@@ -127,8 +168,8 @@ def model_source(name_or_path: str) -> str:
     """What ``load`` will read for ``name_or_path`` (the toy model's folder, a model folder, or a hub id whose weights
     are cached or downloadable); WeightsNotAvailableError naming the model and the way to get it otherwise. Cheap (no
     transformers import, at most one short connection attempt), so commands call it before any long work."""
-    if name_or_path == "toy":
-        path = toy_model_path()
+    if is_toy_name(name_or_path):
+        path = toy_model_folder(name_or_path)
         if not (path / "config.json").is_file():
             raise WeightsNotAvailableError(
                 f"the toy model is not at {path}: build it with `vlmflow toy train --out {path}` or point "
@@ -149,8 +190,12 @@ def _hub_offline() -> bool:
     return os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0")
 
 
-def load(name_or_path: str, device: str = "cpu", dtype=None, **kw) -> "VLM":
-    """Load "toy", a local folder or a hub id (AutoModelForImageTextToText + AutoProcessor) and wrap it.
+def load(name_or_path: str, device: str = "cpu", dtype=None, plant: bool = True, **kw) -> "VLM":
+    """Load "toy", "toy:NAME" (``vlmflow toy models``), a local folder or a hub id (AutoModelForImageTextToText +
+    AutoProcessor) and wrap it.
+
+    plant: apply the knockouts planted in the model (its folder's ``plant.json``, ``vlmflow.plant``) whenever it runs,
+    as it was trained; False runs the bare weights (off the training distribution of a planted model).
 
     device: "cpu", "cuda" (or "cuda:N") or "auto" (accelerate ``device_map="auto"``); dtype: None (the checkpoint's),
     "float16", "bfloat16", "float32", "auto" or a torch dtype. Extra keywords go to ``from_pretrained``.
@@ -186,7 +231,10 @@ def load(name_or_path: str, device: str = "cpu", dtype=None, **kw) -> "VLM":
             raise _not_available(source, exc) from exc
     if device not in ("auto", None):
         model = model.to(device)
-    vlm = wrap(model, processor, name=str(name_or_path))
+    from vlmflow.plant import read_plant
+
+    planted = read_plant(source) if plant and local else None
+    vlm = wrap(model, processor, name=str(name_or_path), plant=planted)
     vlm.requested = {"device": device, "dtype": dtype}  # what result keys name (vlmflow.runner.requested)
     return vlm
 
@@ -243,8 +291,9 @@ def _not_available(source: str, exc: Exception) -> WeightsNotAvailableError:
     )
 
 
-def wrap(model, processor, name: str | None = None) -> "VLM":
-    """Wrap an already loaded, supported transformers VLM: sets the vlmflow attention on its language model."""
+def wrap(model, processor, name: str | None = None, plant: "Plant | None" = None) -> "VLM":
+    """Wrap an already loaded, supported transformers VLM: sets the vlmflow attention on its language model.
+    ``plant``: knockouts applied on every run (``vlmflow.plant``; ``load`` reads them from the model folder)."""
     from vlmflow.adapters import adapter_for
     from vlmflow.attention import NAME, ensure_registered
 
@@ -257,7 +306,8 @@ def wrap(model, processor, name: str | None = None) -> "VLM":
     else:
         adapter.set_attention(NAME)
     model.eval()
-    return VLM(model, processor, adapter, name=name or getattr(model, "name_or_path", None) or type(model).__name__)
+    return VLM(model, processor, adapter, name=name or getattr(model, "name_or_path", None) or type(model).__name__,
+               plant=plant)
 
 
 @dataclass
@@ -365,12 +415,26 @@ class _ForcePrefix:
 class VLM:
     """A supported VLM with its processor and adapter; see the module docstring."""
 
-    def __init__(self, model, processor, adapter: "Adapter", name: str | None = None):
+    def __init__(self, model, processor, adapter: "Adapter", name: str | None = None, plant: "Plant | None" = None):
         self.model = model
         self.processor = processor
         self.adapter = adapter
         self.name = name
         self.requested: dict = {}  # vlmflow.load's device and dtype arguments (empty for a wrapped model)
+        self.plant = plant
+
+    @property
+    def planted(self) -> tuple:
+        """The planted knockouts applied on every run (empty without a plant)."""
+        return self.plant.knockouts if self.plant is not None else ()
+
+    def active(self, roles: "TokenRoles", knockout=None, record: "Record | None" = None):
+        """``vlmflow.attention.active`` for this model: the caller's ``knockout`` plus the planted ones, on every
+        row. Every forward of the library runs inside it (generate, forward, prefill, the sweep engine)."""
+        from vlmflow.attention import active
+        from vlmflow.plant import with_plant
+
+        return active(roles, with_plant(knockout, self.planted, roles.batch_size), record, n_layers=self.num_layers)
 
     @property
     def num_layers(self) -> int:
@@ -409,7 +473,7 @@ class VLM:
     def _check(self, knockout, record, kwargs: dict | None = None) -> None:
         from vlmflow.attention import check_implementation
 
-        if knockout is None and record is None:
+        if knockout is None and record is None and not self.planted:
             return
         check_implementation(self.adapter.text_attn_implementation())
         kwargs = kwargs or {}
@@ -428,10 +492,8 @@ class VLM:
         """One forward over the prepared batch under ``knockout`` / ``record``; kwargs go to the model."""
         import torch
 
-        from vlmflow.attention import active
-
         self._check(knockout, record, kwargs)
-        with torch.no_grad(), active(batch.roles, knockout, record, n_layers=self.num_layers) as state:
+        with torch.no_grad(), self.active(batch.roles, knockout, record) as state:
             out = self.model(**batch.inputs, **kwargs)
         records = None
         if record is not None:
@@ -453,8 +515,6 @@ class VLM:
         ``hidden_norms``, the image tokens' hidden-state norms per layer input."""
         import torch
 
-        from vlmflow.attention import active
-
         if len(batch) != 1 or bool((batch.inputs["attention_mask"] == 0).any()):
             raise VlmflowError(f"prefill takes one unpadded row, got a batch of {len(batch)}")
         captured: dict[str, Any] = {}
@@ -465,7 +525,7 @@ class VLM:
 
         handle = self.adapter.language_model().register_forward_pre_hook(grab, with_kwargs=True)
         try:
-            with torch.no_grad(), active(batch.roles, knockout, None, n_layers=self.num_layers):
+            with torch.no_grad(), self.active(batch.roles, knockout):
                 out = self.model(**batch.inputs, use_cache=True, logits_to_keep=1, output_hidden_states=hidden_norms)
         finally:
             handle.remove()
@@ -501,7 +561,7 @@ class VLM:
                        force_prefix=None, return_logits: bool = False, **gen_kwargs) -> list[Generation]:
         import torch
 
-        from vlmflow.attention import active, per_row_knockouts
+        from vlmflow.attention import per_row_knockouts
         from vlmflow.roles import TokenRoles
 
         self._check(knockout, record, gen_kwargs)
@@ -516,7 +576,7 @@ class VLM:
         pad = self.model.generation_config.pad_token_id
         if pad is None:
             pad = tok.pad_token_id if tok.pad_token_id is not None else min(eos_ids, default=0)
-        with torch.no_grad(), active(batch.roles, knockout, record, n_layers=self.num_layers) as state:
+        with torch.no_grad(), self.active(batch.roles, knockout, record) as state:
             out = self.model.generate(**batch.inputs, do_sample=False, num_beams=1, max_new_tokens=max_new_tokens,
                                       logits_processor=processors or None, pad_token_id=pad,
                                       return_dict_in_generate=True, output_logits=return_logits, **gen_kwargs)

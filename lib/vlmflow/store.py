@@ -108,8 +108,9 @@ def weights_fingerprint(model) -> str:
     - a hub id: ``revision:<commit>`` of the snapshot in the Hugging Face cache, else ``hub:<id>`` (not downloaded);
     - a model built in memory (no folder, no hub id): ``tensors-sha256:`` over its state dict."""
     if isinstance(model, (str, os.PathLike)):
-        return _named_fingerprint(str(model)) or f"hub:{model}"
-    model = getattr(model, "model", model) if hasattr(model, "adapter") else model  # a VLM: its transformers model
+        return (_named_fingerprint(str(model)) or f"hub:{model}") + _plant_suffix(_named_plant(str(model)))
+    if hasattr(model, "adapter"):  # a VLM: its transformers model, and the plant it runs with
+        return weights_fingerprint(model.model) + _plant_suffix(model.planted)
     revision = getattr(model.config, "_commit_hash", None)
     if revision:
         return f"revision:{revision}"
@@ -124,12 +125,28 @@ def weights_fingerprint(model) -> str:
     return f"tensors-sha256:{h.hexdigest()[:16]}"
 
 
+def _plant_suffix(knockouts) -> str:
+    """A planted model runs under its knockouts (``vlmflow.plant``): they are part of what computes every number, so
+    the fingerprint names them (the same for ``vf.load("toy:window")`` and the name); none: no suffix."""
+    return "+plant:" + "&".join(k.spec_id for k in knockouts) if knockouts else ""
+
+
+def _named_plant(name: str) -> tuple:
+    """The plant ``vf.load(name)`` applies by default (from the model folder's plant.json; none for a hub id)."""
+    from vlmflow.model import is_toy_name, toy_model_folder
+    from vlmflow.plant import read_plant
+
+    folder = toy_model_folder(name) if is_toy_name(name) else Path(name)
+    plant = read_plant(folder) if folder.is_dir() else None
+    return plant.knockouts if plant is not None else ()
+
+
 def _named_fingerprint(name: str) -> str | None:
     """``weights_fingerprint`` of a model named by folder or hub id; None for a hub id that is not in the cache."""
-    if name == "toy":
-        from vlmflow.model import toy_model_path
+    from vlmflow.model import is_toy_name, toy_model_folder
 
-        name = str(toy_model_path())
+    if is_toy_name(name):
+        name = str(toy_model_folder(name))
     folder = Path(name)
     if folder.is_dir():
         return _folder_fingerprint(folder)

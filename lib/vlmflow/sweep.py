@@ -372,7 +372,6 @@ class SweepEngine:
         attention state change together at each step (a finished row leaves all three at once)."""
         import torch
 
-        from vlmflow.attention import active
         from vlmflow.roles import TokenRoles
 
         vlm = self.vlm
@@ -397,7 +396,7 @@ class SweepEngine:
         def enter(sel: list[int]):
             stack.close()
             roles = TokenRoles(roles_all.ids[sel], P)
-            return stack.enter_context(active(roles, [kos_all[i] for i in sel], record, n_layers=vlm.num_layers))
+            return stack.enter_context(vlm.active(roles, [kos_all[i] for i in sel], record))  # + the model's plant
 
         state = enter(rows)
         try:

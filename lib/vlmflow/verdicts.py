@@ -253,10 +253,11 @@ class Verdict:
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
 
-    def save(self, results_dir: str | Path) -> Path:
-        """Write ``verdict-<claim>.json`` (atomically) into the notebook's results folder; an unchanged verdict is
-        not rewritten, so a rerun that reuses stored results leaves the folder as it was."""
-        out = Path(results_dir) / f"verdict-{self.claim}.json"
+    def save(self, results_dir: str | Path, tag: str | None = None) -> Path:
+        """Write ``verdict-<claim>.json`` (``verdict-<claim>@<tag>.json`` for a verdict on another model than the
+        book's, see ``publish``) atomically into the notebook's results folder; an unchanged verdict is not
+        rewritten, so a rerun that reuses stored results leaves the folder as it was."""
+        out = Path(results_dir) / f"verdict-{self.claim}{'@' + tag if tag else ''}.json"
         text = json.dumps(self.to_json(), indent=1, default=float)
         if out.is_file() and out.read_text() == text:
             return out
@@ -271,16 +272,18 @@ class Verdict:
                 "claim": c.title, "statement": c.statement, "paper": c.paper, "criterion": c.criterion,
                 "box": _Html(self.html(), self.outcome)}
 
-    def publish(self, results_dir: str | Path, *, display: bool = True) -> "Verdict":
-        """Show the box (in a notebook), glue every part for the book, save the JSON record; returns self."""
-        self.save(results_dir)
+    def publish(self, results_dir: str | Path, *, display: bool = True, tag: str | None = None) -> "Verdict":
+        """Show the box (in a notebook), glue every part for the book, save the JSON record; returns self.
+        ``tag`` (e.g. ``toy_window``) marks a verdict on another model than the book's own: glue keys
+        ``<claim>_<part>_<tag>``, record ``verdict-<claim>@<tag>.json`` (``load_verdicts`` keeps the book's own)."""
+        self.save(results_dir, tag)
         try:
             from myst_nb import glue
         except ImportError:  # outside the book's environment the box and the JSON still work
             glue = None
         if glue is not None:
             for part, value in self.glue_items().items():
-                glue(f"{self.claim}_{part}", value, display=False)
+                glue(f"{self.claim}_{part}" + (f"_{tag}" if tag else ""), value, display=False)
         if display:
             from IPython.display import HTML
             from IPython.display import display as show
@@ -463,9 +466,12 @@ def decide_table1(full: CI, compressed: CI, query_only: CI, *, template: str = "
 
 
 def load_verdicts(results_root: str | Path) -> dict[str, dict[str, Any]]:
-    """Every ``verdict-<claim>.json`` under ``results_root`` (the book's results folder), by claim."""
+    """Every ``verdict-<claim>.json`` under ``results_root`` (the book's results folder), by claim; verdicts on other
+    models (``verdict-<claim>@<tag>.json``) are left out."""
     found: dict[str, dict[str, Any]] = {}
     for path in sorted(Path(results_root).rglob("verdict-*.json")):
+        if "@" in path.name:
+            continue
         record = json.loads(path.read_text())
         found[record["claim"]] = record
     return found

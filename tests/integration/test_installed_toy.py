@@ -14,6 +14,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 TOY = ROOT / "data" / "toy_model"
+TOY_MODELS = ROOT / "data" / "toy_models"
 
 
 def _sha(data: bytes) -> str:
@@ -29,9 +30,14 @@ def test_the_toy_model_works_from_an_installed_wheel_in_any_directory(tmp_path):
         shipped = {Path(n).name: _sha(zf.read(n)) for n in zf.namelist() if n.startswith("vlmflow/toy_model/")}
         zf.extractall(site)
     assert shipped == {p.name: _sha(p.read_bytes()) for p in TOY.iterdir() if p.is_file()}  # the same files
+    with zipfile.ZipFile(wheel) as zf:  # and every registered toy model (toy:NAME), file by file
+        extra = {n.split("vlmflow/toy_models/", 1)[1]: _sha(zf.read(n)) for n in zf.namelist()
+                 if n.startswith("vlmflow/toy_models/")}
+    assert extra == {str(p.relative_to(TOY_MODELS)): _sha(p.read_bytes())
+                     for p in sorted(TOY_MODELS.glob("*/*")) if p.is_file()}
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
-    env = {k: v for k, v in os.environ.items() if k not in ("VLMFLOW_TOY_MODEL", "PYTHONPATH")}
+    env = {k: v for k, v in os.environ.items() if k not in ("VLMFLOW_TOY_MODEL", "VLMFLOW_TOY_MODELS", "PYTHONPATH")}
     env.update(PYTHONPATH=str(site), HF_HUB_OFFLINE="1")
     script = (
         "import json, vlmflow as vf\n"
@@ -39,13 +45,17 @@ def test_the_toy_model_works_from_an_installed_wheel_in_any_directory(tmp_path):
         "from vlmflow.toy.scenes import make_scene\n"
         "vlm = vf.load('toy')\n"
         "gen = vlm.generate(make_scene(0, 'test', 0).image, 'describe the image', max_new_tokens=12)\n"
-        "print(json.dumps({'module': vf.__file__, 'model': str(toy_model_path()), 'text': gen.text}))\n"
+        "from vlmflow.model import toy_models\n"
+        "print(json.dumps({'module': vf.__file__, 'model': str(toy_model_path()), 'text': gen.text,\n"
+        "                  'registry': {k: str(v) for k, v in toy_models().items()}}))\n"
     )
     out = subprocess.run([sys.executable, "-c", script], cwd=elsewhere, env=env, capture_output=True, text=True,
                          timeout=600)
     assert out.returncode == 0, out.stderr[-2000:]
     where = json.loads(out.stdout.strip().splitlines()[-1])
     assert Path(where["module"]).is_relative_to(site) and Path(where["model"]).is_relative_to(site)
+    names = ["toy"] + [f"toy:{p.name}" for p in sorted(TOY_MODELS.glob("*")) if (p / "config.json").is_file()]
+    assert list(where["registry"]) == names and all(Path(p).is_relative_to(site) for p in where["registry"].values())
     import vlmflow as vf
     from vlmflow.toy.scenes import make_scene
 

@@ -430,3 +430,19 @@ def test_image_tokens_carry_the_scene_at_initialisation():
     variation = (feats - feats.mean((0, 1))).norm(dim=-1).mean()
     text_norm = model.model.language_model.embed_tokens.weight.norm(dim=-1).mean()
     assert variation > 0.5 * text_norm
+
+
+def test_kind_mix_sets_the_questions_of_a_batch():
+    """``TrainConfig.kind_mix`` (``--kind-mix``) decides the question kinds drawn: a mix of existence questions only
+    gives yes/no answers only; the default mix gives descriptions too."""
+    from vlmflow.toy.train import Batcher, TrainConfig, make_batch
+
+    _, proc = build(TINY, seed=0)
+    answers = {}
+    for name, mix in (("exists", {"exists": 1.0}), ("default", None)):
+        cfg = TrainConfig(batch_size=16, model=TINY, scenes=SCENES, **({"kind_mix": mix} if mix else {}))
+        batch = make_batch(0, cfg, Batcher(proc))
+        targets = [[t for t in row.tolist() if t != -100] for row in batch["labels"]]
+        answers[name] = {proc.tokenizer.decode(t[:-1]).strip() for t in targets}
+    assert answers["exists"] <= {"yes", "no"} and answers["exists"] == {"yes", "no"}
+    assert any(len(a.split()) > 2 for a in answers["default"])  # descriptions

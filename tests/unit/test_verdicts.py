@@ -145,3 +145,14 @@ def test_an_unchanged_verdict_is_not_rewritten(tmp_path):
     assert path.stat().st_mtime_ns == stamp
     V.decide_finding1(CI(0.40, 0.33, 0.47), CI(0.0, 0.0, 0.02), CI(0.0, 0.0, 0.01)).save(tmp_path)
     assert json.loads(path.read_text())["outcome"] == V.REPRODUCED
+
+
+def test_a_tagged_verdict_is_another_model_s_and_never_the_book_s(tmp_path):
+    """A verdict on another model (the planted models' chapter) is saved under its tag and left out of the book's
+    own verdicts, even when it sorts after the book's own file."""
+    own = V.decide_finding1(CI(0.03, 0.01, 0.07), CI(0.69, 0.60, 0.77), CI(0.02, 0.01, 0.04))
+    other = V.decide_finding1(CI(1.0, 1.0, 1.0), CI(0.05, 0.0, 0.1), CI(0.02, 0.01, 0.04))
+    own.publish(tmp_path / "a", display=False)
+    other.publish(tmp_path / "z", display=False, tag="toy_compress")
+    assert (tmp_path / "z" / "verdict-finding1@toy_compress.json").is_file()
+    assert V.load_verdicts(tmp_path)["finding1"]["outcome"] == own.outcome != other.outcome

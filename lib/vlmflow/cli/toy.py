@@ -1,10 +1,11 @@
-"""`vlmflow toy scenes|train|eval`: the toy world from the command line (see ``vlmflow.toy``).
+"""`vlmflow toy scenes|train|eval|models`: the toy world from the command line (see ``vlmflow.toy``).
 
     vlmflow toy scenes --seed 0 --n 100 --out DIR [--split test] [--min-objects 1 --max-objects 4] [--clutter 0.5]
     vlmflow toy train --out data/toy_model [--vision-minutes 6] [--minutes 80] [--steps N] [--seed 0] [--resume]
     vlmflow toy train --recipe NAME --cpu-minutes 20 --out DIR --work DIR [--resume]   (toy/recipes.py)
     vlmflow toy eval --model data/toy_model --n 200 [--knockout] --json
     vlmflow toy study --models runs/recipes/*/model --out data/recipe_study/study.json   (toy/recipe_study.py)
+    vlmflow toy models [--json]
 """
 from __future__ import annotations
 
@@ -82,13 +83,28 @@ def register(subparsers) -> None:
                    help="The depth of the CLIP vision tower. Default: ToyModelConfig's.")
     t.add_argument("--vision-feature-layer", type=int, default=None,
                    help="Which hidden state of the vision tower feeds the projector. Default: ToyModelConfig's.")
+    t.add_argument("--init", default=None,
+                   help="Fine-tune this model folder (loaded in float32) instead of training a new model; pair it "
+                        "with --vision-minutes 0 --no-mimetic --hide-until 0. Default: a new model.")
+    t.add_argument("--plant", default=None, choices=sorted(_plant_names()),
+                   help="Train with this planted mechanism (vlmflow.plant: knockouts applied through the registered "
+                        "attention function); a plant applied to every sample is recorded in the exported "
+                        "folder's plant.json and applied whenever the model runs. Default: none.")
+    t.add_argument("--plant-probability", type=common.fraction, default=1.0,
+                   help="The per-sample probability of the plant in training; below 1 the model learns both routes "
+                        "and is shipped without the plant. Default: 1.")
+    t.add_argument("--kind-mix", type=_kind_mix, default=None,
+                   help="The share of each question kind among the training samples, as KIND=SHARE pairs joined by "
+                        "commas (describe, exists, count, color, position; shares are normalised). Default: "
+                        "vlmflow.toy.train.KIND_MIX.")
     t.set_defaults(func=_train)
 
     e = sub.add_parser("eval", help="Evaluate a toy model on held-out test scenes.",
                        description="Evaluate a toy model on fresh scenes: description F1 and the accuracy of each "
                                    "question kind, optionally also under the full image knockout.")
     e.add_argument("--model", default="toy",
-                   help="The toy model: 'toy' (the shipped one, or $VLMFLOW_TOY_MODEL) or a model folder. Default: toy.")
+                   help="The toy model: 'toy' (the shipped one, or $VLMFLOW_TOY_MODEL), 'toy:NAME' (see `vlmflow toy "
+                        "models`) or a model folder. Default: toy.")
     e.add_argument("--n", type=common.positive_int, default=200,
                    help="How many scenes to evaluate on (at least 1). Default: 200.")
     e.add_argument("--seed", type=common.nonnegative_int, default=0,
@@ -127,6 +143,39 @@ def register(subparsers) -> None:
     st.add_argument("--threads", type=common.positive_int, default=1, help="CPU threads for torch. Default: 1.")
     common.add_json_option(st, "the stored rows")
     st.set_defaults(func=_study)
+    m = sub.add_parser("models", help="List the shipped toy models and the mechanism planted in each.",
+                       description="List the toy models that vf.load and --model accept by name ('toy', 'toy:NAME'): "
+                                   "the folder of each, and the knockouts planted in it, which run whenever the model "
+                                   "runs (plant.json in its folder).")
+    common.add_json_option(m, "one object per model: name, folder, plant knockouts and description")
+    m.set_defaults(func=_models)
+
+
+def _kind_mix(text: str) -> dict:
+    """``describe=0.3,exists=0.5`` -> {"describe": 0.3, "exists": 0.5}; argparse error naming the bad pair."""
+    from vlmflow.toy.evaluate import KINDS
+
+    out = {}
+    for pair in text.split(","):
+        kind, _, share = pair.partition("=")
+        kind = kind.strip()
+        try:
+            value = float(share)
+        except ValueError:
+            value = -1.0
+        if kind not in KINDS or value < 0:
+            raise argparse.ArgumentTypeError(f"{pair!r} is not KIND=SHARE with KIND one of {', '.join(KINDS)} and "
+                                             f"SHARE a number >= 0")
+        out[kind] = value
+    if sum(out.values()) <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r}: the shares add up to 0")
+    return out
+
+
+def _plant_names() -> list[str]:
+    from vlmflow.plant import PRESETS
+
+    return list(PRESETS)
 
 
 def _scenes(args) -> int:
@@ -164,6 +213,8 @@ def _train(args) -> int:
     cfg = TrainConfig(seed=args.seed, batch_size=args.batch_size, lr=args.lr, steps=args.steps,
                       minutes=args.minutes, threads=args.threads, vision_minutes=args.vision_minutes,
                       aux_weight=args.aux_weight, hide_until=args.hide_until, mimetic=args.mimetic,
+                      init=args.init, plant=args.plant, plant_probability=args.plant_probability,
+                      **({"kind_mix": args.kind_mix} if args.kind_mix else {}),
                       model=replace(ToyModelConfig(), **model_overrides))
     if args.cpu_minutes is not None:
         cfg = replace(cfg, minutes=args.cpu_minutes, clock="process")
@@ -233,22 +284,42 @@ def _eval(args) -> int:
     import torch
 
     from vlmflow.errors import WeightsNotAvailableError
-    from vlmflow.model import load, toy_model_path
+    from vlmflow.model import is_toy_name, load, toy_model_folder
     from vlmflow.toy.evaluate import evaluate_all, write_model_card
 
-    if args.model != "toy" and not (Path(args.model) / "config.json").is_file():
+    if is_toy_name(args.model):
+        model_dir = str(toy_model_folder(args.model))  # an unknown name: the valid list
+    elif not (Path(args.model) / "config.json").is_file():
         raise WeightsNotAvailableError(f"no toy model at {args.model} (no config.json there): train one with "
                                        f"`vlmflow toy train --out {args.model}`, or use --model toy")
+    else:
+        model_dir = args.model
     torch.set_num_threads(args.threads)
     vlm = load(args.model, dtype="float32")
     res = evaluate_all(vlm, n=args.n, seed=args.seed, split=args.split, knockout=args.knockout)
     if args.card:
-        model_dir = str(toy_model_path()) if args.model == "toy" else args.model
         command = args.train_command or _recorded_command(model_dir)
-        print(write_model_card(model_dir, res, command))
+        print(write_model_card(model_dir, res, command, name=args.model if is_toy_name(args.model) else "toy"))
     if args.json:
         print(json.dumps(res, indent=1))
     else:
         for cond, metrics in res["metrics"].items():
             print(cond, " ".join(f"{k}={v}" for k, v in metrics.items()))
+    return 0
+
+
+def _models(args) -> int:
+    from vlmflow.model import toy_models
+    from vlmflow.plant import read_plant
+
+    rows = []
+    for name, folder in toy_models().items():
+        plant = read_plant(folder)
+        rows.append({"name": name, "folder": str(folder), "plant": plant.spec_ids if plant else [],
+                     "description": plant.description if plant else "no plant: trained without knockouts"})
+    if args.json:
+        common.print_json(rows)
+    else:
+        for r in rows:
+            print(f"{r['name']:<16} {' & '.join(r['plant']) or '-':<32} {r['description']}")
     return 0

@@ -91,6 +91,11 @@ def describe(vlm: "VLM", image, question: str = "describe the image", max_new_to
     gives text positions that never saw the image (a context with no image information at all when K = 0)."""
     from vlmflow.record import Record
 
+    if getattr(vlm, "planted", ()):
+        # answer() continues a per-layer compressed cache outside the attention state, where a plant cannot apply
+        raise RepromptError(f"model {vlm.name} carries planted knockouts ({' & '.join(k.spec_id for k in vlm.planted)})"
+                            f": re-prompting cannot apply them to the answer turn, so its answers would come from the "
+                            f"bare weights; load it with plant=False to re-prompt the bare weights deliberately")
     batch = vlm.prepare(image, question)
     if len(batch) != 1:
         raise RepromptError("describe() takes one image")

@@ -81,11 +81,12 @@ def metrics_of(rows: list[dict], n_scenes: int) -> dict:
 
 
 def quick_eval(model, processor, *, n: int = 48, seed: int = 0, split: str = "val",
-               scene_config: SceneConfig = SceneConfig()) -> dict:
-    """Cheap held-out check of a model under training (the training log); leaves it in eval mode."""
+               scene_config: SceneConfig = SceneConfig(), plant=None) -> dict:
+    """Cheap held-out check of a model under training (the training log), under ``plant`` (a
+    ``vlmflow.plant.Plant``, as the model will run once shipped); leaves it in eval mode."""
     from vlmflow.model import wrap
 
-    return evaluate(wrap(model, processor, name="toy (training)"), n=n, seed=seed, split=split,
+    return evaluate(wrap(model, processor, name="toy (training)", plant=plant), n=n, seed=seed, split=split,
                     scene_config=scene_config)
 
 
@@ -97,6 +98,8 @@ CHANCE = {"describe_f1": 0.0, "exists_acc": 0.5, "count_acc": 0.25, "color_acc":
 # The quality targets on the test split, and the knockout bound: with the image hidden, an accuracy must not
 # exceed chance by more than two binomial standard errors (describe F1: a blind guess scores ~0.02; bound 0.05).
 TARGETS = {"describe_f1": 0.9, "exists_acc": 0.9, "count_acc": 0.9, "color_acc": 0.9}
+# A planted model (``vlmflow.plant``) answers through the route the plant leaves it: its bars are 0.85 each.
+PLANTED_TARGETS = {k: 0.85 for k in TARGETS}
 BLIND_DESCRIBE_F1_BOUND = 0.05
 
 
@@ -104,8 +107,9 @@ def target_status(results: dict) -> list[dict]:
     """One row per check of ``evaluate_all``'s results: each plain metric against its target, and each knockout
     metric against its chance bound. Rows: check, metric, value, bound, met."""
     m = results["metrics"]
+    targets = results.get("targets", TARGETS)
     rows = [{"check": "plain >= target", "metric": k, "value": m["plain"][k], "bound": t,
-             "met": m["plain"][k] >= t} for k, t in TARGETS.items() if k in m["plain"]]
+             "met": m["plain"][k] >= t} for k, t in targets.items() if k in m["plain"]]
     ko = m.get("full_knockout", {})
     for k in TARGETS:
         if k not in ko:
@@ -129,11 +133,13 @@ def evaluate_all(vlm, *, n: int = 200, seed: int = 0, split: str = "test", knock
     import transformers
 
     conds = ["plain"] + (["full_knockout"] if knockout else [])
+    planted = getattr(vlm, "planted", ())
     metrics = {cond: evaluate(vlm, n=n, seed=seed, split=split, scene_config=scene_config,
                               knockout=cond == "full_knockout", progress=True) for cond in conds}
     return {"metrics": metrics, "chance": {k: round(v, 4) for k, v in CHANCE.items()},
             "n_scenes": n, "seed": seed, "split": split, "scene_config": scene_config.__dict__,
             "knockout": 'vf.Knockout("image", ("text", "generated")), all layers',
+            "plant": [k.spec_id for k in planted], "targets": PLANTED_TARGETS if planted else TARGETS,
             "versions": {"torch": torch.__version__, "transformers": transformers.__version__,
                          "python": platform.python_version()}}
 
@@ -195,7 +201,31 @@ def _status(results: dict) -> tuple[list[str], str]:
     return rows, verdict
 
 
-def write_model_card(model_dir: str | os.PathLike, results: dict, command: str) -> Path:
+def _plant_text(plant, name: str, train: dict) -> tuple[str, str]:
+    """(the card's opening, its "Planted mechanism" section) for a planted model; the default toy model's without."""
+    if plant is None:
+        return ("A small `LlavaForConditionalGeneration` trained from scratch by this project on synthetic toy scenes\n"
+                "(`vlmflow.toy`), so that every experiment of the book runs on a CPU with exact ground truth. It is the "
+                "default\nmodel of `vf.load(\"toy\")` (loaded from this folder, no download).", "")
+    init = train.get("train_config", {}).get("init")
+    opening = (f"A small `LlavaForConditionalGeneration` fine-tuned by this project from the default toy model "
+               f"(`{init}`) on synthetic toy\nscenes with a mechanism planted by knockouts, so that the book can check "
+               f"whether its analyses find a mechanism that is known\nby construction. Loaded by `vf.load(\"{name}\")` "
+               f"(from this folder, no download).")
+    section = f"""
+## Planted mechanism
+Planted: {plant.description}.
+Knockouts (`vf.Knockout` string form): {', '.join(f'`{s}`' for s in plant.spec_ids)}; recorded in this folder's
+`plant.json`. Training applied them to every sample through the library's one registered attention function, and
+`vf.load` applies them **by default whenever the model runs** (plain generation, sweeps, localization and the
+evaluation below), added to any knockout a caller asks for; re-prompting (`vlmflow.reprompt`) refuses a planted model,
+since its answer turn runs outside the attention function's state. `vf.load("{name}", plant=False)` runs the bare
+weights, which are off their training distribution. Every number on this card is measured under the plant.
+"""
+    return opening, section
+
+
+def write_model_card(model_dir: str | os.PathLike, results: dict, command: str, name: str = "toy") -> Path:
     """MODEL_CARD.md in ``model_dir``: architecture, the exact training command and seed, versions, the training
     history (from training.json) and the evaluation table (plain vs full knockout, with chance levels); eval.json
     beside it. Over 60 lines because most of it is the card's text, one template; the tables and sentences it
@@ -215,12 +245,15 @@ def write_model_card(model_dir: str | os.PathLike, results: dict, command: str) 
     tc = train.get("train_config", {})
     vision_line, aux_text, stage2_line = _training_lines(train)
     status_rows, verdict = _status(results)
-    text = f"""# vlmflow toy model
+    from vlmflow.plant import read_plant
 
-A small `LlavaForConditionalGeneration` trained from scratch by this project on synthetic toy scenes
-(`vlmflow.toy`), so that every experiment of the book runs on a CPU with exact ground truth. It is the default
-model of `vf.load("toy")` (loaded from this folder, no download).
+    plant = read_plant(model_dir)
+    opening, plant_section = _plant_text(plant, name, train)
+    title = "vlmflow toy model" + ("" if name == "toy" else f" `{name}`")
+    text = f"""# {title}
 
+{opening}
+{plant_section}
 ## Status
 On the held-out test split ({results['n_scenes']} scenes, seed {results['seed']}) this model {verdict}.
 
@@ -244,7 +277,7 @@ On the held-out test split ({results['n_scenes']} scenes, seed {results['seed']}
   Curriculum (fraction of the schedule, max objects from then on): {tc.get('curriculum') or 'none'}.
 {vision_line}{stage2_line}- Loss: mean over each sample's answer tokens (+ EOS), then over samples{aux_text}. AdamW lr {tc.get('lr')}, batch
   {tc.get('batch_size')}, warmup {tc.get('warmup_steps')} steps then cosine decay over the wall-clock budget, grad clip 1.
-- Steps: {train.get('steps')} in {hist[-1]['minutes'] if hist else '?'} minutes on a shared 2-core CPU (2 torch threads).
+- Steps: {train.get('steps')} in {hist[-1]['minutes'] if hist else '?'} minutes on a shared 2-core CPU ({tc.get('threads', 2)} torch threads).
 
 Held-out (val split, greedy) during training:
 
@@ -253,7 +286,7 @@ Held-out (val split, greedy) during training:
 {chr(10).join(hist_rows)}
 
 ## Evaluation (test split, {results['n_scenes']} scenes, seed {results['seed']}, greedy)
-Produced by `vlmflow toy eval --model data/toy_model --n {results['n_scenes']} --seed {results['seed']} --knockout --card`.
+Produced by `vlmflow toy eval --model {'data/toy_model' if name == 'toy' else name} --n {results['n_scenes']} --seed {results['seed']} --knockout --card`.
 The full knockout hides the image from every text and generated token in every LM layer
 ({results['knockout']}).
 
@@ -269,7 +302,7 @@ Counts per question kind: {', '.join(f"{k[:-2]}={m['plain'][k]}" for k in m['pla
 ## Limits
 A toy: it knows only the 5 shapes, 6 colours and 2 sizes of the toy world and the question templates in
 `vlmflow.toy.questions`; words outside its vocabulary become `<unk>`. Mechanisms found in it (which layers carry the
-image, where objects are read) are findings about this small model trained from scratch, not about large VLMs.
+image, where objects are read) are findings about this small model {'trained from scratch' if plant is None else 'and its plant'}, not about large VLMs.
 """
     path = atomic_write(model_dir / "MODEL_CARD.md", text)
     atomic_write_json(model_dir / "eval.json", results, indent=1)

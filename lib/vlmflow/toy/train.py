@@ -20,6 +20,12 @@ trained models answered them at chance however long they trained. Two measures a
 with it), and a context curriculum (``hidden_context``, ``hide_until``) hides the system prompt and the background
 image tokens from the text early in training, falling linearly to the full context, so that the circuit can first
 form on a short context. Positions never change, only the attention mask.
+Planting (``vlmflow.plant``): with ``plant`` set, every training sample carries the plant's ``vf.Knockout`` specs
+with probability ``plant_probability``, applied through the one registered attention function
+(``vlmflow.attention.active`` with per-row knockouts over the batch's ``TokenRoles``: prompt roles from the adapter,
+the answer tokens ``generated``), so the model learns under exactly the masks that ``vf.Knockout`` applies at
+inference. A hard plant (probability 1) is written to the exported folder's ``plant.json``, which ``vf.load`` applies
+by default; ``init`` fine-tunes an existing model folder (in float32: float16 training gave NaN after one step).
 Checkpoints (model + optimiser + step) are written atomically to ``WORK/checkpoint.pt`` every few minutes;
 ``--resume`` continues from there. Periodic held-out (val split) evaluation lines go to the log; at the end
 the model is exported in half precision with its processor to ``--out`` (``evaluate.py`` then measures it).
@@ -78,6 +84,10 @@ class TrainConfig:
     mimetic: bool = True  # mimetic initialisation of the LM's attention (mimetic_init)
     hide_until: float = 0.4  # context curriculum (hidden_context) over this fraction of the schedule (0 = off)
     clock: str = "wall"  # what `minutes` (and the checkpoint / eval periods) count: "wall" time or "process" CPU time
+    init: str | None = None  # fine-tune this model folder (loaded in float32) instead of building a new model
+    plant: str | None = None  # a vlmflow.plant preset trained into the model (hard plant: recorded in the export)
+    plant_probability: float = 1.0  # per-sample probability of the plant (< 1: the soft variant, none at inference)
+    kind_mix: dict = field(default_factory=lambda: dict(KIND_MIX))  # question kind -> share of the samples
     model: ToyModelConfig = field(default_factory=ToyModelConfig)
     scenes: SceneConfig = field(default_factory=SceneConfig)
 
@@ -96,10 +106,23 @@ class TrainConfig:
 class Batcher:
     """Turns scenes + questions into right-padded training tensors (labels -100 outside the answer + EOS)."""
 
-    def __init__(self, processor):
+    def __init__(self, processor, adapter=None):
         self.processor = processor
         self.tok = processor.tokenizer
+        self.adapter = adapter  # with an adapter, batches carry TokenRoles ("roles") for knockouts in training
         self._prompt_ids: dict[str, list[int]] = {}  # question -> expanded prompt ids (few distinct questions)
+        self._prompt_roles: dict[str, list[int]] = {}
+
+    def prompt_roles(self, question: str) -> list[int]:
+        """Role ids of the prompt of ``question``, as the adapter labels it at inference (``VLM.prepare``)."""
+        roles = self._prompt_roles.get(question)
+        if roles is None:
+            _, token_roles = self.adapter.prepare([self._blank()], [question])
+            roles = self._prompt_roles[question] = token_roles.ids[0].tolist()
+            if len(roles) != len(self.prompt_ids(question)):
+                raise TrainingError(f"the adapter's prompt of {question!r} has {len(roles)} positions, the "
+                                    f"training prompt {len(self.prompt_ids(question))}")
+        return roles
 
     def prompt_ids(self, question: str) -> list[int]:
         ids = self._prompt_ids.get(question)
@@ -135,7 +158,24 @@ class Batcher:
             label_t[i, :len(s)] = torch.tensor(lab)
             attn[i, :len(s)] = 1
         pixel_values = self.processor.image_processor(images, return_tensors="pt")["pixel_values"]
-        return {"input_ids": input_ids, "attention_mask": attn, "pixel_values": pixel_values, "labels": label_t}
+        batch = {"input_ids": input_ids, "attention_mask": attn, "pixel_values": pixel_values, "labels": label_t}
+        if self.adapter is not None:
+            batch["roles"] = self.roles(qas, seqs, T)
+        return batch
+
+    def roles(self, qas, seqs, T: int):
+        """TokenRoles over whole training sequences (prompt_length = T): each prompt's roles, ``generated`` for the
+        answer tokens (as when the model generates them), ``pad`` for the right padding."""
+        import torch
+
+        from vlmflow.roles import GENERATED, PAD, TokenRoles
+
+        ids = torch.full((len(seqs), T), PAD, dtype=torch.long)
+        for i, (qa, s) in enumerate(zip(qas, seqs)):
+            p = self.prompt_roles(qa.question)
+            ids[i, :len(p)] = torch.tensor(p)
+            ids[i, len(p):len(s)] = GENERATED
+        return TokenRoles(ids, T)
 
 
 def per_sample_loss(logits, labels):
@@ -151,9 +191,11 @@ def per_sample_loss(logits, labels):
 
 
 def forward_loss(model, batch, share_prefix: bool = True, probe=None, tap=None,
-                 aux_weight: float = 0.0):
+                 aux_weight: float = 0.0, knockouts=None):
     """Per-sample loss of a training batch (``labels`` inside ``batch``), plus ``aux_weight`` times the token-probe
-    loss when ``probe`` and ``tap`` are given.
+    loss when ``probe`` and ``tap`` are given. ``knockouts`` (per-row lists, ``vlmflow.plant.sample_rows``) apply
+    through the registered attention function over the batch's ``roles``; the model's language model must run the
+    ``"vlmflow"`` attention (``vlmflow.model.wrap`` sets it).
 
     With ``share_prefix`` the text before the image (BOS + system prompt + ``USER:``, ~30% of every sequence and
     identical across the batch) runs once, and its keys/values are broadcast to the batch as a DynamicCache
@@ -163,32 +205,54 @@ def forward_loss(model, batch, share_prefix: bool = True, probe=None, tap=None,
     labels = batch.pop("labels")
     targets = batch.pop("token_targets", None)
     hidden = batch.pop("hidden", None)
-    lm_loss = _lm_loss(model, batch, labels, share_prefix, hidden)
+    roles = batch.pop("roles", None)
+    lm_loss = _lm_loss(model, batch, labels, share_prefix, hidden, roles, knockouts)
     if probe is None or tap is None or aux_weight == 0 or targets is None:
         return lm_loss
     return lm_loss + aux_weight * probe.loss(tap.take(), targets)
 
 
-def _lm_loss(model, batch, labels, share_prefix: bool, hidden=None):
+def _knockout_context(model, roles, knockouts):
+    """``attention.active`` over the batch's roles with ``knockouts``, or a no-op context without any."""
+    from contextlib import nullcontext
+
+    from vlmflow.attention import active
+
+    if not knockouts or not any(knockouts):
+        return nullcontext()
+    if roles is None:
+        raise TrainingError("knockouts in training need the batch's token roles (Batcher with an adapter)")
+    return active(roles, knockouts, None, n_layers=model.config.text_config.num_hidden_layers)
+
+
+def _lm_loss(model, batch, labels, share_prefix: bool, hidden=None, roles=None, knockouts=None):
+    ko_context = _knockout_context(model, roles, knockouts)
     ids = batch["input_ids"]
     visible = batch["attention_mask"] if hidden is None else batch["attention_mask"] * ~hidden
     if not share_prefix:
         batch = {**batch, "attention_mask": visible}
-        return per_sample_loss(model(**batch).logits, labels)
+        with ko_context:
+            return per_sample_loss(model(**batch).logits, labels)
     is_img = ids == model.config.image_token_id
     P = int(is_img[0].nonzero()[0, 0])  # first image position
     if not torch_equal_rows(ids[:, :P]) or not bool(batch["attention_mask"][:, :P].all()):
         raise TrainingError("share_prefix needs a right-padded batch whose text before <image> is identical")
     if not torch_equal_rows(visible[:, :P]):
         raise TrainingError("share_prefix needs the same hidden positions before <image> in every sample")
+    sources = frozenset().union(*(k.source_roles for row in knockouts or [] for k in row))
+    if sources - {"image", "query", "assistant", "generated"}:
+        raise TrainingError("share_prefix runs the text before <image> without knockouts: a knockout whose source "
+                            "is bos, system or user text needs share_prefix=False")
     B = ids.shape[0]
+    # the prefix holds no knockout source (checked above), so it runs plain; the rest under the knockouts
     prefix = model(input_ids=ids[:1, :P], attention_mask=visible[:1, :P], use_cache=True)
     cache = prefix.cache
     for layer in cache.layers:
         layer.keys = layer.keys.expand(B, -1, -1, -1)
         layer.values = layer.values.expand(B, -1, -1, -1)
-    out = model(input_ids=ids[:, P:], pixel_values=batch["pixel_values"], attention_mask=visible,
-                cache=cache, use_cache=True)
+    with ko_context:
+        out = model(input_ids=ids[:, P:], pixel_values=batch["pixel_values"], attention_mask=visible,
+                    cache=cache, use_cache=True)
     # position P-1 predicts the first image token, which is never a target, so dropping it loses nothing
     return per_sample_loss(out.logits, labels[:, P:])
 
@@ -236,8 +300,8 @@ def make_batch(step: int, cfg: TrainConfig, batcher: Batcher, split: str = "trai
 
     scenes = scenes or cfg.scenes
     rng = np.random.default_rng(np.random.SeedSequence([cfg.seed, 11, step]))
-    kinds = list(KIND_MIX)
-    p = np.array([KIND_MIX[k] for k in kinds])
+    kinds = list(cfg.kind_mix)
+    p = np.array([cfg.kind_mix[k] for k in kinds])
     images, qas, targets = [], [], []
     for i in range(cfg.batch_size):
         sc = make_scene(cfg.seed, split, step * cfg.batch_size + i, scenes)
@@ -340,8 +404,10 @@ def _atomic_save(obj, path: Path) -> None:
     atomic_write(path, lambda f: torch.save(obj, f))
 
 
-def export(model, processor, out: str | os.PathLike, *, half: bool = True, extra: dict | None = None) -> Path:
-    """Save a copy of the model (fp16 by default) and its processor with save_pretrained, atomically per folder."""
+def export(model, processor, out: str | os.PathLike, *, half: bool = True, extra: dict | None = None,
+           plant=None) -> Path:
+    """Save a copy of the model (fp16 by default) and its processor with save_pretrained, atomically per folder;
+    ``plant`` (a ``vlmflow.plant.Plant``) is written as the folder's ``plant.json``, applied by ``vf.load``."""
     import copy
     import shutil
 
@@ -358,6 +424,10 @@ def export(model, processor, out: str | os.PathLike, *, half: bool = True, extra
     processor.save_pretrained(tmp)
     if extra:
         (tmp / "training.json").write_text(json.dumps(extra, indent=1))
+    if plant is not None:
+        from vlmflow.plant import write_plant
+
+        write_plant(tmp, plant)
     keep = out / "MODEL_CARD.md"
     if keep.exists():
         shutil.copy(keep, tmp / "MODEL_CARD.md")
@@ -398,14 +468,48 @@ def _schedule(cfg: TrainConfig, step: int, total: int | None, elapsed: float,
 
 
 def _held_out(model, processor, cfg: TrainConfig, **extra) -> dict:
-    """Greedy held-out metrics on the val split (``quick_eval``), the model back in training mode afterwards."""
+    """Greedy held-out metrics on the val split (``quick_eval``; under the plant as it will ship), the model back in
+    training mode afterwards."""
     from vlmflow.toy.evaluate import quick_eval
 
     model.eval()
-    metrics = quick_eval(model, processor, n=cfg.eval_scenes, seed=cfg.seed, split="val", scene_config=cfg.scenes)
+    metrics = quick_eval(model, processor, n=cfg.eval_scenes, seed=cfg.seed, split="val", scene_config=cfg.scenes,
+                         plant=shipped_plant(cfg))
     model.train()
     metrics.update(extra)
     return metrics
+
+
+def training_plant(cfg: TrainConfig):
+    """The ``vlmflow.plant.Plant`` trained into the model (None without ``cfg.plant``)."""
+    from vlmflow.plant import preset
+
+    return preset(cfg.plant, cfg.plant_probability) if cfg.plant else None
+
+
+def shipped_plant(cfg: TrainConfig):
+    """The plant the exported model carries at inference: a hard plant (probability 1) only; a soft one is absent."""
+    plant = training_plant(cfg)
+    return plant if plant is not None and plant.probability >= 1 else None
+
+
+def initial_model(cfg: TrainConfig):
+    """(model, processor) to train: ``cfg.init``'s folder in float32, or a new model (``build``, mimetic start)."""
+    import torch
+
+    from vlmflow.toy.model import build
+
+    if cfg.init:
+        from transformers import AutoModelForImageTextToText, AutoProcessor
+
+        if not (Path(cfg.init) / "config.json").is_file():
+            raise TrainingError(f"--init {cfg.init}: no model folder there (no config.json)")
+        model = AutoModelForImageTextToText.from_pretrained(cfg.init, dtype=torch.float32, local_files_only=True)
+        return model, AutoProcessor.from_pretrained(cfg.init, local_files_only=True)
+    model, processor = build(cfg.model, seed=cfg.seed)
+    if cfg.mimetic:
+        mimetic_init(model, seed=cfg.seed)
+    return model, processor
 
 
 def train(cfg: TrainConfig, out: str | os.PathLike, work: str | os.PathLike, resume: bool = False,
@@ -424,7 +528,8 @@ def train(cfg: TrainConfig, out: str | os.PathLike, work: str | os.PathLike, res
     import torch
     from tqdm import tqdm
 
-    from vlmflow.toy.model import build
+    from vlmflow.model import wrap
+    from vlmflow.plant import sample_rows
     from vlmflow.toy.probe import ProjectorTap, TokenProbe
 
     torch.set_num_threads(cfg.threads)
@@ -434,10 +539,10 @@ def train(cfg: TrainConfig, out: str | os.PathLike, work: str | os.PathLike, res
     work = Path(work)
     work.mkdir(parents=True, exist_ok=True)
     ckpt_path = work / "checkpoint.pt"
-    model, processor = build(cfg.model, seed=cfg.seed)
-    if cfg.mimetic:
-        mimetic_init(model, seed=cfg.seed)
+    model, processor = initial_model(cfg)
     prepared = prepare(model, processor, not resume) if prepare is not None else None
+    plant = training_plant(cfg)
+    adapter = wrap(model, processor).adapter if plant is not None else None  # the "vlmflow" attention on the LM
     probe = TokenProbe(model, processor.tokenizer, cosine=cfg.probe_cosine)
     opt = torch.optim.AdamW([*model.parameters(), *probe.parameters()], lr=cfg.lr, weight_decay=cfg.weight_decay,
                             betas=(0.9, 0.98))
@@ -446,7 +551,7 @@ def train(cfg: TrainConfig, out: str | os.PathLike, work: str | os.PathLike, res
         state = _resume(ckpt_path, cfg, model, probe, opt, log)
         prepared = state.get("prepared")
     step, total, elapsed_before, history, vision = (state[k] for k in ("step", "total", "elapsed", "history", "vision"))
-    batcher = Batcher(processor)
+    batcher = Batcher(processor, adapter)
     model.train()
 
     def checkpoint():
@@ -486,8 +591,11 @@ def train(cfg: TrainConfig, out: str | os.PathLike, work: str | os.PathLike, res
         if p_hide > 0:
             g = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step)
             batch["hidden"] = hidden_context(batch, model.config.image_token_id, p_hide, g)
+        knockouts = None
+        if plant is not None:
+            knockouts = sample_rows(plant, cfg.batch_size, torch.Generator().manual_seed(cfg.seed * 1_000_033 + step))
         loss = forward_loss(model, batch, share_prefix=cfg.share_prefix, probe=probe, tap=tap,
-                            aux_weight=cfg.aux_weight)
+                            aux_weight=cfg.aux_weight, knockouts=knockouts)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -521,7 +629,9 @@ def train(cfg: TrainConfig, out: str | os.PathLike, work: str | os.PathLike, res
     export(model, processor, out, half=True,
            extra={"train_config": {k: v for k, v in cfg.__dict__.items() if k not in ("model", "scenes")},
                   "model_config": cfg.model.to_dict(), "scene_config": cfg.scenes.__dict__,
-                  "kind_mix": KIND_MIX, "vision_pretraining": vision, "command": command, "steps": step,
-                  "total_steps": total, "history": history, "prepared": prepared})
+                  "kind_mix": cfg.kind_mix, "vision_pretraining": vision, "command": command, "steps": step,
+                  "total_steps": total, "history": history, "prepared": prepared,
+                  "plant": None if plant is None else plant.to_dict()},
+           plant=shipped_plant(cfg))
     log(f"exported to {out}")
     return {"step": step, "history": history}
