@@ -278,6 +278,11 @@ def _result_parts(folder: Path) -> list[Path]:
                   if not p.name.startswith(".") and not p.name.endswith(".attention.parquet"))
 
 
+def holds_results(folder: str | os.PathLike) -> bool:
+    """Whether ``folder`` has committed result parts (a failed command keeps them: its rerun resumes from them)."""
+    return any((Path(folder) / PARTS).glob("*.parquet"))
+
+
 def load_results(folder: str | os.PathLike, table: str = "results") -> "pd.DataFrame":
     """One table of a result folder as a DataFrame, sorted by (image, spec_id[, position, layer]); ``table`` is
     ``"results"`` or ``"attention"``. The manifest is in ``df.attrs["manifest"]``."""

@@ -132,3 +132,34 @@ def test_item_sweep_goes_through_the_same_path(model_dir, tmp_path, monkeypatch)
     extra = SweepItem("s0|what color is the circle ?", "s0", "what color is the circle ?", items[0].load)
     grown = run([*items, extra])
     assert grown.attrs["computed_items"] == 1 and len(grown) == 5
+
+
+def test_cli_localize_is_the_stored_localization(model_dir, tmp_path, monkeypatch, capsys):
+    """`vlmflow localize --out` stores through the same runner as the notebooks' stored_localization: a rerun computes
+    no image and loads no model, the library reads the CLI's folder back, and other settings are refused."""
+    import json
+
+    import pandas as pd
+
+    from vlmflow.localize import stored_localization
+
+    out = tmp_path / "loc"
+    args = ["localize", "--model", str(model_dir), "--data", "toy-test", "--n-images", str(N), "--max-new-tokens", "8",
+            "--out", str(out), "--json"]
+    assert main(args) == 0
+    first = json.loads(capsys.readouterr().out)
+    assert json.loads((out / "provenance.json").read_text())["computed_images"] == N == first["images"]
+    import vlmflow.model as model_module
+
+    monkeypatch.setattr(model_module, "load", lambda *a, **k: pytest.fail("a stored localization loaded the model"))
+    assert main(args) == 0
+    assert json.loads(capsys.readouterr().out) == first
+    assert json.loads((out / "provenance.json").read_text())["computed_images"] == 0
+    res = stored_localization(out, model=str(model_dir), data="toy-test", n_images=N, max_new_tokens=8, exact=True,
+                              progress=False)
+    assert res.provenance["computed_images"] == 0
+    stored = pd.read_parquet(out / "objects.parquet")  # parquet reads None back as NaN: compare as JSON (null both)
+    assert len(stored) > 0 and res.objects.reset_index(drop=True).to_json() == stored.to_json()
+    other = [*args[:-1], "--row", "fed", "--json"]
+    assert main(other) == 2
+    assert "row" in capsys.readouterr().err

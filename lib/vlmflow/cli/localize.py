@@ -3,7 +3,8 @@ objects (``vlmflow.localize``). D is a name ``vlmflow.data.resolve`` knows (``co
 COCO-format folder (toy scenes written by `vlmflow toy scenes`) or its ``instances.json``. Writes
 ``objects.parquet`` (one row per mention x layer x tolerance), ``images.parquet``, ``accuracy_by_layer.csv``,
 ``accuracy_by_band.csv`` (all objects and the KO-lost subset) and ``provenance.json``; prints the accuracy by band
-next to the chance rate."""
+next to the chance rate. The per-image results are stored in --out through ``localize.stored_localization`` (the one
+experiment path), so a rerun computes only the images it lacks and a folder of other settings is refused."""
 from __future__ import annotations
 
 from vlmflow.cli import common
@@ -58,30 +59,20 @@ def _heads(text: str):
 
 
 def run(args) -> int:
-    from vlmflow.localize import load_sample, localize_dataset
+    from vlmflow.localize import stored_localization
 
     heads = _heads(args.heads)
     out = common.output_folder(args.out, "--out")
     common.check_model_options(args)
-    sample = load_sample(args.data, args.n_images)
-    vlm = common.load_model(args)
-    res = localize_dataset(vlm, sample, n_images=args.n_images, tolerances=args.tolerance, heads=heads,
-                           row=args.row, instances=args.instances, toy_match=args.toy_match,
-                           knockout=not args.no_knockout,
-                           max_new_tokens=args.max_new_tokens)
-    import pandas as pd
+    from vlmflow.store import holds_results
 
-    from vlmflow.atomic import atomic_write, atomic_write_json
-
-    with common.no_leftovers(out):
-        atomic_write(out / "objects.parquet", res.objects.to_parquet)
-        atomic_write(out / "images.parquet", res.images.to_parquet)
-        for by in ("layer", "band"):
-            tables = [res.accuracy(by, subset).assign(subset=subset) for subset in ("all", "lost")]
-            atomic_write(out / f"accuracy_by_{by}.csv", pd.concat(tables).to_csv(index=False))
-        atomic_write_json(out / "provenance.json", {**res.provenance, "command": "vlmflow localize",
-                                                    "args": {k: v for k, v in vars(args).items() if k != "func"}},
-                          indent=1, default=str)
+    with common.no_leftovers(out, keep=holds_results):
+        # the one experiment path: --out is the result folder, so a rerun reads it back and other settings are refused
+        res = stored_localization(out, model=args.model, device=args.device, dtype=args.dtype, data=args.data,
+                                  n_images=args.n_images, tolerances=args.tolerance, heads=heads, row=args.row,
+                                  instances=args.instances, toy_match=args.toy_match, knockout=not args.no_knockout,
+                                  max_new_tokens=args.max_new_tokens, exact=True)
+        _write_tables(out, res, args)
     band = res.accuracy("band", "all")
     n_obj = res.objects.drop_duplicates(["image_id", "object", "occurrence"])
     if args.json:
@@ -93,6 +84,21 @@ def run(args) -> int:
           f"({int((~n_obj['present'].astype(bool)).sum())} not in the image) -> {out}")
     with_pd_options(lambda: print(band.to_string(index=False, float_format=lambda v: f"{v:.3f}")))
     return 0
+
+
+def _write_tables(out, res, args) -> None:
+    import pandas as pd
+
+    from vlmflow.atomic import atomic_write, atomic_write_json
+
+    atomic_write(out / "objects.parquet", res.objects.to_parquet)
+    atomic_write(out / "images.parquet", res.images.to_parquet)
+    for by in ("layer", "band"):
+        tables = [res.accuracy(by, subset).assign(subset=subset) for subset in ("all", "lost")]
+        atomic_write(out / f"accuracy_by_{by}.csv", pd.concat(tables).to_csv(index=False))
+    atomic_write_json(out / "provenance.json", {**res.provenance, "command": "vlmflow localize",
+                                                "args": {k: v for k, v in vars(args).items() if k != "func"}},
+                      indent=1, default=str)
 
 
 def with_pd_options(fn):

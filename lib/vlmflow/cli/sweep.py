@@ -51,12 +51,11 @@ def run(args) -> int:
     from vlmflow import store as st
 
     out = common.output_folder(args.out, "--out")
-    has_results = lambda folder: any((folder / st.PARTS).glob("*.parquet"))  # noqa: E731 - a rerun resumes them
     if args.merge:
         for folder in args.merge:
             if not Path(folder).is_dir():
                 raise st.StoreError(f"--merge {folder}: no such folder")
-        with common.no_leftovers(out, keep=has_results):
+        with common.no_leftovers(out, keep=st.holds_results):
             n = st.merge(args.merge, out)
         if args.json:
             common.print_json({"merged": list(args.merge), "rows": n, "out": str(out)})
@@ -69,7 +68,7 @@ def run(args) -> int:
     st.shard_of(args.shard)  # a bad --shard fails before anything loads
     common.check_model_options(args)  # fail before the data and the model load
     check_preset(out, args.preset)
-    with common.no_leftovers(out, keep=has_results):
+    with common.no_leftovers(out, keep=st.holds_results):
         rows = stored_sweep_rows(
             out, lambda n_layers: preset(args.preset, n_layers, force_prefix=args.force_prefix), model=args.model,
             data=args.data, n_images=args.n_images, seed=args.seed, device=args.device, dtype=args.dtype,

@@ -1,8 +1,9 @@
 """Localization through a result store (``vlmflow.store``): one part per image, so a rerun computes only the images
-it lacks and never loads the model when none is missing (Figures 6-7 read it)."""
+it lacks and never loads the model when none is missing (Figures 6-7 and ``vlmflow localize`` read it)."""
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -24,17 +25,19 @@ def _json_default(v):
 
 
 def stored_localization(folder, *, model: str = "toy", device: str = "cpu", dtype: str | None = None,
-                        data: str = "toy-test", n_images: int = 20, seed: int = 0, judge: str = "exact",
+                        data: str = "toy-test", n_images: int | None = 20, seed: int = 0, judge: str | None = None,
                         judge_options: dict | None = None, n_maps: int = 0, question: str = "describe the image",
                         max_new_tokens: int = 64, tolerances: Sequence[float] | None = None,
                         heads: str | Sequence[int] = "mean", row: str = "predicting", instances: str = "any",
-                        toy_match: str = "exact", band_width: int | None = None,
-                        progress: bool = True) -> LocalizationResult:
+                        toy_match: str = "exact", band_width: int | None = None, knockout: bool = True,
+                        exact: bool = False, progress: bool = True) -> LocalizationResult:
     """:func:`localize_dataset` through the one experiment path (``vlmflow.runner.Experiment``, kind ``localize``):
     one part per image (its object rows and image row as JSON), so a rerun computes only the images it lacks and does
     not load the model when none is missing. The first ``n_maps`` images also keep their attention maps
-    (``images.maps`` / ``images.geometry_data``, for Figure 6). The result's ``provenance`` has ``store`` and
-    ``computed_images``."""
+    (``images.maps`` / ``images.geometry_data``, for Figure 6). ``judge``: default exact for toy scenes, lexical for
+    COCO; ``knockout``: also describe under KO image->generated to mark lost objects; ``exact``: ``folder`` is the
+    result folder itself (``vlmflow localize --out``), else the results root. The result's ``provenance`` has
+    ``store`` and ``computed_images``."""
     import json
 
     from vlmflow.data.resolver import TOY_SPLITS, resolve
@@ -43,20 +46,21 @@ def stored_localization(folder, *, model: str = "toy", device: str = "cpu", dtyp
     from vlmflow.store import provenance
 
     resolved = resolve(data, n_images, seed)  # data_id: a user's folder by content (vlmflow.data.resolver)
-    sample = resolved.coco(folder)
+    sample = resolved.coco(Path(folder) / "scenes" if exact else folder)
     kind = dataset_kind(sample)
     unit = "tokens" if kind == "toy" else "px"
     if tolerances is None:
         tolerances = (0, 1) if unit == "tokens" else (0, 20, DEFAULT_TOLERANCE_PX, 80)
-    the_judge = get_judge(judge, **(judge_options or {}))
+    the_judge = get_judge(judge or ("exact" if kind == "toy" else "lexical"), **(judge_options or {}))
     ids = sample.image_ids[:n_images]
     settings = provenance(
         model, resolved.data_id, seed=seed,
         scenes=sample.root.name if data in TOY_SPLITS else None,  # the scene settings (load_sample)
         question=question, max_new_tokens=int(max_new_tokens), device=device, dtype=str(dtype),
         tolerances=[float(t) for t in tolerances], unit=unit, heads=heads if isinstance(heads, str) else list(heads),
-        row=row, instances=instances, toy_match=toy_match, band_width=band_width, judge=the_judge.provenance())
-    exp = Experiment(folder, settings, kind="localize", model=model, device=device, dtype=dtype,
+        row=row, instances=instances, toy_match=toy_match, band_width=band_width, judge=the_judge.provenance(),
+        **({} if knockout else {"knockout": False}))  # absent when on: the keys stored before the option stay valid
+    exp = Experiment(folder, settings, kind="localize", model=model, device=device, dtype=dtype, exact=exact,
                      provenance={"kind": kind})
     n_layers = exp.n_layers
     need = exp.missing((key_id, key_id[0], ["maps" if k < n_maps else "rows"])
@@ -66,7 +70,7 @@ def stored_localization(folder, *, model: str = "toy", device: str = "cpu", dtyp
         for (key, image_id), (spec,) in progress_bar(need, "localize", progress):
             rows, image_row = localize_image(exp.vlm, sample, image_id, kind=kind, question=question,
                                              max_new_tokens=max_new_tokens, tolerances=tolerances, unit=unit,
-                                             heads=heads, row=row, instances=instances, knockout=True,
+                                             heads=heads, row=row, instances=instances, knockout=knockout,
                                              judge=the_judge, bands=bands, toy_match=toy_match,
                                              keep_maps=spec == "maps")
             exp.store.write_part(key, [{"image": key, "spec_id": spec,
