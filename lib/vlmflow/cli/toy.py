@@ -1,6 +1,7 @@
-"""`vlmflow toy scenes|train|eval`: the toy world from the command line (see ``vlmflow.toy``).
+"""`vlmflow toy scenes|clips|train|eval`: the toy world from the command line (see ``vlmflow.toy``).
 
     vlmflow toy scenes --seed 0 --n 100 --out DIR [--split test] [--min-objects 1 --max-objects 4] [--clutter 0.5]
+    vlmflow toy clips --seed 0 --n 50 --out DIR [--split test] [--min-frames 2 --max-frames 4]
     vlmflow toy train --out data/toy_model [--vision-minutes 6] [--minutes 80] [--steps N] [--seed 0] [--resume]
     vlmflow toy eval --model data/toy_model --n 200 [--knockout] --json
 """
@@ -23,22 +24,22 @@ def register(subparsers) -> None:
     s = sub.add_parser("scenes", help="Write toy scenes as COCO (DIR/instances.json and DIR/images/).",
                        description="Write N toy scenes as a COCO data set: DIR/instances.json with the objects' "
                                    "boxes, masks, colours and sizes, and one PNG per scene in DIR/images/.")
-    s.add_argument("--seed", type=common.nonnegative_int, default=0,
-                   help="The seed the scenes are drawn from. Default: 0.")
-    s.add_argument("--n", type=common.positive_int, required=True, help="How many scenes to write (at least 1).")
-    s.add_argument("--out", required=True, help="The folder to write (created if needed).")
-    s.add_argument("--split", default="test", choices=["train", "val", "test"],
-                   help="Which split's scenes (disjoint streams per split). Default: test.")
-    s.add_argument("--min-objects", type=common.nonnegative_int, default=1,
-                   help="The fewest objects in a scene. Default: 1.")
-    s.add_argument("--max-objects", type=common.positive_int, default=4,
-                   help="The most objects in a scene. Default: 4.")
-    s.add_argument("--clutter", type=common.fraction, default=0.0,
-                   help="Background clutter from 0 (plain) to 1 (grey strokes and pixel noise). Default: 0.")
-    s.add_argument("--image-size", type=common.positive_int, default=128,
-                   help="The side of the square images in pixels. Default: 128.")
+    _add_world_options(s, "scenes", "scene")
     common.add_json_option(s, "the instances.json path, the number of scenes and the split")
     s.set_defaults(func=_scenes)
+
+    c = sub.add_parser("clips", help="Write toy video clips as COCO (DIR/instances.json and DIR/frames/).",
+                       description="Write N toy video clips of 2-4 frames in which objects appear, disappear, move "
+                                   "or change colour: DIR/instances.json with every frame's objects (masks, boxes, "
+                                   "track ids, frame indices), the events, captions and questions of each clip, and "
+                                   "one PNG per frame in DIR/frames/.")
+    _add_world_options(c, "clips", "frame")
+    c.add_argument("--min-frames", type=common.positive_int, default=2,
+                   help="The fewest frames in a clip (at least 2). Default: 2.")
+    c.add_argument("--max-frames", type=common.positive_int, default=4,
+                   help="The most frames in a clip. Default: 4.")
+    common.add_json_option(c, "the instances.json path, the number of clips and the split")
+    c.set_defaults(func=_clips)
 
     t = sub.add_parser("train", help="Train the toy model from scratch (with checkpoints and --resume).",
                        description="Train the toy model from scratch: stage 1 pretrains the vision tower and "
@@ -92,16 +93,54 @@ def register(subparsers) -> None:
     e.set_defaults(func=_eval)
 
 
-def _scenes(args) -> int:
-    from vlmflow.toy.scenes import SceneConfig, write_coco
+def _add_world_options(p, items: str, unit: str) -> None:
+    """The options that ``scenes`` and ``clips`` share: what to draw and where to write it."""
+    p.add_argument("--seed", type=common.nonnegative_int, default=0,
+                   help=f"The seed the {items} are drawn from. Default: 0.")
+    p.add_argument("--n", type=common.positive_int, required=True, help=f"How many {items} to write (at least 1).")
+    p.add_argument("--out", required=True, help="The folder to write (created if needed).")
+    p.add_argument("--split", default="test", choices=["train", "val", "test"],
+                   help="Which split's streams (disjoint per split). Default: test.")
+    p.add_argument("--min-objects", type=common.nonnegative_int, default=1,
+                   help=f"The fewest objects in a {unit}. Default: 1.")
+    p.add_argument("--max-objects", type=common.positive_int, default=4,
+                   help=f"The most objects in a {unit}. Default: 4.")
+    p.add_argument("--clutter", type=common.fraction, default=0.0,
+                   help="Background clutter from 0 (plain) to 1 (grey strokes and pixel noise). Default: 0.")
+    p.add_argument("--image-size", type=common.positive_int, default=128,
+                   help="The side of the square images in pixels. Default: 128.")
 
-    cfg = SceneConfig.for_objects(args.min_objects, args.max_objects, image_size=args.image_size,
-                                  clutter=args.clutter)
+
+def _scene_config(args):
+    from vlmflow.toy.scenes import SceneConfig
+
+    return SceneConfig.for_objects(args.min_objects, args.max_objects, image_size=args.image_size,
+                                   clutter=args.clutter)
+
+
+def _scenes(args) -> int:
+    from vlmflow.toy.scenes import write_coco
+
     out = common.output_folder(args.out, "--out")
     with common.no_leftovers(out):
-        path = write_coco(out, args.seed, args.n, split=args.split, config=cfg)
+        path = write_coco(out, args.seed, args.n, split=args.split, config=_scene_config(args))
     if args.json:
         common.print_json({"instances": str(path), "images": str(path.parent / "images"), "n": args.n,
+                           "split": args.split, "seed": args.seed})
+    else:
+        print(path)
+    return 0
+
+
+def _clips(args) -> int:
+    from vlmflow.toy.clips import ClipConfig, write_clips
+
+    config = ClipConfig(args.min_frames, args.max_frames, _scene_config(args))  # bad counts: SceneConfigError
+    out = common.output_folder(args.out, "--out")
+    with common.no_leftovers(out):
+        path = write_clips(out, args.seed, args.n, split=args.split, config=config)
+    if args.json:
+        common.print_json({"instances": str(path), "frames": str(path.parent / "frames"), "n": args.n,
                            "split": args.split, "seed": args.seed})
     else:
         print(path)
