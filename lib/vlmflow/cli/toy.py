@@ -2,7 +2,7 @@
 
     vlmflow toy scenes --seed 0 --n 100 --out DIR [--split test] [--min-objects 1 --max-objects 4] [--clutter 0.5]
     vlmflow toy clips --seed 0 --n 50 --out DIR [--split test] [--min-frames 2 --max-frames 4]
-    vlmflow toy train --out data/toy_model [--vision-minutes 6] [--minutes 80] [--steps N] [--seed 0] [--resume]
+    vlmflow toy train --out data/toy_model [--arch llava|internvl|qwen2-vl] [--vision-minutes 6] [--minutes 80] [--steps N] [--seed 0] [--resume]
     vlmflow toy eval --model data/toy_model --n 200 [--knockout] --json
 """
 from __future__ import annotations
@@ -67,6 +67,10 @@ def register(subparsers) -> None:
                         "Default: on.")
     t.add_argument("--threads", type=common.positive_int, default=2, help="CPU threads for torch. Default: 2.")
     t.add_argument("--resume", action="store_true", help="Continue from the last checkpoint in --work.")
+    t.add_argument("--arch", default="llava", choices=["llava", "internvl", "qwen2-vl"],
+                   help="The toy's architecture, built from transformers' own classes: llava (CLIP tower, MLP "
+                        "projector, Llama), internvl (pixel shuffle, Qwen2) or qwen2-vl (2x2 patch merger, M-RoPE). "
+                        "Default: llava.")
     t.add_argument("--vision-layers", type=common.positive_int, default=None,
                    help="The depth of the CLIP vision tower. Default: ToyModelConfig's.")
     t.add_argument("--vision-feature-layer", type=int, default=None,
@@ -160,6 +164,7 @@ def _train(args) -> int:
     cfg = TrainConfig(seed=args.seed, batch_size=args.batch_size, lr=args.lr, steps=args.steps,
                       minutes=args.minutes, threads=args.threads, vision_minutes=args.vision_minutes,
                       aux_weight=args.aux_weight, hide_until=args.hide_until, mimetic=args.mimetic,
+                      arch=args.arch,
                       model=replace(ToyModelConfig(), **model_overrides))
     command = "vlmflow toy train " + " ".join(_argv_after("train"))
     train(cfg, args.out, args.work or "runs/toy_train", resume=args.resume, log=lambda m: print(m, flush=True),
