@@ -71,6 +71,9 @@ def register(subparsers) -> None:
                    help="The toy's architecture, built from transformers' own classes: llava (CLIP tower, MLP "
                         "projector, Llama), internvl (pixel shuffle, Qwen2) or qwen2-vl (2x2 patch merger, M-RoPE). "
                         "Default: llava.")
+    t.add_argument("--clips", type=common.fraction, default=0.0,
+                   help="The share of main-stage steps that train on toy video clips through Qwen2-VL's video "
+                        "input (--arch qwen2-vl only); 0 trains on still scenes only. Default: 0.")
     t.add_argument("--vision-layers", type=common.positive_int, default=None,
                    help="The depth of the CLIP vision tower. Default: ToyModelConfig's.")
     t.add_argument("--vision-feature-layer", type=int, default=None,
@@ -164,7 +167,7 @@ def _train(args) -> int:
     cfg = TrainConfig(seed=args.seed, batch_size=args.batch_size, lr=args.lr, steps=args.steps,
                       minutes=args.minutes, threads=args.threads, vision_minutes=args.vision_minutes,
                       aux_weight=args.aux_weight, hide_until=args.hide_until, mimetic=args.mimetic,
-                      arch=args.arch,
+                      arch=args.arch, clip_fraction=args.clips,
                       model=replace(ToyModelConfig(), **model_overrides))
     command = "vlmflow toy train " + " ".join(_argv_after("train"))
     train(cfg, args.out, args.work or "runs/toy_train", resume=args.resume, log=lambda m: print(m, flush=True),

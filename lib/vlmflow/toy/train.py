@@ -41,6 +41,7 @@ from vlmflow.toy.architectures import split_extras
 from vlmflow.toy.model import ToyModelConfig
 from vlmflow.toy.questions import sample_question
 from vlmflow.toy.scenes import SceneConfig, make_scene
+from vlmflow.toy.video import clip_batch_size, clip_training, is_clip_step, make_clip_batch
 
 if TYPE_CHECKING:
     import torch
@@ -79,6 +80,7 @@ class TrainConfig:
     mimetic: bool = True  # mimetic initialisation of the LM's attention (mimetic_init)
     hide_until: float = 0.4  # context curriculum (hidden_context) over this fraction of the schedule (0 = off)
     arch: str = "llava"  # toy architecture (toy/architectures.py): llava, internvl, qwen2-vl
+    clip_fraction: float = 0.0  # share of stage-2 steps on toy clips through the video input (qwen2-vl; toy/video.py)
     model: ToyModelConfig = field(default_factory=ToyModelConfig)
     scenes: SceneConfig = field(default_factory=SceneConfig)
 
@@ -414,6 +416,13 @@ def _held_out(model, processor, cfg: TrainConfig, **extra) -> dict:
 
     model.eval()
     metrics = quick_eval(model, processor, n=cfg.eval_scenes, seed=cfg.seed, split="val", scene_config=cfg.scenes)
+    if cfg.clip_fraction > 0:
+        from vlmflow.model import wrap
+        from vlmflow.toy.clips import ClipConfig
+        from vlmflow.toy.video import clip_eval
+
+        metrics.update(clip_eval(wrap(model, processor), n=cfg.eval_scenes, seed=cfg.seed, split="val",
+                                 config=ClipConfig(scene=cfg.scenes)))
     model.train()
     metrics.update(extra)
     return metrics
@@ -449,6 +458,7 @@ def train(cfg: TrainConfig, out: str | os.PathLike, work: str | os.PathLike, res
         state = _resume(ckpt_path, cfg, model, probe, opt, log)
     step, total, elapsed_before, history, vision = (state[k] for k in ("step", "total", "elapsed", "history", "vision"))
     batcher = Batcher(processor, arch, model)
+    clip_batcher = clip_training(cfg, model, processor)
     model.train()
 
     def checkpoint():
@@ -480,13 +490,15 @@ def train(cfg: TrainConfig, out: str | os.PathLike, work: str | os.PathLike, res
         if scenes.max_objects != last_cap:
             log(f"step {step}: scenes with {scenes.min_objects}-{scenes.max_objects} objects (curriculum)")
             last_cap = scenes.max_objects
-        batch = make_batch(step, cfg, batcher, scenes=scenes)
-        p_hide = hide_probability(frac, cfg.hide_until)
+        clips = clip_batcher is not None and is_clip_step(cfg.seed, step, cfg.clip_fraction)
+        batch = (make_clip_batch(step, cfg.seed, clip_batch_size(cfg.batch_size), clip_batcher) if clips
+                 else make_batch(step, cfg, batcher, scenes=scenes))
+        p_hide = 0.0 if clips else hide_probability(frac, cfg.hide_until)
         if p_hide > 0:
             g = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step)
             batch["hidden"] = hidden_context(batch, model.config.image_token_id, p_hide, g,
                                              system=arch.system_span(processor))
-        loss = forward_loss(model, batch, share_prefix=cfg.share_prefix, probe=probe, tap=tap,
+        loss = forward_loss(model, batch, share_prefix=cfg.share_prefix and not clips, probe=probe, tap=tap,
                             aux_weight=cfg.aux_weight)
         opt.zero_grad(set_to_none=True)
         loss.backward()

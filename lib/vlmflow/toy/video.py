@@ -48,9 +48,10 @@ class ClipBatcher:
     ``labels`` (-100 outside the answer + EOS), ``pixel_values_videos``, ``video_grid_thw``, ``mm_token_type_ids``
     and ``position_ids`` [3, B, T]."""
 
-    def __init__(self, model, processor):
+    def __init__(self, model, processor, config: ClipConfig | None = None):
         from vlmflow.adapters import adapter_for
 
+        self.config = config or ClipConfig()  # the clips ``make_clip_batch`` draws by default
         self.model = model
         self.adapter = adapter_for(model, processor)
         self.tok = processor.tokenizer
@@ -90,7 +91,7 @@ class ClipBatcher:
 def make_clip_batch(step: int, seed: int, batch_size: int, batcher: ClipBatcher, split: str = "train",
                     config: ClipConfig | None = None) -> dict:
     """Clip training batch ``step``: clips ``step*B .. step*B+B-1`` of ``split``, one sampled question each."""
-    config = config or ClipConfig()
+    config = config or batcher.config
     rng = np.random.default_rng(np.random.SeedSequence([seed, 13, step]))
     clips = [make_clip(seed, split, step * batch_size + i, config) for i in range(batch_size)]
     return batcher(clips, [sample_clip_question(c, rng) for c in clips])
@@ -118,3 +119,31 @@ def clip_eval(vlm, n: int = 50, seed: int = 0, split: str = "test", config: Clip
                     correct.append(gen.text.strip() == answer)
     return {"describe_video_f1": round(float(np.mean(f1)), 4), "count_at_end_acc": round(float(np.mean(correct)), 4),
             "n_clips": n}
+
+
+# ---- in the training loop (train.py, TrainConfig.clip_fraction) ---------------------------------------------------
+CLIP_BATCH_DIVISOR = 4  # a clip has 2-4 frames of 64 tokens: a quarter of the clips costs about an image batch
+
+
+def clip_batch_size(batch_size: int) -> int:
+    return max(1, batch_size // CLIP_BATCH_DIVISOR)
+
+
+def is_clip_step(seed: int, step: int, fraction: float) -> bool:
+    """Whether stage-2 step ``step`` trains on clips: a seeded draw per step, so a resumed run draws the same."""
+    if fraction <= 0:
+        return False
+    return bool(np.random.default_rng(np.random.SeedSequence([seed, 17, step])).random() < fraction)
+
+
+def clip_training(cfg, model, processor) -> "ClipBatcher | None":
+    """The clip batcher of a training run with ``cfg.clip_fraction > 0`` (None otherwise); only a Qwen2-VL toy
+    reads video, so another architecture is refused before training starts."""
+    if cfg.clip_fraction <= 0:
+        return None
+    if cfg.arch != "qwen2-vl":
+        from vlmflow.toy.train import TrainingError
+
+        raise TrainingError(f"clip training (clip fraction {cfg.clip_fraction}) needs --arch qwen2-vl, the "
+                            f"architecture with a video input; got --arch {cfg.arch}")
+    return ClipBatcher(model, processor, ClipConfig(scene=cfg.scenes))
