@@ -202,3 +202,21 @@ def test_exported_folder_loads_and_prompts_as_training_did(tmp_path, name):
         assert vlm.adapter.prompt(question) == arch.prompt(vlm.processor, question)
         prepared = vlm.prepare(image, question)
         assert prepared.inputs["input_ids"][0].tolist() == batcher.prompt_ids(question)
+
+
+def test_model_card_architecture_lines():
+    """LLaVA: the lines of the shipped card, unchanged; the others state their own token grid from config.json."""
+    import json
+    from pathlib import Path
+
+    from vlmflow.model import toy_model_path
+    from vlmflow.toy.architectures import architecture_card
+
+    folder = Path(toy_model_path())
+    shipped = (folder / "MODEL_CARD.md").read_text()
+    lines = architecture_card(json.loads((folder / "config.json").read_text()), 0.0).splitlines()
+    assert all(line in shipped for line in lines[:-1]) and len(lines) == 7
+    for name in ARCHES:
+        model, _ = get_arch(name).build(TINY, seed=0)
+        card = architecture_card(model.config.to_dict(), 1.0)
+        assert "4x4 = 16 image tokens" in card if name == "internvl" else "one image token per 8 px" in card

@@ -320,3 +320,60 @@ def split_extras(batch: dict, P: int) -> "tuple[dict, dict]":
             rest[key] = value
     return prefix, rest
 
+
+
+# ---- model card (toy/evaluate.py write_model_card) ------------------------------------------------------------------
+
+def default_model_line(cfg: dict) -> str:
+    """The model card's sentence on ``vf.load("toy")``: only the LLaVA toy is the default model."""
+    if cfg.get("model_type") == "llava":
+        return ' It is the default\nmodel of `vf.load("toy")` (loaded from this folder, no download).'
+    return ""
+
+
+def architecture_card(cfg: dict, total_mb: float) -> str:
+    """The model card's architecture lines, from the saved ``config.json`` (``cfg``) of any of the three toys."""
+    v, t = cfg["vision_config"], cfg["text_config"]
+    weights = f"- Weights in float16 safetensors ({total_mb:.2f} MB for the whole folder); load in float32 on CPU."
+    kind = cfg.get("model_type")
+    if kind == "llava":
+        g = v["image_size"] // v["patch_size"]
+        return "\n".join([
+            f"- Vision tower: CLIP, {v['image_size']} px input, {v['patch_size']} px patches -> {g}x{g} = {g * g} "
+            f"image tokens,",
+            f"  {v['num_hidden_layers']} layers, width {v['hidden_size']}; `vision_feature_layer` "
+            f"{cfg.get('vision_feature_layer')}, strategy `{cfg.get('vision_feature_select_strategy')}` (CLS dropped).",
+            f"- Projector: 2-layer MLP (gelu). Language model: Llama, {t['num_hidden_layers']} layers, width "
+            f"{t['hidden_size']},",
+            f"  {t['num_attention_heads']} heads, vocabulary {t['vocab_size']} words (word-level tokenizer, `<image>` "
+            f"special token).",
+            "- Prompt (LLaVA-1.5): `{system} USER: <image>\\n{question} ASSISTANT:` with the llava_v1 system prompt; "
+            "the description",
+            "  query is `describe the image`; answers end with `</s>`. Greedy decoding.",
+            weights])
+    lm = (f"Qwen2 decoder, {t['num_hidden_layers']} layers, width {t['hidden_size']}, {t['num_attention_heads']} "
+          f"heads, vocabulary {t['vocab_size']} words (word-level tokenizer with the chat special tokens)")
+    if kind == "internvl":
+        side, patch = v["image_size"][0], v["patch_size"][0]
+        g = int(side // patch * cfg.get("downsample_ratio", 0.5))
+        return "\n".join([
+            f"- Vision tower: InternViT-style, one {side} px tile (no thumbnail), {patch} px patches, pixel shuffle "
+            f"{cfg.get('downsample_ratio')} -> {g}x{g} = {g * g} image tokens, {v['num_hidden_layers']} layers, width "
+            f"{v['hidden_size']} (CLS dropped).",
+            f"- Projector: LayerNorm + 2-layer MLP (gelu). Language model: {lm}.",
+            "- Prompt (InternVL3-hf chat template, no system prompt): `<|im_start|>user\\n<IMG_CONTEXT>\\n{question}"
+            "<|im_end|>\\n<|im_start|>assistant\\n`; answers end with `<|im_end|>`. Greedy decoding.",
+            weights])
+    if kind == "qwen2_vl":
+        m = v["spatial_merge_size"]
+        return "\n".join([
+            f"- Vision tower: Qwen2-VL ViT, {v['patch_size']} px patches, temporal patches of "
+            f"{v['temporal_patch_size']} frames, {m}x{m} patch merger -> one image token per {v['patch_size'] * m} px "
+            f"square, {v['depth']} layers, width {v['embed_dim']}; 2D rotary positions in the tower, M-RoPE "
+            f"(sections {t.get('rope_parameters', {}).get('mrope_section')}) in the decoder.",
+            f"- Projector: the patch merger (2-layer MLP). Language model: {lm}.",
+            "- Prompt (Qwen2-VL chat template, default system prompt): `<|im_start|>system\\nYou are a helpful "
+            "assistant.<|im_end|>\\n<|im_start|>user\\n<|vision_start|><|image_pad|><|vision_end|>{question}"
+            "<|im_end|>\\n<|im_start|>assistant\\n` (clips: `<|video_pad|>`); answers end with `<|im_end|>`.",
+            weights])
+    raise UnknownArchitectureError(f"no model card text for model_type {kind!r}")

@@ -203,11 +203,11 @@ def write_model_card(model_dir: str | os.PathLike, results: dict, command: str) 
     import json
 
     from vlmflow.atomic import atomic_write, atomic_write_json
+    from vlmflow.toy.architectures import architecture_card, default_model_line
 
     model_dir = Path(model_dir)
     cfg = json.loads((model_dir / "config.json").read_text())
     train = json.loads((model_dir / "training.json").read_text()) if (model_dir / "training.json").exists() else {}
-    v, t = cfg["vision_config"], cfg["text_config"]
     files = sorted(p for p in model_dir.iterdir() if p.is_file())
     total_mb = sum(p.stat().st_size for p in files) / 2 ** 20
     m = results["metrics"]
@@ -217,9 +217,8 @@ def write_model_card(model_dir: str | os.PathLike, results: dict, command: str) 
     status_rows, verdict = _status(results)
     text = f"""# vlmflow toy model
 
-A small `LlavaForConditionalGeneration` trained from scratch by this project on synthetic toy scenes
-(`vlmflow.toy`), so that every experiment of the book runs on a CPU with exact ground truth. It is the default
-model of `vf.load("toy")` (loaded from this folder, no download).
+A small `{cfg['architectures'][0]}` trained from scratch by this project on synthetic toy scenes
+(`vlmflow.toy`), so that every experiment of the book runs on a CPU with exact ground truth.{default_model_line(cfg)}
 
 ## Status
 On the held-out test split ({results['n_scenes']} scenes, seed {results['seed']}) this model {verdict}.
@@ -229,13 +228,7 @@ On the held-out test split ({results['n_scenes']} scenes, seed {results['seed']}
 {chr(10).join(status_rows)}
 
 ## Architecture
-- Vision tower: CLIP, {v['image_size']} px input, {v['patch_size']} px patches -> {v['image_size'] // v['patch_size']}x{v['image_size'] // v['patch_size']} = {(v['image_size'] // v['patch_size']) ** 2} image tokens,
-  {v['num_hidden_layers']} layers, width {v['hidden_size']}; `vision_feature_layer` {cfg.get('vision_feature_layer')}, strategy `{cfg.get('vision_feature_select_strategy')}` (CLS dropped).
-- Projector: 2-layer MLP (gelu). Language model: Llama, {t['num_hidden_layers']} layers, width {t['hidden_size']},
-  {t['num_attention_heads']} heads, vocabulary {t['vocab_size']} words (word-level tokenizer, `<image>` special token).
-- Prompt (LLaVA-1.5): `{{system}} USER: <image>\\n{{question}} ASSISTANT:` with the llava_v1 system prompt; the description
-  query is `describe the image`; answers end with `</s>`. Greedy decoding.
-- Weights in float16 safetensors ({total_mb:.2f} MB for the whole folder); load in float32 on CPU.
+{architecture_card(cfg, total_mb)}
 
 ## Training
 - Command: `{command}`
