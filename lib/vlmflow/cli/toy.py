@@ -92,6 +92,9 @@ def register(subparsers) -> None:
     e.add_argument("--split", default="test", choices=["train", "val", "test"],
                    help="Which split's scenes. Default: test.")
     e.add_argument("--knockout", action="store_true", help="Also evaluate with the full image knockout.")
+    e.add_argument("--clips", type=common.nonnegative_int, default=0,
+                   help="Also describe this many held-out toy clips through the video input and report their fact "
+                        "F1 and count-at-end accuracy (Qwen2-VL toys only). Default: 0 (no clips).")
     e.add_argument("--threads", type=common.positive_int, default=2, help="CPU threads for torch. Default: 2.")
     common.add_json_option(e, "the metrics")
     e.add_argument("--card", action="store_true", help="Write MODEL_CARD.md and eval.json into the model folder.")
@@ -203,7 +206,15 @@ def _eval(args) -> int:
                                        f"`vlmflow toy train --out {args.model}`, or use --model toy")
     torch.set_num_threads(args.threads)
     vlm = load(args.model, dtype="float32")
+    if args.clips and not hasattr(vlm.adapter, "prepare_video"):  # before the evaluation, not after it
+        from vlmflow.errors import UsageError
+
+        raise UsageError(f"--clips needs a toy with a video input (Qwen2-VL); {args.model} is {vlm.adapter.name}")
     res = evaluate_all(vlm, n=args.n, seed=args.seed, split=args.split, knockout=args.knockout)
+    if args.clips:
+        from vlmflow.toy.video import clip_eval
+
+        res["clips"] = clip_eval(vlm, n=args.clips, seed=args.seed, split=args.split)
     if args.card:
         model_dir = str(toy_model_path()) if args.model == "toy" else args.model
         command = args.train_command or _recorded_command(model_dir)
@@ -213,4 +224,6 @@ def _eval(args) -> int:
     else:
         for cond, metrics in res["metrics"].items():
             print(cond, " ".join(f"{k}={v}" for k, v in metrics.items()))
+        if "clips" in res:
+            print("clips", " ".join(f"{k}={v}" for k, v in res["clips"].items()))
     return 0
