@@ -158,6 +158,11 @@ def _clips(args) -> int:
 
 
 def _train(args) -> int:
+    if args.clips and args.arch != "qwen2-vl":
+        from vlmflow.errors import UsageError
+
+        raise UsageError(f"--clips {args.clips} needs --arch qwen2-vl (the toy with a video input), not --arch "
+                         f"{args.arch}")
     common.output_folder(args.out, "--out")
     common.output_folder(args.work or "runs/toy_train", "--work")
     from dataclasses import replace
