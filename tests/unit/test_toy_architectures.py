@@ -180,7 +180,7 @@ def test_exported_folder_loads_and_prompts_as_training_did(tmp_path, name):
     if name == "qwen2-vl":
         clips, seed = 0.5, 4  # seed 4 draws clip, image, clip for steps 0-2
         cfg = TrainConfig(seed=seed, batch_size=4, model=TINY, scenes=SCENES, steps=3, eval_scenes=1,
-                          warmup_steps=1, vision_steps=1, arch=name, clip_fraction=clips)
+                          warmup_steps=1, vision_steps=1, arch=name, clip_fraction=clips, threads=1)
         history = train(cfg, tmp_path / "out", tmp_path / "work", log=lambda m: None)["history"]
         assert "describe_video_f1" in history[-1] and "exists_acc" in history[-1]
         from vlmflow.toy.video import is_clip_step
