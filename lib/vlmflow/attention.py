@@ -130,7 +130,8 @@ def compile_knockouts(knockouts, batch_size: int, n_layers: int, roles: "TokenRo
                       ) -> KnockoutPlan | None:
     """Specs (see ``per_row_knockouts``) -> a KnockoutPlan, or None when nothing is blocked anywhere.
 
-    Role-only specs fill the role-pair tables; specs with ``source_positions`` become position terms, which need
+    Role-only specs fill the role-pair tables; specs with ``source_positions`` or ``source_frames`` become position
+    terms, which need
     ``roles`` (the batch's left-padded layout) to place each row's prompt positions."""
     import torch
 
@@ -144,7 +145,7 @@ def compile_knockouts(knockouts, batch_size: int, n_layers: int, roles: "TokenRo
             layers = list(ko.layer_indices(n_layers))  # LayerIndexError names the layer and the valid range
             if not layers:
                 continue
-            if ko.source_positions is None:
+            if not ko.by_position:
                 block = torch.tensor(role_id_mask(ko.target))[:, None] & torch.tensor(role_id_mask(ko.source))[None, :]
                 pair[b, layers] |= block
                 continue
@@ -153,7 +154,7 @@ def compile_knockouts(knockouts, batch_size: int, n_layers: int, roles: "TokenRo
                                    f"token roles (vlmflow.attention.active passes them)")
             ids = roles.ids[b, : roles.prompt_length]
             n_pad = int((ids == PAD).sum())  # left padding: the row's own prompt starts at n_pad
-            cols = ko.source_columns(ids[n_pad:].tolist())
+            cols = ko.source_columns(ids[n_pad:].tolist(), _row_frames(roles, b, n_pad))
             if not any(cols):
                 continue
             tgt = tuple(role_id_mask(ko.target))
@@ -168,6 +169,11 @@ def compile_knockouts(knockouts, batch_size: int, n_layers: int, roles: "TokenRo
         warn_inert(rows, roles)
     plan = KnockoutPlan(pair, term_list)
     return None if plan.empty else plan
+
+
+def _row_frames(roles: "TokenRoles", row: int, n_pad: int) -> list[int]:
+    """The frame index of each position of ``row``'s own (unpadded) prompt."""
+    return roles.frame_ids()[row, n_pad:roles.prompt_length].tolist()
 
 
 def check_rows_keep_a_key(pair: "torch.Tensor", terms: "list[tuple[torch.Tensor, torch.Tensor]]",
@@ -241,25 +247,26 @@ def warn_inert(rows: "list[list[Knockout]]", roles: "TokenRoles") -> None:
     active_ids: set[str] = set()
     layouts: dict[bytes, tuple] = {}
     for b, specs in enumerate(rows):
-        todo = [ko for ko in specs if ko.layers != () and ko.source_positions != () and ko.spec_id not in active_ids]
+        todo = [ko for ko in specs if ko.layers != () and ko.source_positions != () and ko.source_frames != ()
+                and ko.spec_id not in active_ids]
         if not todo:
             continue
         row = roles.ids[b, :P]
-        key = row.cpu().numpy().tobytes()
+        key = row.cpu().numpy().tobytes() + roles.frame_ids()[b, :P].cpu().numpy().tobytes()
         if key not in layouts:  # first and last position of each role in the row's own (unpadded) prompt
             own = [r for r in row.tolist() if r != PAD]
             first = {r: i for i, r in reversed(list(enumerate(own)))}
             last = {r: i for i, r in enumerate(own)}
             first[GENERATED] = len(own)
             last[GENERATED] = 10 ** 9  # generated positions come after every prompt position
-            layouts[key] = own, first, last
-        own, first, last = layouts[key]
+            layouts[key] = own, first, last, _row_frames(roles, b, P - len(own))
+        own, first, last, own_frames = layouts[key]
         for ko in todo:
             src, tgt = role_id_mask(ko.source), role_id_mask(ko.target)
-            if ko.source_positions is None:
+            if not ko.by_position:
                 source_at = [first[r] for r in first if src[r]]
             else:
-                source_at = [i for i, c in enumerate(ko.source_columns(own)) if c]
+                source_at = [i for i, c in enumerate(ko.source_columns(own, own_frames)) if c]
                 source_at += [len(own)] if src[GENERATED] else []
             target_at = [last[r] for r in last if tgt[r]]
             if source_at and target_at and min(source_at) <= max(target_at):

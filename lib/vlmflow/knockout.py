@@ -25,6 +25,13 @@ source_positions=hidden)`` hides only the image tokens listed in ``hidden``. ``N
 the source roles (the role-only fast path); ``()`` = no position, so the spec blocks nothing. Positions past the prompt
 cannot be named (generated positions differ per configuration). A bool mask over the prompt is accepted as well and
 stored as indices. ``spec_id`` writes the set in range form, e.g. ``image[5-9,12]:generated@all``.
+
+Frame-level knockouts (video): ``source_frames`` restricts the blocked source columns to the positions whose frame
+index (``TokenRoles.frame_ids``: the frame an image or video token shows; -1 for text) is listed:
+``Knockout("image", "generated", source_frames=[0])`` hides the first frame of a clip from the generated tokens.
+It combines with ``source_positions`` (both must hold). A prompt with one image is frame 0. Naming a frame the
+prompt does not have is a PositionError. String form ``image{0}:generated``, ``image{0-1,3}:generated@0-3``.
+Like position knockouts, frame knockouts compile to position terms of the one registered attention function.
 """
 from __future__ import annotations
 
@@ -34,7 +41,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from vlmflow.errors import LayerIndexError, UnknownRoleError, VlmflowError
-from vlmflow.roles import resolve, role_id_mask
+from vlmflow.roles import IMAGE, resolve, role_id_mask
 
 Names = str | tuple[str, ...]
 
@@ -99,6 +106,22 @@ def _positions(value) -> tuple[int, ...] | None:
     return tuple(sorted({int(i) for i in arr}))
 
 
+def _frames(value) -> tuple[int, ...] | None:
+    """Frame indices -> sorted unique non-negative ints (None stays None: every frame)."""
+    if value is None:
+        return None
+    if isinstance(value, numbers.Integral):
+        value = (value,)
+    out = set()
+    for i in value:
+        if isinstance(i, bool) or not isinstance(i, numbers.Integral):
+            raise PositionError(f"knockout source frame {i!r} is not an integer")
+        if int(i) < 0:
+            raise PositionError(f"knockout source frame {int(i)} is negative; frames are indexed from 0")
+        out.add(int(i))
+    return tuple(sorted(out))
+
+
 def concrete_layers(layers: tuple[int, ...] | None, n_layers: int, owner: str) -> tuple[int, ...]:
     """``layers`` (None = all) for a model with ``n_layers`` decoder layers; LayerIndexError naming ``owner`` and the
     first layer out of range. Shared by Knockout and Record."""
@@ -156,18 +179,39 @@ class Knockout:
     target: Names
     layers: tuple[int, ...] | None = None
     source_positions: tuple[int, ...] | None = None
+    source_frames: tuple[int, ...] | None = None
 
     def __post_init__(self):
         object.__setattr__(self, "source", _names(self.source, "source"))
         object.__setattr__(self, "target", _names(self.target, "target"))
         object.__setattr__(self, "layers", _layers(self.layers))
         object.__setattr__(self, "source_positions", _positions(self.source_positions))
+        object.__setattr__(self, "source_frames", _frames(self.source_frames))
 
-    def source_columns(self, role_ids) -> list[bool]:
+    @property
+    def by_position(self) -> bool:
+        """Whether the spec blocks chosen positions (``source_positions`` or ``source_frames``) rather than whole
+        roles: such a spec compiles to position terms (``vlmflow.attention.compile_knockouts``)."""
+        return self.source_positions is not None or self.source_frames is not None
+
+    def source_columns(self, role_ids, frames=None) -> list[bool]:
         """Which positions of one unpadded prompt (``role_ids``: a role id per position) are blocked source
-        columns: source role, and in ``source_positions`` when given. PositionError if a position is past the prompt."""
+        columns: source role, in ``source_positions`` and showing one of ``source_frames`` when given (``frames``:
+        the frame index per position, -1 off images; None = every image position is frame 0). PositionError if a
+        position is past the prompt or a frame is not in it."""
         src = role_id_mask(self.source)
         cols = [bool(src[int(r)]) for r in role_ids]
+        if self.source_frames is not None:
+            if frames is None:
+                frames = [0 if int(r) == IMAGE else -1 for r in role_ids]
+            frames = [int(f) for f in frames]
+            have = sorted({f for f in frames if f >= 0})
+            missing = [f for f in self.source_frames if f not in have]
+            if missing:
+                shown = format_layers(tuple(have)) if have else "none"
+                raise PositionError(f"knockout {self.spec_id}: source frame {missing[0]} is not in the prompt "
+                                    f"(its frames: {shown})")
+            cols = [c and f in self.source_frames for c, f in zip(cols, frames)]
         if self.source_positions is None:
             return cols
         P = len(cols)
@@ -219,7 +263,8 @@ class Knockout:
     @classmethod
     def parse(cls, text: str) -> "Knockout":
         """``"image:generated@0-3"`` -> Knockout("image", "generated", (0, 1, 2, 3)); no ``@`` = all layers;
-        ``"image[5-9]:generated"`` restricts the source to prompt positions 5..9."""
+        ``"image[5-9]:generated"`` restricts the source to prompt positions 5..9, ``"image{0}:generated"`` to
+        frame 0."""
         spec, at, layers = text.strip().partition("@")
         if at and not layers.strip():
             raise LayerIndexError(f"knockout {text!r} ends in '@' without layers: write e.g. @0-3, @5 or @all, or "
@@ -228,7 +273,15 @@ class Knockout:
             raise UnknownRoleError(f"cannot parse knockout {text!r}: expected SOURCE[POSITIONS]:TARGET[@LAYERS], "
                                    f"e.g. image:generated@0-3")
         source, target = spec.split(":")
-        positions = None
+        positions = frames = None
+        f = re.fullmatch(r"\s*([^{}]+?)\s*\{([^}]*)\}\s*", source)
+        if f:
+            source, where = f.group(1), f.group(2)
+            try:
+                frames = parse_layers(where)
+            except LayerIndexError:
+                raise PositionError(f"cannot parse source frames {{{where}}} in knockout {text!r}: expected e.g. "
+                                    f"{{0}} or {{0-1,3}}") from None
         m = re.fullmatch(r"\s*([^\[\]]+?)\s*\[([^\]]*)\]\s*", source)
         if m:
             source, where = m.group(1), m.group(2)
@@ -239,7 +292,7 @@ class Knockout:
             except LayerIndexError:
                 raise PositionError(f"cannot parse source positions [{where}] in knockout {text!r}: expected e.g. "
                                     f"[5-9,12] or [none]") from None
-        return cls(source.strip(), target.strip(), parse_layers(layers) if layers else None, positions)
+        return cls(source.strip(), target.strip(), parse_layers(layers) if layers else None, positions, frames)
 
     # ---- identity --------------------------------------------------------------------------------------------
     @property
@@ -249,6 +302,8 @@ class Knockout:
         src = self.source if isinstance(self.source, str) else "+".join(self.source)
         if self.source_positions is not None:
             src += f"[{format_layers(self.source_positions)}]"
+        if self.source_frames is not None:
+            src += f"{{{format_layers(self.source_frames)}}}"
         tgt = self.target if isinstance(self.target, str) else "+".join(self.target)
         return f"{src}:{tgt}@{format_layers(self.layers)}"
 

@@ -192,7 +192,8 @@ def _hub_offline() -> bool:
 
 def load(name_or_path: str, device: str = "cpu", dtype=None, plant: bool = True, **kw) -> "VLM":
     """Load "toy", "toy:NAME" (``vlmflow toy models``), a local folder or a hub id (AutoModelForImageTextToText +
-    AutoProcessor) and wrap it.
+    ``processors.load_processor``, which is AutoProcessor without the video processor where that cannot load) and
+    wrap it.
 
     plant: apply the knockouts planted in the model (its folder's ``plant.json``, ``vlmflow.plant``) whenever it runs,
     as it was trained; False runs the bare weights (off the training distribution of a planted model).
@@ -207,7 +208,9 @@ def load(name_or_path: str, device: str = "cpu", dtype=None, plant: bool = True,
     torch_dtype = _torch_dtype(dtype)
     local = os.path.isdir(source)
     offline = _hub_offline() or local
-    from transformers import AutoModelForImageTextToText, AutoProcessor
+    from transformers import AutoModelForImageTextToText
+
+    from vlmflow.processors import load_processor
 
     model_kw = dict(kw)
     if torch_dtype is not None:
@@ -217,7 +220,7 @@ def load(name_or_path: str, device: str = "cpu", dtype=None, plant: bool = True,
 
     def _from_pretrained(local_only: bool):
         model = AutoModelForImageTextToText.from_pretrained(source, local_files_only=local_only, **model_kw)
-        processor = AutoProcessor.from_pretrained(source, local_files_only=local_only)
+        processor = load_processor(source, local_files_only=local_only)
         return model, processor
 
     try:
@@ -597,7 +600,9 @@ class VLM:
             produced = n + 1 if finished else n
             rec = state.recorder.result(b, seq[b], limit=P + produced - 1) if record is not None else None
             n_pad = int((batch.inputs["attention_mask"][b] == 0).sum())
-            roles = TokenRoles(batch.roles.ids[b:b + 1, n_pad:], P - n_pad)
+            frames = batch.roles.frames
+            roles = TokenRoles(batch.roles.ids[b:b + 1, n_pad:], P - n_pad,
+                               None if frames is None else frames[b:b + 1, n_pad:])
             geometry, geometry_error = self._geometry(batch, b)
             gens.append(Generation(
                 text=tok.decode(ids, skip_special_tokens=True).strip(), token_ids=ids, roles=roles,

@@ -18,6 +18,11 @@ Roles (a role id is the index in ``ROLES``):
 
 Groups are unions of roles: ``text`` = every non-image prompt position (the paper's T_txt, as in the official code),
 ``prompt`` = text + image, ``template`` = system + user + assistant, ``all`` = prompt + generated.
+
+Frames: ``TokenRoles.frames`` gives every image-role position the index of the frame it shows (-1 elsewhere), so
+that a knockout can name frames (``Knockout("image", "generated", source_frames=[0])``). A prompt with one image
+is frame 0 throughout (the default when ``frames`` is None); a video prompt (``Qwen2VLAdapter.prepare_video``)
+numbers its temporal patches 0, 1, ... in the order the model reads them.
 """
 from __future__ import annotations
 
@@ -84,6 +89,26 @@ class TokenRoles:
 
     ids: "torch.Tensor"  # LongTensor[B, T]
     prompt_length: int
+    frames: "torch.Tensor | None" = None  # LongTensor[B, T]: frame of each image position, -1 elsewhere; None = 0
+
+    def frame_ids(self) -> "torch.Tensor":
+        """LongTensor[B, T]: the frame index of every image position (-1 at every other position)."""
+        import torch
+
+        if self.frames is not None:
+            return self.frames
+        return torch.where(self.ids == IMAGE, 0, -1)
+
+    def with_frames(self, frames: "torch.Tensor") -> "TokenRoles":
+        """These roles with ``frames`` (LongTensor[B, T]); VlmflowError unless it is >= 0 exactly at image positions."""
+        import torch
+
+        frames = torch.as_tensor(frames, dtype=torch.long)
+        if tuple(frames.shape) != tuple(self.ids.shape):
+            raise VlmflowError(f"frames of shape {tuple(frames.shape)} for roles of shape {tuple(self.ids.shape)}")
+        if not torch.equal(frames >= 0, self.ids == IMAGE):
+            raise VlmflowError("frames must give a frame index (>= 0) at every image position and -1 elsewhere")
+        return TokenRoles(self.ids, self.prompt_length, frames)
 
     @staticmethod
     def resolve(names: str | Iterable[str]) -> frozenset[str]:
@@ -120,7 +145,8 @@ class TokenRoles:
 
     def select(self, rows: Sequence[int]) -> "TokenRoles":
         """The roles of a subset of batch rows (padding columns that every kept row has are kept)."""
-        return TokenRoles(self.ids[list(rows)], self.prompt_length)
+        frames = None if self.frames is None else self.frames[list(rows)]
+        return TokenRoles(self.ids[list(rows)], self.prompt_length, frames)
 
     def names(self, row: int = 0) -> list[str]:
         """The role name of every prompt position of ``row`` (for display and debugging)."""

@@ -106,6 +106,10 @@ CASES = [
     ("toy-scenes-negative-seed", ["toy", "scenes", "--n", "1", "--seed", "-1", "--out", "{d}/new_scenes"],
      ["--seed", ">= 0"]),
     ("toy-train-out-is-file", ["toy", "train", "--out", "{d}/a_file", "--minutes", "1"], ["--out", "is a file"]),
+    ("toy-train-clips-not-qwen", ["toy", "train", "--out", "{d}/new_model", "--clips", "0.5", "--arch", "internvl"],
+     ["--clips 0.5", "--arch qwen2-vl", "internvl"]),
+    ("toy-train-arch-unknown", ["toy", "train", "--out", "{d}/new_model", "--arch", "qwen"],
+     ["--arch", "'qwen'", "qwen2-vl"]),
     ("toy-eval-model-missing", ["toy", "eval", "--model", "{d}/no_model", "--n", "1"], ["no_model", "toy train"]),
     ("toy-train-recipe-unknown", ["toy", "train", "--out", "{d}/new_model", "--recipe", "wide", "--cpu-minutes", "1"],
      ["--recipe", "'wide'", "baseline"]),
@@ -125,6 +129,10 @@ CASES = [
      ["--clutter", "between 0 and 1"]),
     ("toy-scenes-objects", ["toy", "scenes", "--n", "1", "--out", "{d}/new_scenes", "--min-objects", "5",
                             "--max-objects", "2"], ["min_objects", "max_objects"]),
+    ("toy-clips-one-frame", ["toy", "clips", "--n", "1", "--out", "{d}/new_clips", "--min-frames", "1"],
+     ["min_frames", "2 <="]),
+    ("toy-clips-no-objects", ["toy", "clips", "--n", "1", "--out", "{d}/new_clips", "--min-objects", "0"],
+     ["min_objects >= 1"]),
     ("judge-exact-free-text", ["judge", "--judge", "exact", "--reference", "a cat", "--candidate", "a dog"],
      ["exact judge", "'cat'"]),
     ("judge-pairs-not-utf8", ["judge", "--pairs", "{d}/latin1.jsonl"], ["latin1.jsonl", "not UTF-8"]),
@@ -262,6 +270,9 @@ def test_json_outputs_are_json_and_agree_with_the_library(tmp_path):
     assert scenes.returncode == 0 and got["n"] == 3
     assert len(json.loads(Path(got["instances"]).read_text())["images"]) == 3
     assert sorted(p.name for p in Path(got["images"]).iterdir()) == [f"test_{i:06d}.png" for i in range(3)]
+    clips = json.loads(_run(["toy", "clips", "--n", "2", "--out", str(tmp_path / "c"), "--json"], tmp_path).stdout)
+    assert len(json.loads(Path(clips["instances"]).read_text())["videos"]) == 2
+    assert {p.name.split("_f")[0] for p in Path(clips["frames"]).iterdir()} == {"test_000000", "test_000001"}
     where = json.loads(_run(["data", "where", "--json"], tmp_path).stdout)
     root, how = locate()
     assert (where["root"], where["found_from"]) == (str(root), how)

@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import copy
 
-from tests.tiny.qwen2_vl import WORDS, without_video, word_level_tokenizer
+from tests.tiny.qwen2_vl import WORDS
+from vlmflow.processors import without_video, word_level_tokenizer
 
 SPECIALS = ["<|endoftext|>", "<unk>", "<|im_start|>", "<|im_end|>", "<img>", "</img>", "<IMG_CONTEXT>", "<video>"]
 

@@ -13,7 +13,8 @@ special tokens (``<|im_start|>``, ``<|im_end|>``, ``<|vision_start|>``, ``<|imag
 from __future__ import annotations
 
 import copy
-import re
+
+from vlmflow.processors import without_video, word_level_tokenizer
 
 SPECIALS = ["<|endoftext|>", "<unk>", "<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>",
             "<|image_pad|>", "<|video_pad|>"]
@@ -34,39 +35,6 @@ QWEN2_VL_CHAT_TEMPLATE = (
     "%}{{ content['text'] }}{% endif %}{% endfor %}<|im_end|>\n{% endif %}{% endfor %}{% if add_generation_prompt %}"
     "<|im_start|>assistant\n{% endif %}"
 )
-
-
-def without_video(processor_cls):
-    """``processor_cls`` accepting ``video_processor=None``. Without torchvision, transformers 5.24 cannot even look up
-    the video processor class its constructor type-checks against (a lazy placeholder), although images never use
-    it; this subclass skips that one check for a None video processor and changes nothing else."""
-
-    class ImageOnly(processor_cls):
-        def check_argument_for_proper_class(self, argument_name, argument):
-            if argument is None and "video" in argument_name:
-                return None
-            return super().check_argument_for_proper_class(argument_name, argument)
-
-    ImageOnly.__name__ = ImageOnly.__qualname__ = processor_cls.__name__
-    return ImageOnly
-
-
-def word_level_tokenizer(specials: list[str], words: str, extra_special_tokens: dict[str, str], **special_kw):
-    """A PreTrainedTokenizerFast over a WordLevel vocabulary: ``specials`` first (ids 0..), then ``words`` as the
-    Whitespace pre-tokenizer splits them; the specials are registered as special (never split) tokens."""
-    from tokenizers import Tokenizer, models, pre_tokenizers
-    from transformers import PreTrainedTokenizerFast
-
-    vocab = {tok: i for i, tok in enumerate(specials)}
-    for word in re.findall(r"\w+|[^\w\s]+", words):
-        vocab.setdefault(word, len(vocab))
-    tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
-    tok.pre_tokenizer = pre_tokenizers.Whitespace()
-    fast = PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="<unk>", extra_special_tokens=extra_special_tokens,
-                                   **special_kw)
-    fast.add_special_tokens({"additional_special_tokens": [s for s in specials if s != "<unk>"]})
-    fast.padding_side = "left"
-    return fast
 
 
 def build_tokenizer():

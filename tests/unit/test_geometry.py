@@ -71,7 +71,7 @@ def internvl_processor():
     from transformers import GotOcr2ImageProcessorPil, InternVLConfig, InternVLProcessor
 
     from tests.tiny.internvl import build_tokenizer
-    from tests.tiny.qwen2_vl import without_video
+    from vlmflow.processors import without_video
     ip = GotOcr2ImageProcessorPil(size={"height": 448, "width": 448}, crop_to_patches=False, min_patches=1,
                                   max_patches=12)
     proc = without_video(InternVLProcessor)(image_processor=ip, tokenizer=build_tokenizer(), video_processor=None,

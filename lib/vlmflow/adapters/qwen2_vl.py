@@ -17,6 +17,10 @@ Positions: M-RoPE (``rope_axes = 3``); the prompt's come from the model's own ``
 ``VLM.prefill``), text after it continues from ``max position + 1`` on all three axes (= ``P + rope_deltas``).
 
 Geometry: ``geometry.qwen2_vl_geometry`` from the row's ``image_grid_thw`` (one image per row).
+
+Video: ``prepare_video`` puts ``<|video_pad|>`` where the image was and builds ``pixel_values_videos`` /
+``video_grid_thw`` with ``video_inputs`` (from the image processor's settings: no torchvision); every video token is
+``image`` in the roles, with its frame index in ``TokenRoles.frames``.
 """
 from __future__ import annotations
 
@@ -54,6 +58,12 @@ class Qwen2VLAdapter(Adapter):
             position_ids = position_ids[1:]
         return super().decoder_positions(position_ids, length, device)
 
+    def prepare_video(self, videos, questions, frames_per_patch: int = 1):
+        """(BatchFeature, TokenRoles) of a batch of videos (each a list of PIL frames), as ``prepare`` is for images:
+        roles carry each video token's frame (``TokenRoles.frames``), so knockouts can name frames. See
+        ``video_inputs`` for ``frames_per_patch``."""
+        return prepare_video(self, videos, questions, frames_per_patch)
+
     def followup_turn(self, question: str) -> str:
         """The chat template's next user turn after an empty assistant reply (``CHATML_FOLLOWUP``)."""
         return CHATML_FOLLOWUP.format(question=question)
@@ -73,3 +83,100 @@ class Qwen2VLAdapter(Adapter):
             if n != geo.n_tokens:
                 raise GeometryError(f"qwen2_vl: row {row} holds {n} image tokens but its grid gives {geo.n_tokens}")
         return geo
+
+
+# ---- video -------------------------------------------------------------------------------------------------------
+# Qwen2-VL reads a video as temporal patches: ``temporal_patch_size`` (2) consecutive frames per 3D patch, 2x2 merged
+# like an image, each temporal patch a (t, row, column) block of M-RoPE positions. transformers builds that input with
+# a video processor that needs torchvision (not installable here), so it is built directly from the image processor's
+# own settings; an image is the one-patch case (the frame repeated), which the tests use as the oracle.
+
+def video_inputs(processor, frames, frames_per_patch: int = 1) -> dict:
+    """``pixel_values_videos`` [t * h * w, C * T * p * p] and ``video_grid_thw`` [[t, h, w]] of one video.
+
+    ``frames``: PIL images of one size. ``frames_per_patch=1`` (the default, the toy clips): every frame fills one
+    temporal patch by itself (repeated, exactly as the image processor repeats an image), so token ``k`` of the video
+    shows frame ``k // (h * w / merge^2)``. ``frames_per_patch=temporal_patch_size``: consecutive frames share a
+    patch (Qwen2-VL's own sampling of a longer video), the last frame repeated to fill the final patch."""
+    import numpy as np
+    import torch
+
+    ip = getattr(processor, "image_processor", processor)
+    p, m, T = int(ip.patch_size), int(ip.merge_size), int(ip.temporal_patch_size)
+    if frames_per_patch not in (1, T):
+        raise ValueError(f"frames_per_patch must be 1 or the temporal patch size {T}, got {frames_per_patch}")
+    if not frames:
+        raise ValueError("video_inputs: no frames")
+    sizes = {f.size for f in frames}
+    if len(sizes) != 1:
+        raise ValueError(f"video_inputs: frames of different sizes {sorted(sizes)}")
+    from vlmflow.adapters.geometry import qwen2_vl_grid
+
+    _, gh, gw = qwen2_vl_grid(frames[0].size, processor)
+    arrays = []
+    for frame in frames:
+        frame = frame.convert("RGB")
+        if frame.size != (gw * p, gh * p):
+            frame = frame.resize((gw * p, gh * p), resample=ip.resample)
+        x = np.asarray(frame, dtype=np.float32).transpose(2, 0, 1) * float(ip.rescale_factor)
+        mean = np.asarray(ip.image_mean, dtype=np.float32)[:, None, None]
+        std = np.asarray(ip.image_std, dtype=np.float32)[:, None, None]
+        arrays.append((x - mean) / std)
+    if frames_per_patch == 1:
+        arrays = [a for a in arrays for _ in range(T)]
+    while len(arrays) % T:
+        arrays.append(arrays[-1])
+    x = np.stack(arrays)  # [frames, C, H, W]
+    C = x.shape[1]
+    gt = x.shape[0] // T
+    # the image processor's own patch order: (t, row block, column block, row in block, column in block) outside,
+    # (channel, time, y, x) inside each flattened patch
+    x = x.reshape(gt, T, C, gh // m, m, p, gw // m, m, p).transpose(0, 3, 6, 4, 7, 2, 1, 5, 8)
+    flat = x.reshape(gt * gh * gw, C * T * p * p)
+    return {"pixel_values_videos": torch.from_numpy(np.ascontiguousarray(flat)),
+            "video_grid_thw": torch.tensor([[gt, gh, gw]])}
+
+
+def prepare_video(adapter: "Qwen2VLAdapter", videos, questions, frames_per_patch: int = 1):
+    """(BatchFeature, TokenRoles with frames) of a left-padded batch of videos (lists of PIL frames), one question
+    each: the adapter's prompt with ``<|video_pad|>`` in the image's place, expanded to the video's tokens."""
+    import torch
+    from transformers import BatchFeature
+
+    from vlmflow.roles import roles_from_segments
+
+    if len(videos) != len(questions):
+        raise ValueError(f"{len(videos)} videos but {len(questions)} questions")
+    tok = adapter.tokenizer
+    video_token = getattr(adapter.processor, "video_token", None) or "<|video_pad|>"
+    video_id = int(tok.convert_tokens_to_ids(video_token))
+    merge = int(adapter.processor.image_processor.merge_size)
+    per_video = [video_inputs(adapter.processor, list(v), frames_per_patch) for v in videos]
+    segs, texts, per_frame = [], [], []
+    for q, vi in zip(questions, per_video):
+        s = [(role, video_token if role == "image" else text) for role, text in adapter.segments(q)]
+        t, h, w = (int(v) for v in vi["video_grid_thw"][0])
+        n = h * w // merge ** 2
+        segs.append(s)
+        texts.append("".join(video_token * (t * n) if role == "image" else text for role, text in s))
+        per_frame.append(n)
+    old_side = tok.padding_side
+    tok.padding_side = "left"
+    try:
+        enc = tok(texts, padding=True, return_tensors="pt", add_special_tokens=False)
+    finally:
+        tok.padding_side = old_side
+    ids = enc["input_ids"]
+    is_video = ids == video_id
+    roles = roles_from_segments(tok, segs, ids, enc["attention_mask"], video_id)
+    frames = torch.full_like(ids, -1)
+    for b, n in enumerate(per_frame):
+        where = is_video[b].nonzero().flatten()
+        frames[b, where] = torch.arange(len(where)) // n
+    inputs = BatchFeature({
+        "input_ids": ids, "attention_mask": enc["attention_mask"],
+        "mm_token_type_ids": is_video.to(torch.int32) * 2,  # text 0, image 1, video 2 (get_rope_index)
+        "pixel_values_videos": torch.cat([v["pixel_values_videos"] for v in per_video]),
+        "video_grid_thw": torch.cat([v["video_grid_thw"] for v in per_video])})
+    return inputs, roles.with_frames(frames)
+

@@ -1,7 +1,8 @@
-"""`vlmflow toy scenes|train|eval|models`: the toy world from the command line (see ``vlmflow.toy``).
+"""`vlmflow toy scenes|clips|train|eval|study|models`: the toy world from the command line (see ``vlmflow.toy``).
 
     vlmflow toy scenes --seed 0 --n 100 --out DIR [--split test] [--min-objects 1 --max-objects 4] [--clutter 0.5]
-    vlmflow toy train --out data/toy_model [--vision-minutes 6] [--minutes 80] [--steps N] [--seed 0] [--resume]
+    vlmflow toy clips --seed 0 --n 50 --out DIR [--split test] [--min-frames 2 --max-frames 4]
+    vlmflow toy train --out data/toy_model [--arch llava|internvl|qwen2-vl] [--vision-minutes 6] [--minutes 80] [--steps N] [--seed 0] [--resume]
     vlmflow toy train --recipe NAME --cpu-minutes 20 --out DIR --work DIR [--resume]   (toy/recipes.py)
     vlmflow toy eval --model data/toy_model --n 200 [--knockout] --json
     vlmflow toy study --models runs/recipes/*/model --out data/recipe_study/study.json   (toy/recipe_study.py)
@@ -28,22 +29,22 @@ def register(subparsers) -> None:
     s = sub.add_parser("scenes", help="Write toy scenes as COCO (DIR/instances.json and DIR/images/).",
                        description="Write N toy scenes as a COCO data set: DIR/instances.json with the objects' "
                                    "boxes, masks, colours and sizes, and one PNG per scene in DIR/images/.")
-    s.add_argument("--seed", type=common.nonnegative_int, default=0,
-                   help="The seed the scenes are drawn from. Default: 0.")
-    s.add_argument("--n", type=common.positive_int, required=True, help="How many scenes to write (at least 1).")
-    s.add_argument("--out", required=True, help="The folder to write (created if needed).")
-    s.add_argument("--split", default="test", choices=["train", "val", "test"],
-                   help="Which split's scenes (disjoint streams per split). Default: test.")
-    s.add_argument("--min-objects", type=common.nonnegative_int, default=1,
-                   help="The fewest objects in a scene. Default: 1.")
-    s.add_argument("--max-objects", type=common.positive_int, default=4,
-                   help="The most objects in a scene. Default: 4.")
-    s.add_argument("--clutter", type=common.fraction, default=0.0,
-                   help="Background clutter from 0 (plain) to 1 (grey strokes and pixel noise). Default: 0.")
-    s.add_argument("--image-size", type=common.positive_int, default=128,
-                   help="The side of the square images in pixels. Default: 128.")
+    _add_world_options(s, "scenes", "scene")
     common.add_json_option(s, "the instances.json path, the number of scenes and the split")
     s.set_defaults(func=_scenes)
+
+    c = sub.add_parser("clips", help="Write toy video clips as COCO (DIR/instances.json and DIR/frames/).",
+                       description="Write N toy video clips of 2-4 frames in which objects appear, disappear, move "
+                                   "or change colour: DIR/instances.json with every frame's objects (masks, boxes, "
+                                   "track ids, frame indices), the events, captions and questions of each clip, and "
+                                   "one PNG per frame in DIR/frames/.")
+    _add_world_options(c, "clips", "frame")
+    c.add_argument("--min-frames", type=common.positive_int, default=2,
+                   help="The fewest frames in a clip (at least 2). Default: 2.")
+    c.add_argument("--max-frames", type=common.positive_int, default=4,
+                   help="The most frames in a clip. Default: 4.")
+    common.add_json_option(c, "the instances.json path, the number of clips and the split")
+    c.set_defaults(func=_clips)
 
     t = sub.add_parser("train", help="Train the toy model from scratch (with checkpoints and --resume).",
                        description="Train the toy model from scratch: stage 1 pretrains the vision tower and "
@@ -79,6 +80,13 @@ def register(subparsers) -> None:
     t.add_argument("--cpu-minutes", type=common.positive_float, default=None,
                    help="A budget in minutes of this process's CPU time (one torch thread) instead of --minutes of "
                         "wall time: with --recipe it covers every stage of the recipe. Default: none.")
+    t.add_argument("--arch", default="llava", choices=["llava", "internvl", "qwen2-vl"],
+                   help="The toy's architecture, built from transformers' own classes: llava (CLIP tower, MLP "
+                        "projector, Llama), internvl (pixel shuffle, Qwen2) or qwen2-vl (2x2 patch merger, M-RoPE). "
+                        "Default: llava.")
+    t.add_argument("--clips", type=common.fraction, default=0.0,
+                   help="The share of main-stage steps that train on toy video clips through Qwen2-VL's video "
+                        "input (--arch qwen2-vl only); 0 trains on still scenes only. Default: 0.")
     t.add_argument("--vision-layers", type=common.positive_int, default=None,
                    help="The depth of the CLIP vision tower. Default: ToyModelConfig's.")
     t.add_argument("--vision-feature-layer", type=int, default=None,
@@ -112,6 +120,9 @@ def register(subparsers) -> None:
     e.add_argument("--split", default="test", choices=["train", "val", "test"],
                    help="Which split's scenes. Default: test.")
     e.add_argument("--knockout", action="store_true", help="Also evaluate with the full image knockout.")
+    e.add_argument("--clips", type=common.nonnegative_int, default=0,
+                   help="Also describe this many held-out toy clips through the video input and report their fact "
+                        "F1 and count-at-end accuracy (Qwen2-VL toys only). Default: 0 (no clips).")
     e.add_argument("--threads", type=common.positive_int, default=2, help="CPU threads for torch. Default: 2.")
     common.add_json_option(e, "the metrics")
     e.add_argument("--card", action="store_true", help="Write MODEL_CARD.md and eval.json into the model folder.")
@@ -178,16 +189,54 @@ def _plant_names() -> list[str]:
     return list(PRESETS)
 
 
-def _scenes(args) -> int:
-    from vlmflow.toy.scenes import SceneConfig, write_coco
+def _add_world_options(p, items: str, unit: str) -> None:
+    """The options that ``scenes`` and ``clips`` share: what to draw and where to write it."""
+    p.add_argument("--seed", type=common.nonnegative_int, default=0,
+                   help=f"The seed the {items} are drawn from. Default: 0.")
+    p.add_argument("--n", type=common.positive_int, required=True, help=f"How many {items} to write (at least 1).")
+    p.add_argument("--out", required=True, help="The folder to write (created if needed).")
+    p.add_argument("--split", default="test", choices=["train", "val", "test"],
+                   help="Which split's streams (disjoint per split). Default: test.")
+    p.add_argument("--min-objects", type=common.nonnegative_int, default=1,
+                   help=f"The fewest objects in a {unit}. Default: 1.")
+    p.add_argument("--max-objects", type=common.positive_int, default=4,
+                   help=f"The most objects in a {unit}. Default: 4.")
+    p.add_argument("--clutter", type=common.fraction, default=0.0,
+                   help="Background clutter from 0 (plain) to 1 (grey strokes and pixel noise). Default: 0.")
+    p.add_argument("--image-size", type=common.positive_int, default=128,
+                   help="The side of the square images in pixels. Default: 128.")
 
-    cfg = SceneConfig.for_objects(args.min_objects, args.max_objects, image_size=args.image_size,
-                                  clutter=args.clutter)
+
+def _scene_config(args):
+    from vlmflow.toy.scenes import SceneConfig
+
+    return SceneConfig.for_objects(args.min_objects, args.max_objects, image_size=args.image_size,
+                                   clutter=args.clutter)
+
+
+def _scenes(args) -> int:
+    from vlmflow.toy.scenes import write_coco
+
     out = common.output_folder(args.out, "--out")
     with common.no_leftovers(out):
-        path = write_coco(out, args.seed, args.n, split=args.split, config=cfg)
+        path = write_coco(out, args.seed, args.n, split=args.split, config=_scene_config(args))
     if args.json:
         common.print_json({"instances": str(path), "images": str(path.parent / "images"), "n": args.n,
+                           "split": args.split, "seed": args.seed})
+    else:
+        print(path)
+    return 0
+
+
+def _clips(args) -> int:
+    from vlmflow.toy.clips import ClipConfig, write_clips
+
+    config = ClipConfig(args.min_frames, args.max_frames, _scene_config(args))  # bad counts: SceneConfigError
+    out = common.output_folder(args.out, "--out")
+    with common.no_leftovers(out):
+        path = write_clips(out, args.seed, args.n, split=args.split, config=config)
+    if args.json:
+        common.print_json({"instances": str(path), "frames": str(path.parent / "frames"), "n": args.n,
                            "split": args.split, "seed": args.seed})
     else:
         print(path)
@@ -199,6 +248,11 @@ def _train(args) -> int:
 
     if args.recipe is not None and args.cpu_minutes is None:
         raise UsageError("--recipe needs --cpu-minutes: every recipe of the study trains under one CPU budget")
+    if args.recipe is not None and (args.arch != "llava" or args.plant or args.init):
+        raise UsageError("--recipe trains the LLaVA toy from the study's own start: no --arch, --plant or --init")
+    if args.clips and args.arch != "qwen2-vl":
+        raise UsageError(f"--clips {args.clips} needs --arch qwen2-vl (the toy with a video input), not --arch "
+                         f"{args.arch}")
     common.output_folder(args.out, "--out")
     common.output_folder(args.work or "runs/toy_train", "--work")
     if args.recipe is not None:
@@ -215,6 +269,7 @@ def _train(args) -> int:
                       aux_weight=args.aux_weight, hide_until=args.hide_until, mimetic=args.mimetic,
                       init=args.init, plant=args.plant, plant_probability=args.plant_probability,
                       **({"kind_mix": args.kind_mix} if args.kind_mix else {}),
+                      arch=args.arch, clip_fraction=args.clips,
                       model=replace(ToyModelConfig(), **model_overrides))
     if args.cpu_minutes is not None:
         cfg = replace(cfg, minutes=args.cpu_minutes, clock="process")
@@ -296,7 +351,15 @@ def _eval(args) -> int:
         model_dir = args.model
     torch.set_num_threads(args.threads)
     vlm = load(args.model, dtype="float32")
+    if args.clips and not hasattr(vlm.adapter, "prepare_video"):  # before the evaluation, not after it
+        from vlmflow.errors import UsageError
+
+        raise UsageError(f"--clips needs a toy with a video input (Qwen2-VL); {args.model} is {vlm.adapter.name}")
     res = evaluate_all(vlm, n=args.n, seed=args.seed, split=args.split, knockout=args.knockout)
+    if args.clips:
+        from vlmflow.toy.video import clip_eval
+
+        res["clips"] = clip_eval(vlm, n=args.clips, seed=args.seed, split=args.split)
     if args.card:
         command = args.train_command or _recorded_command(model_dir)
         print(write_model_card(model_dir, res, command, name=args.model if is_toy_name(args.model) else "toy"))
@@ -305,6 +368,8 @@ def _eval(args) -> int:
     else:
         for cond, metrics in res["metrics"].items():
             print(cond, " ".join(f"{k}={v}" for k, v in metrics.items()))
+        if "clips" in res:
+            print("clips", " ".join(f"{k}={v}" for k, v in res["clips"].items()))
     return 0
 
 

@@ -201,14 +201,15 @@ def _status(results: dict) -> tuple[list[str], str]:
     return rows, verdict
 
 
-def _plant_text(plant, name: str, train: dict) -> tuple[str, str]:
+def _plant_text(plant, name: str, train: dict, architecture: str) -> tuple[str, str]:
     """(the card's opening, its "Planted mechanism" section) for a planted model; the default toy model's without."""
     if plant is None:
-        return ("A small `LlavaForConditionalGeneration` trained from scratch by this project on synthetic toy scenes\n"
-                "(`vlmflow.toy`), so that every experiment of the book runs on a CPU with exact ground truth. It is the "
-                "default\nmodel of `vf.load(\"toy\")` (loaded from this folder, no download).", "")
+        where = (' It is the default\nmodel of `vf.load("toy")` (loaded from this folder, no download).' if name == "toy"
+                 else f' Loaded by\n`vf.load("{name}")` (from this folder, no download).')
+        return (f"A small `{architecture}` trained from scratch by this project on synthetic toy scenes\n"
+                f"(`vlmflow.toy`), so that every experiment of the book runs on a CPU with exact ground truth.{where}", "")
     init = train.get("train_config", {}).get("init")
-    opening = (f"A small `LlavaForConditionalGeneration` fine-tuned by this project from the default toy model "
+    opening = (f"A small `{architecture}` fine-tuned by this project from the default toy model "
                f"(`{init}`) on synthetic toy\nscenes with a mechanism planted by knockouts, so that the book can check "
                f"whether its analyses find a mechanism that is known\nby construction. Loaded by `vf.load(\"{name}\")` "
                f"(from this folder, no download).")
@@ -233,11 +234,11 @@ def write_model_card(model_dir: str | os.PathLike, results: dict, command: str, 
     import json
 
     from vlmflow.atomic import atomic_write, atomic_write_json
+    from vlmflow.toy.architectures import architecture_card
 
     model_dir = Path(model_dir)
     cfg = json.loads((model_dir / "config.json").read_text())
     train = json.loads((model_dir / "training.json").read_text()) if (model_dir / "training.json").exists() else {}
-    v, t = cfg["vision_config"], cfg["text_config"]
     files = sorted(p for p in model_dir.iterdir() if p.is_file())
     total_mb = sum(p.stat().st_size for p in files) / 2 ** 20
     m = results["metrics"]
@@ -248,7 +249,7 @@ def write_model_card(model_dir: str | os.PathLike, results: dict, command: str, 
     from vlmflow.plant import read_plant
 
     plant = read_plant(model_dir)
-    opening, plant_section = _plant_text(plant, name, train)
+    opening, plant_section = _plant_text(plant, name, train, cfg["architectures"][0])
     title = "vlmflow toy model" + ("" if name == "toy" else f" `{name}`")
     text = f"""# {title}
 
@@ -262,13 +263,7 @@ On the held-out test split ({results['n_scenes']} scenes, seed {results['seed']}
 {chr(10).join(status_rows)}
 
 ## Architecture
-- Vision tower: CLIP, {v['image_size']} px input, {v['patch_size']} px patches -> {v['image_size'] // v['patch_size']}x{v['image_size'] // v['patch_size']} = {(v['image_size'] // v['patch_size']) ** 2} image tokens,
-  {v['num_hidden_layers']} layers, width {v['hidden_size']}; `vision_feature_layer` {cfg.get('vision_feature_layer')}, strategy `{cfg.get('vision_feature_select_strategy')}` (CLS dropped).
-- Projector: 2-layer MLP (gelu). Language model: Llama, {t['num_hidden_layers']} layers, width {t['hidden_size']},
-  {t['num_attention_heads']} heads, vocabulary {t['vocab_size']} words (word-level tokenizer, `<image>` special token).
-- Prompt (LLaVA-1.5): `{{system}} USER: <image>\\n{{question}} ASSISTANT:` with the llava_v1 system prompt; the description
-  query is `describe the image`; answers end with `</s>`. Greedy decoding.
-- Weights in float16 safetensors ({total_mb:.2f} MB for the whole folder); load in float32 on CPU.
+{architecture_card(cfg, total_mb)}
 
 ## Training
 - Command: `{command}`

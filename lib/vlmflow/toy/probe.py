@@ -82,11 +82,15 @@ class TokenProbe(torch.nn.Module):
 
 
 class ProjectorTap:
-    """Keeps the last output of the LLaVA projector (the image tokens as the LM receives them), with gradients."""
+    """Keeps the last output of the projector (the image tokens as the LM receives them), with gradients: LLaVA's
+    ``multi_modal_projector`` by default, or ``module`` (``toy/architectures.py``: Qwen2-VL's merger, whose output
+    [B * N, hidden] is reshaped to [B, N, hidden] with ``tokens_per_image``)."""
 
-    def __init__(self, model):
+    def __init__(self, model, module=None, tokens_per_image: int | None = None):
         self.features = None
-        self._handle = model.model.multi_modal_projector.register_forward_hook(self._keep)
+        self.tokens_per_image = tokens_per_image
+        module = model.model.multi_modal_projector if module is None else module
+        self._handle = module.register_forward_hook(self._keep)
 
     def _keep(self, module, inputs, output):
         self.features = output
@@ -94,13 +98,15 @@ class ProjectorTap:
     def take(self) -> torch.Tensor:
         """The kept features, released from the tap (so no autograd graph outlives the step)."""
         features, self.features = self.features, None
+        if features is not None and features.ndim == 2 and self.tokens_per_image:
+            features = features.reshape(-1, self.tokens_per_image, features.shape[-1])
         return features
 
     def __deepcopy__(self, memo):
         # copy.deepcopy(model) (export) reaches the tap through the hook; a copy must not drag the autograd graph
         # of the last step along (non-leaf tensors cannot be deep-copied), and it keeps nothing.
         empty = ProjectorTap.__new__(ProjectorTap)
-        empty.features, empty._handle = None, None
+        empty.features, empty._handle, empty.tokens_per_image = None, None, None
         return empty
 
     def remove(self):

@@ -173,42 +173,52 @@ def make_scene(seed: int, split: str = "train", index: int = 0, config: SceneCon
     rng = np.random.default_rng(np.random.SeedSequence(list(entropy)))
     n = int(rng.integers(config.min_objects, config.max_objects + 1))
     cells = np.sort(rng.choice(config.cells ** 2, size=n, replace=False))
+    objects = [place_object(random_object(rng), int(cell), rng, config) for cell in cells]
+    return Scene(entropy, render(objects, config, entropy), objects)
+
+
+def random_object(rng: np.random.Generator) -> ToyObject:
+    """A uniformly drawn (shape, colour, size) triple (three draws from ``rng``, in that order)."""
+    return ToyObject(
+        shape=SHAPES[rng.integers(len(SHAPES))],
+        color=list(COLORS)[rng.integers(len(COLORS))],
+        size=SIZES[rng.integers(len(SIZES))],
+    )
+
+
+def place_object(obj: ToyObject, cell: int, rng: np.random.Generator, config: SceneConfig) -> SceneObject:
+    """``obj`` at a random jitter (two draws from ``rng``) inside grid cell ``cell``: its exact mask, box and
+    position word. Painting is ``render``'s job, so a clip (``clips.py``) can move or recolour a placed object."""
     W = H = config.image_size
     cell_px = W // config.cells
     offset = (W - cell_px * config.cells) // 2  # centre the grid when image_size is not a multiple
+    side = max(5, round(cell_px * SIZE_FRACTION[obj.size]))
+    side = min(side, cell_px - 2)  # one-pixel margin on each side of the cell
+    r, c = divmod(int(cell), config.cells)
+    x0 = offset + c * cell_px + 1 + int(rng.integers(0, cell_px - 2 - side + 1))
+    y0 = offset + r * cell_px + 1 + int(rng.integers(0, cell_px - 2 - side + 1))
+    mask = np.zeros((H, W), dtype=bool)
+    mask[y0:y0 + side, x0:x0 + side] = _shape_mask(obj.shape, side)
+    ys, xs = np.nonzero(mask)
+    bbox = (int(xs.min()), int(ys.min()), int(xs.max() - xs.min() + 1), int(ys.max() - ys.min() + 1))
+    return SceneObject(obj, bbox, mask, position_word(x0 + side / 2, y0 + side / 2, W, H), int(cell))
 
-    pixels = np.empty((H, W, 3), dtype=np.uint8)
+
+def render(objects: list[SceneObject], config: SceneConfig, entropy: tuple[int, ...]) -> Image.Image:
+    """The scene's pixels: background, clutter (its own stream from ``entropy``, so a scene with clutter has the
+    same objects as without, and every frame of a clip the same background), the objects' masks in flat colour,
+    then pixel noise over everything (masks stay the painted regions)."""
+    pixels = np.empty((config.image_size, config.image_size, 3), dtype=np.uint8)
     pixels[:] = BACKGROUND
-    # clutter has its own stream, so a scene with clutter has the same objects as without (clutter studies)
     clutter_rng = np.random.default_rng(np.random.SeedSequence([*entropy, 99]))
     if config.clutter > 0:
         _draw_clutter(pixels, clutter_rng, config.clutter)
-
-    objects: list[SceneObject] = []
-    for cell in cells:
-        obj = ToyObject(
-            shape=SHAPES[rng.integers(len(SHAPES))],
-            color=list(COLORS)[rng.integers(len(COLORS))],
-            size=SIZES[rng.integers(len(SIZES))],
-        )
-        side = max(5, round(cell_px * SIZE_FRACTION[obj.size]))
-        side = min(side, cell_px - 2)  # one-pixel margin on each side of the cell
-        r, c = divmod(int(cell), config.cells)
-        x0 = offset + c * cell_px + 1 + int(rng.integers(0, cell_px - 2 - side + 1))
-        y0 = offset + r * cell_px + 1 + int(rng.integers(0, cell_px - 2 - side + 1))
-        local = _shape_mask(obj.shape, side)
-        mask = np.zeros((H, W), dtype=bool)
-        mask[y0:y0 + side, x0:x0 + side] = local
-        pixels[mask] = COLORS[obj.color]
-        ys, xs = np.nonzero(mask)
-        bbox = (int(xs.min()), int(ys.min()), int(xs.max() - xs.min() + 1), int(ys.max() - ys.min() + 1))
-        pos = position_word(x0 + side / 2, y0 + side / 2, W, H)
-        objects.append(SceneObject(obj, bbox, mask, pos, int(cell)))
-
-    if config.clutter > 0:  # pixel noise over everything; masks stay the painted regions
+    for o in objects:
+        pixels[o.mask] = COLORS[o.object.color]
+    if config.clutter > 0:
         noise = clutter_rng.normal(0, 12 * config.clutter, size=pixels.shape)
         pixels = np.clip(pixels.astype(np.float32) + noise, 0, 255).astype(np.uint8)
-    return Scene(entropy, Image.fromarray(pixels, "RGB"), objects)
+    return Image.fromarray(pixels, "RGB")
 
 
 def _draw_clutter(pixels: np.ndarray, rng: np.random.Generator, level: float) -> None:

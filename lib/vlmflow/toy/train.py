@@ -43,9 +43,11 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from vlmflow.errors import VlmflowError
-from vlmflow.toy.model import ToyModelConfig, build_prompt
+from vlmflow.toy.architectures import split_extras
+from vlmflow.toy.model import ToyModelConfig
 from vlmflow.toy.questions import sample_question
 from vlmflow.toy.scenes import SceneConfig, make_scene
+from vlmflow.toy.video import clip_batch_size, clip_training, is_clip_step, make_clip_batch
 
 if TYPE_CHECKING:
     import torch
@@ -88,6 +90,8 @@ class TrainConfig:
     plant: str | None = None  # a vlmflow.plant preset trained into the model (hard plant: recorded in the export)
     plant_probability: float = 1.0  # per-sample probability of the plant (< 1: the soft variant, none at inference)
     kind_mix: dict = field(default_factory=lambda: dict(KIND_MIX))  # question kind -> share of the samples
+    arch: str = "llava"  # toy architecture (toy/architectures.py): llava, internvl, qwen2-vl
+    clip_fraction: float = 0.0  # share of stage-2 steps on toy clips through the video input (qwen2-vl; toy/video.py)
     model: ToyModelConfig = field(default_factory=ToyModelConfig)
     scenes: SceneConfig = field(default_factory=SceneConfig)
 
@@ -104,11 +108,17 @@ class TrainConfig:
 
 
 class Batcher:
-    """Turns scenes + questions into right-padded training tensors (labels -100 outside the answer + EOS)."""
+    """Turns scenes + questions into right-padded training tensors (labels -100 outside the answer + EOS), with
+    whatever else the architecture's model needs (``toy/architectures.py``: ``arch.image_inputs``,
+    ``arch.batch_extras``, which may read ``model``)."""
 
-    def __init__(self, processor, adapter=None):
+    def __init__(self, processor, arch=None, model=None, adapter=None):
+        from vlmflow.toy.architectures import get_arch
+
         self.processor = processor
         self.tok = processor.tokenizer
+        self.arch = arch or get_arch("llava")
+        self.model = model
         self.adapter = adapter  # with an adapter, batches carry TokenRoles ("roles") for knockouts in training
         self._prompt_ids: dict[str, list[int]] = {}  # question -> expanded prompt ids (few distinct questions)
         self._prompt_roles: dict[str, list[int]] = {}
@@ -128,7 +138,7 @@ class Batcher:
         ids = self._prompt_ids.get(question)
         if ids is None:
             # Expand the image placeholder exactly as the processor does at inference time.
-            ids = self.processor(text=[build_prompt(question)], images=[self._blank()],
+            ids = self.processor(text=[self.arch.prompt(self.processor, question)], images=[self._blank()],
                                  return_tensors="np")["input_ids"][0].tolist()
             self._prompt_ids[question] = ids
         return ids
@@ -136,7 +146,7 @@ class Batcher:
     def _blank(self):
         from PIL import Image
 
-        s = self.processor.image_processor.crop_size["height"]
+        s = self.arch.image_side(self.processor)
         return Image.new("RGB", (s, s))
 
     def __call__(self, images, qas):
@@ -157,8 +167,9 @@ class Batcher:
             input_ids[i, :len(s)] = torch.tensor(s)
             label_t[i, :len(s)] = torch.tensor(lab)
             attn[i, :len(s)] = 1
-        pixel_values = self.processor.image_processor(images, return_tensors="pt")["pixel_values"]
-        batch = {"input_ids": input_ids, "attention_mask": attn, "pixel_values": pixel_values, "labels": label_t}
+        image_inputs = self.arch.image_inputs(self.processor, images)
+        extras = self.arch.batch_extras(self.model, input_ids, attn, image_inputs)
+        batch = {"input_ids": input_ids, "attention_mask": attn, **image_inputs, **extras, "labels": label_t}
         if self.adapter is not None:
             batch["roles"] = self.roles(qas, seqs, T)
         return batch
@@ -245,23 +256,25 @@ def _lm_loss(model, batch, labels, share_prefix: bool, hidden=None, roles=None, 
                             "is bos, system or user text needs share_prefix=False")
     B = ids.shape[0]
     # the prefix holds no knockout source (checked above), so it runs plain; the rest under the knockouts
-    prefix = model(input_ids=ids[:1, :P], attention_mask=visible[:1, :P], use_cache=True)
+    prefix_kw, rest_kw = split_extras(batch, P)  # M-RoPE positions and token types (toy/architectures.py)
+    prefix = model(input_ids=ids[:1, :P], attention_mask=visible[:1, :P], use_cache=True, **prefix_kw)
     cache = prefix.cache
     for layer in cache.layers:
         layer.keys = layer.keys.expand(B, -1, -1, -1)
         layer.values = layer.values.expand(B, -1, -1, -1)
     with ko_context:
         out = model(input_ids=ids[:, P:], pixel_values=batch["pixel_values"], attention_mask=visible,
-                    cache=cache, use_cache=True)
+                    cache=cache, use_cache=True, **rest_kw)
     # position P-1 predicts the first image token, which is never a target, so dropping it loses nothing
     return per_sample_loss(out.logits, labels[:, P:])
 
 
-def hidden_context(batch, image_token_id: int, p: float, generator) -> "torch.Tensor":
+def hidden_context(batch, image_token_id: int, p: float, generator, system: slice | None = None) -> "torch.Tensor":
     """bool [B, T]: the positions that the context curriculum hides from every token of this step: each background
     image token (no object under it, ``token_targets``) with probability ``p``, and, for the whole batch with
     probability ``p``, the system prompt (the tokens between BOS and ``USER:``; one draw per batch, so the prefix
-    that ``forward_loss`` shares stays one sequence). Positions stay as they are (only the attention
+    that ``forward_loss`` shares stays one sequence; ``system`` names those positions for another architecture,
+    ``toy/architectures.py``). Positions stay as they are (only the attention
     mask changes), so every token keeps its rotary position when the context returns.
 
     Why: a balanced yes/no question has no answer signal in the question or the image alone, and at initialisation
@@ -278,7 +291,7 @@ def hidden_context(batch, image_token_id: int, p: float, generator) -> "torch.Te
     hidden[is_img] = (background & (torch.rand(background.shape, generator=generator) < p)).reshape(-1)
     first_image = int(is_img[0].nonzero()[0, 0])
     if float(torch.rand((), generator=generator)) < p:
-        hidden[:, 1:first_image - 2] = True  # keep BOS (attention sink) and "USER :"
+        hidden[:, slice(1, first_image - 2) if system is None else system] = True  # keep BOS (sink) and "USER :"
     return hidden
 
 
@@ -323,13 +336,13 @@ def pretrain_vision(model, processor, probe, cfg: TrainConfig, log=print) -> dic
     import torch
     from tqdm import tqdm
 
-    from vlmflow.toy.probe import ProjectorTap, token_targets
+    from vlmflow.toy.architectures import get_arch
+    from vlmflow.toy.probe import token_targets
 
-    params = [*model.model.vision_tower.parameters(), *model.model.multi_modal_projector.parameters(),
-              *probe.parameters()]
+    arch = get_arch(cfg.arch)
+    params = [*arch.vision_parameters(model), *probe.parameters()]
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.98))
-    tap = ProjectorTap(model)
-    mc = model.config
+    tap = arch.tap(model, cfg.model.grid ** 2)
     t0 = time.time()
     deadline = t0 + cfg.vision_minutes * 60
     step, ema, acc = 0, None, {}
@@ -341,10 +354,9 @@ def pretrain_vision(model, processor, probe, cfg: TrainConfig, log=print) -> dic
                 g["lr"] = cfg.lr * f
             scenes = [make_scene(cfg.seed, "train", VISION_INDEX_OFFSET + step * cfg.batch_size + i, cfg.scenes)
                       for i in range(cfg.batch_size)]
-            pixel_values = processor.image_processor([s.image for s in scenes], return_tensors="pt")["pixel_values"]
+            image_inputs = arch.image_inputs(processor, [s.image for s in scenes])
             targets = torch.from_numpy(np.stack([token_targets(s, cfg.model.grid) for s in scenes]))
-            model.model.get_image_features(pixel_values=pixel_values, vision_feature_layer=mc.vision_feature_layer,
-                                           vision_feature_select_strategy=mc.vision_feature_select_strategy)
+            arch.image_features(model, image_inputs)
             features = tap.take()
             loss = probe.loss(features, targets)
             opt.zero_grad(set_to_none=True)
@@ -445,6 +457,8 @@ def _resume(ckpt_path: Path, cfg: TrainConfig, model, probe, opt, log) -> dict:
     if not ckpt_path.exists():
         raise TrainingError(f"--resume: no checkpoint at {ckpt_path}")
     state = torch.load(ckpt_path, weights_only=False)
+    if state.get("arch", "llava") != cfg.arch:
+        raise TrainingError(f"--resume: {ckpt_path} holds a {state.get('arch', 'llava')} toy, not {cfg.arch}")
     if state["model_config"] != cfg.model.to_dict():
         raise TrainingError(f"--resume: {ckpt_path} was trained with model config {state['model_config']}")
     model.load_state_dict(state["model"])
@@ -475,6 +489,13 @@ def _held_out(model, processor, cfg: TrainConfig, **extra) -> dict:
     model.eval()
     metrics = quick_eval(model, processor, n=cfg.eval_scenes, seed=cfg.seed, split="val", scene_config=cfg.scenes,
                          plant=shipped_plant(cfg))
+    if cfg.clip_fraction > 0:
+        from vlmflow.model import wrap
+        from vlmflow.toy.clips import ClipConfig
+        from vlmflow.toy.video import clip_eval
+
+        metrics.update(clip_eval(wrap(model, processor), n=cfg.eval_scenes, seed=cfg.seed, split="val",
+                                 config=ClipConfig(scene=cfg.scenes)))
     model.train()
     metrics.update(extra)
     return metrics
@@ -494,19 +515,22 @@ def shipped_plant(cfg: TrainConfig):
 
 
 def initial_model(cfg: TrainConfig):
-    """(model, processor) to train: ``cfg.init``'s folder in float32, or a new model (``build``, mimetic start)."""
+    """(model, processor) to train: ``cfg.init``'s folder in float32, or a new model of ``cfg.arch``
+    (``toy/architectures.py``, mimetic start)."""
     import torch
 
-    from vlmflow.toy.model import build
+    from vlmflow.toy.architectures import get_arch
 
     if cfg.init:
-        from transformers import AutoModelForImageTextToText, AutoProcessor
+        from transformers import AutoModelForImageTextToText
+
+        from vlmflow.processors import load_processor
 
         if not (Path(cfg.init) / "config.json").is_file():
             raise TrainingError(f"--init {cfg.init}: no model folder there (no config.json)")
         model = AutoModelForImageTextToText.from_pretrained(cfg.init, dtype=torch.float32, local_files_only=True)
-        return model, AutoProcessor.from_pretrained(cfg.init, local_files_only=True)
-    model, processor = build(cfg.model, seed=cfg.seed)
+        return model, load_processor(cfg.init, local_files_only=True)
+    model, processor = get_arch(cfg.arch).build(cfg.model, seed=cfg.seed)
     if cfg.mimetic:
         mimetic_init(model, seed=cfg.seed)
     return model, processor
@@ -530,8 +554,10 @@ def train(cfg: TrainConfig, out: str | os.PathLike, work: str | os.PathLike, res
 
     from vlmflow.model import wrap
     from vlmflow.plant import sample_rows
-    from vlmflow.toy.probe import ProjectorTap, TokenProbe
+    from vlmflow.toy.architectures import get_arch
+    from vlmflow.toy.probe import TokenProbe
 
+    arch = get_arch(cfg.arch)
     torch.set_num_threads(cfg.threads)
     clock = {"wall": time.time, "process": time.process_time}.get(cfg.clock)
     if clock is None:
@@ -551,14 +577,15 @@ def train(cfg: TrainConfig, out: str | os.PathLike, work: str | os.PathLike, res
         state = _resume(ckpt_path, cfg, model, probe, opt, log)
         prepared = state.get("prepared")
     step, total, elapsed_before, history, vision = (state[k] for k in ("step", "total", "elapsed", "history", "vision"))
-    batcher = Batcher(processor, adapter)
+    batcher = Batcher(processor, arch, model, adapter)
+    clip_batcher = clip_training(cfg, model, processor)
     model.train()
 
     def checkpoint():
         _atomic_save({"model": model.state_dict(), "probe": probe.state_dict(), "optimizer": opt.state_dict(),
                       "step": step, "total_steps": total, "model_config": cfg.model.to_dict(), "seed": cfg.seed,
-                      "elapsed": elapsed_before + clock() - t0, "history": history, "vision": vision,
-                      "prepared": prepared}, ckpt_path)
+                      "arch": cfg.arch, "elapsed": elapsed_before + clock() - t0, "history": history,
+                      "vision": vision, "prepared": prepared}, ckpt_path)
 
     if vision is None and (cfg.vision_minutes > 0 or cfg.vision_steps):
         vision = pretrain_vision(model, processor, probe, cfg, log=log)
@@ -567,7 +594,7 @@ def train(cfg: TrainConfig, out: str | os.PathLike, work: str | os.PathLike, res
     elif prepared is not None and not resume:
         t0 = clock()
         checkpoint()  # nor is a recipe's own stage
-    tap = ProjectorTap(model)
+    tap = arch.tap(model, cfg.model.grid ** 2)
     t0 = clock()
     deadline = t0 + cfg.minutes * 60
     last_ckpt = last_eval = t0
@@ -586,15 +613,18 @@ def train(cfg: TrainConfig, out: str | os.PathLike, work: str | os.PathLike, res
         if scenes.max_objects != last_cap:
             log(f"step {step}: scenes with {scenes.min_objects}-{scenes.max_objects} objects (curriculum)")
             last_cap = scenes.max_objects
-        batch = make_batch(step, cfg, batcher, scenes=scenes)
-        p_hide = hide_probability(frac, cfg.hide_until)
+        clips = clip_batcher is not None and is_clip_step(cfg.seed, step, cfg.clip_fraction)
+        batch = (make_clip_batch(step, cfg.seed, clip_batch_size(cfg.batch_size), clip_batcher) if clips
+                 else make_batch(step, cfg, batcher, scenes=scenes))
+        p_hide = 0.0 if clips else hide_probability(frac, cfg.hide_until)
         if p_hide > 0:
             g = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step)
-            batch["hidden"] = hidden_context(batch, model.config.image_token_id, p_hide, g)
+            batch["hidden"] = hidden_context(batch, model.config.image_token_id, p_hide, g,
+                                             system=arch.system_span(processor))
         knockouts = None
-        if plant is not None:
+        if plant is not None and not clips:  # clip batches carry no roles; a plant trains on still scenes
             knockouts = sample_rows(plant, cfg.batch_size, torch.Generator().manual_seed(cfg.seed * 1_000_033 + step))
-        loss = forward_loss(model, batch, share_prefix=cfg.share_prefix, probe=probe, tap=tap,
+        loss = forward_loss(model, batch, share_prefix=cfg.share_prefix and not clips, probe=probe, tap=tap,
                             aux_weight=cfg.aux_weight, knockouts=knockouts)
         opt.zero_grad(set_to_none=True)
         loss.backward()

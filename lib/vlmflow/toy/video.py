@@ -1,0 +1,149 @@
+"""Toy clips (``toy/clips.py``) as Qwen2-VL video input, for training and evaluating the toy Qwen2-VL on clips.
+
+A clip enters the model through Qwen2-VL's own video path (``pixel_values_videos``, ``video_grid_thw``, temporal
+patches, M-RoPE time axis), never as a row of separate images: ``adapters.qwen2_vl.video_inputs`` with one clip
+frame per temporal patch, so video token ``k`` shows frame ``k // 64`` at 128 px and a knockout can name frames.
+The prompt is the core adapter's (``Qwen2VLAdapter.prepare_video``: the image prompt with ``<|video_pad|>`` in the
+image's place), so a trained model answers through ``vf.load`` with the prompt it was trained on.
+
+- :func:`sample_clip_question`: one training question of a kind (``CLIP_KIND_MIX``) from ``clips.clip_questions``;
+- :class:`ClipBatcher`: clips + questions -> right-padded training tensors (labels = answer + EOS), with
+  ``mm_token_type_ids`` and the M-RoPE ``position_ids`` of the full context (``toy/architectures.py`` says why);
+  ``train.forward_loss(model, batch, share_prefix=False)`` trains on it;
+- :func:`clip_eval`: greedy clip descriptions of held-out clips through ``VLM.generate_batch``, scored with
+  ``clips.score_clip`` (fact F1), plus the count-at-end accuracy.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from vlmflow.toy.clips import (
+    COUNT_AT_END_QUESTION,
+    DESCRIBE_VIDEO_PROMPT,
+    ClipConfig,
+    clip_facts,
+    clip_questions,
+    make_clip,
+    parse_clip,
+    score_clip,
+)
+from vlmflow.toy.questions import QA
+
+# The question kinds of clip training and how often each is drawn (describing carries most of the facts).
+CLIP_KIND_MIX = {"describe_video": 0.5, "appear": 0.1, "disappear": 0.1, "move": 0.1, "recolor": 0.1,
+                 "count_at_end": 0.1}
+
+
+def sample_clip_question(clip, rng: np.random.Generator) -> QA:
+    """One question about ``clip`` of a kind drawn with ``CLIP_KIND_MIX``, with its exact answer."""
+    kinds = list(CLIP_KIND_MIX)
+    p = np.array([CLIP_KIND_MIX[k] for k in kinds])
+    kind = kinds[int(rng.choice(len(kinds), p=p / p.sum()))]
+    qa = next(q for q in clip_questions(clip) if q["kind"] == kind)
+    return QA(kind, qa["question"], qa["answer"])
+
+
+class ClipBatcher:
+    """Clips + QAs -> right-padded training tensors for a Qwen2-VL toy: ``input_ids``, ``attention_mask``,
+    ``labels`` (-100 outside the answer + EOS), ``pixel_values_videos``, ``video_grid_thw``, ``mm_token_type_ids``
+    and ``position_ids`` [3, B, T]."""
+
+    def __init__(self, model, processor, config: ClipConfig | None = None):
+        from vlmflow.adapters import adapter_for
+
+        self.config = config or ClipConfig()  # the clips ``make_clip_batch`` draws by default
+        self.model = model
+        self.adapter = adapter_for(model, processor)
+        self.tok = processor.tokenizer
+
+    def prompt(self, frames, question: str):
+        """(prompt ids, video inputs) of one clip as the adapter prepares it for inference."""
+        inputs, _ = self.adapter.prepare_video([frames], [question])
+        return inputs["input_ids"][0].tolist(), inputs
+
+    def __call__(self, clips, qas) -> dict:
+        import torch
+
+        seqs, labels, videos = [], [], []
+        for clip, qa in zip(clips, qas, strict=True):
+            ids, inputs = self.prompt(clip.images, qa.question)
+            answer = self.tok(qa.answer, add_special_tokens=False)["input_ids"] + [self.tok.eos_token_id]
+            seqs.append(ids + answer)
+            labels.append([-100] * len(ids) + answer)
+            videos.append(inputs)
+        B, T = len(seqs), max(len(s) for s in seqs)
+        input_ids = torch.full((B, T), self.tok.pad_token_id, dtype=torch.long)
+        label_t = torch.full((B, T), -100, dtype=torch.long)
+        attn = torch.zeros((B, T), dtype=torch.long)
+        for i, (s, lab) in enumerate(zip(seqs, labels)):
+            input_ids[i, :len(s)], label_t[i, :len(s)], attn[i, :len(s)] = torch.tensor(s), torch.tensor(lab), 1
+        video_id = self.model.config.video_token_id
+        types = ((input_ids == video_id) & attn.bool()).to(torch.int32) * 2  # text 0, image 1, video 2
+        grid = torch.cat([v["video_grid_thw"] for v in videos])
+        with torch.no_grad():
+            positions, _ = self.model.model.get_rope_index(input_ids, mm_token_type_ids=types, video_grid_thw=grid,
+                                                           attention_mask=attn)
+        return {"input_ids": input_ids, "attention_mask": attn, "labels": label_t,
+                "pixel_values_videos": torch.cat([v["pixel_values_videos"] for v in videos]),
+                "video_grid_thw": grid, "mm_token_type_ids": types, "position_ids": positions}
+
+
+def make_clip_batch(step: int, seed: int, batch_size: int, batcher: ClipBatcher, split: str = "train",
+                    config: ClipConfig | None = None) -> dict:
+    """Clip training batch ``step``: clips ``step*B .. step*B+B-1`` of ``split``, one sampled question each."""
+    config = config or batcher.config
+    rng = np.random.default_rng(np.random.SeedSequence([seed, 13, step]))
+    clips = [make_clip(seed, split, step * batch_size + i, config) for i in range(batch_size)]
+    return batcher(clips, [sample_clip_question(c, rng) for c in clips])
+
+
+def clip_eval(vlm, n: int = 50, seed: int = 0, split: str = "test", config: ClipConfig | None = None,
+              batch_size: int = 8, max_new_tokens: int = 64) -> dict:
+    """Held-out clip metrics of a Qwen2-VL toy: ``describe_video_f1`` (mean per-clip fact F1 of the greedy
+    description against the clip's facts, ``clips.score_clip``) and ``count_at_end_acc``; ``n`` clips."""
+    from vlmflow.model import Batch
+
+    config = config or ClipConfig()
+    f1, correct = [], []
+    for start in range(0, n, batch_size):
+        clips = [make_clip(seed, split, i, config) for i in range(start, min(n, start + batch_size))]
+        for question in (DESCRIBE_VIDEO_PROMPT, COUNT_AT_END_QUESTION):
+            inputs, roles = vlm.adapter.prepare_video([c.images for c in clips], [question] * len(clips))
+            batch = Batch(inputs.to(vlm.device), roles, [c.images[0].size for c in clips], [question] * len(clips))
+            gens = vlm.generate_batch(batch, max_new_tokens=max_new_tokens)
+            for clip, gen in zip(clips, gens, strict=True):
+                if question == DESCRIBE_VIDEO_PROMPT:
+                    f1.append(score_clip(clip_facts(clip), parse_clip(gen.text)).f1)
+                else:
+                    answer = next(q["answer"] for q in clip_questions(clip) if q["kind"] == "count_at_end")
+                    correct.append(gen.text.strip() == answer)
+    return {"describe_video_f1": round(float(np.mean(f1)), 4), "count_at_end_acc": round(float(np.mean(correct)), 4),
+            "n_clips": n}
+
+
+# ---- in the training loop (train.py, TrainConfig.clip_fraction) ---------------------------------------------------
+CLIP_BATCH_DIVISOR = 4  # a clip has 2-4 frames of 64 tokens: a quarter of the clips costs about an image batch
+
+
+def clip_batch_size(batch_size: int) -> int:
+    return max(1, batch_size // CLIP_BATCH_DIVISOR)
+
+
+def is_clip_step(seed: int, step: int, fraction: float) -> bool:
+    """Whether stage-2 step ``step`` trains on clips: a seeded draw per step, so a resumed run draws the same."""
+    if fraction <= 0:
+        return False
+    return bool(np.random.default_rng(np.random.SeedSequence([seed, 17, step])).random() < fraction)
+
+
+def clip_training(cfg, model, processor) -> "ClipBatcher | None":
+    """The clip batcher of a training run with ``cfg.clip_fraction > 0`` (None otherwise); only a Qwen2-VL toy
+    reads video, so another architecture is refused before training starts."""
+    if cfg.clip_fraction <= 0:
+        return None
+    if cfg.arch != "qwen2-vl":
+        from vlmflow.toy.train import TrainingError
+
+        raise TrainingError(f"clip training (clip fraction {cfg.clip_fraction}) needs --arch qwen2-vl, the "
+                            f"architecture with a video input; got --arch {cfg.arch}")
+    return ClipBatcher(model, processor, ClipConfig(scene=cfg.scenes))
