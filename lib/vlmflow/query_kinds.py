@@ -168,6 +168,13 @@ def kind_configs(n_layers: int, forced: bool = False, window_fraction: float = 0
     return configs
 
 
+def route_configs(n_layers: int) -> list:
+    """The part of :func:`kind_configs` that names a route (``pathway``): the baseline and the three knockouts in
+    every layer (from layer -1), free decoding; what the chapter measures on each of the other shipped toy models."""
+    return [c for c in kind_configs(n_layers) if c.spec_id == "none"
+            or (dict(c.labels).get("family") == "from-layer" and int(dict(c.labels).get("layer", 0)) == -1)]
+
+
 PATHWAYS = ("text tokens", "generated tokens", "either route", "both routes", "no image needed")
 
 

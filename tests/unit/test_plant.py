@@ -47,7 +47,7 @@ def test_training_loss_under_a_plant_equals_inference_under_the_same_knockout(ti
     model, proc = tiny
     vlm = wrap(model, proc, name="tiny")
     images = [make_scene(0, "train", i, SCENES).image for i in range(len(QAS))]
-    batch = Batcher(proc, vlm.adapter)(images, QAS)
+    batch = Batcher(proc, adapter=vlm.adapter)(images, QAS)
     soft = Plant(PLANTS[name].knockouts, probability=0.5)
     rows = sample_rows(soft, len(QAS), torch.Generator().manual_seed(0))
     assert 0 < sum(bool(r) for r in rows) < len(QAS)  # some rows planted, some not: per-sample application
@@ -67,7 +67,7 @@ def test_share_prefix_refuses_a_knockout_of_the_shared_text(tiny):
     model, proc = tiny
     vlm = wrap(model, proc, name="tiny")
     images = [make_scene(0, "train", i, SCENES).image for i in range(2)]
-    batch = Batcher(proc, vlm.adapter)(images, QAS[:2])
+    batch = Batcher(proc, adapter=vlm.adapter)(images, QAS[:2])
     with pytest.raises(TrainingError, match="share_prefix"):
         forward_loss(model, batch, share_prefix=True, knockouts=[[Knockout("system", "generated")]] * 2)
 

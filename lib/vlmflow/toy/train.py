@@ -112,7 +112,7 @@ class Batcher:
     whatever else the architecture's model needs (``toy/architectures.py``: ``arch.image_inputs``,
     ``arch.batch_extras``, which may read ``model``)."""
 
-    def __init__(self, processor, arch=None, model=None, adapter=None):
+    def __init__(self, processor, arch=None, model=None, *, adapter=None):
         from vlmflow.toy.architectures import get_arch
 
         self.processor = processor
@@ -577,7 +577,7 @@ def train(cfg: TrainConfig, out: str | os.PathLike, work: str | os.PathLike, res
         state = _resume(ckpt_path, cfg, model, probe, opt, log)
         prepared = state.get("prepared")
     step, total, elapsed_before, history, vision = (state[k] for k in ("step", "total", "elapsed", "history", "vision"))
-    batcher = Batcher(processor, arch, model, adapter)
+    batcher = Batcher(processor, arch, model, adapter=adapter)
     clip_batcher = clip_training(cfg, model, processor)
     model.train()
 
