@@ -474,27 +474,30 @@ def _per_row(t, n):
     return t.expand(*t.shape[:-2], n, t.shape[-1])
 
 # The rest of the sweep path lives by job in its own modules; these names stay importable from here
-# (``from vlmflow.sweep import run_sweep``...), and ``vf.sweep(...)`` calls :func:`vlmflow.sweep_run.sweep`.
-from vlmflow.sweep_rows import attention_rows, result_rows  # noqa: E402
-from vlmflow.sweep_run import (  # noqa: E402
-    SweepImage,
-    check_preset,
-    run_sweep,
-    stored_sweep_rows,
-    sweep,
-    sweep_images,
-    sweep_settings,
-)
+# (``from vlmflow.sweep import run_sweep``...), resolved on first use (PEP 562) so that importing ``sweep_run`` first,
+# which imports this module, is no import cycle; ``vf.sweep(...)`` calls :func:`vlmflow.sweep_run.sweep`.
+_MOVED = {"attention_rows": "vlmflow.sweep_rows", "result_rows": "vlmflow.sweep_rows",
+          **{name: "vlmflow.sweep_run" for name in ("SweepImage", "check_preset", "run_sweep", "stored_sweep_rows",
+                                                     "sweep", "sweep_images", "sweep_settings")}}
 
-__all__ = ["SELECTION_RECORD", "SweepConfig", "SweepEngine", "SweepError", "SweepImage", "SweepResult", "attention_rows",
-           "boundary", "check_preset", "result_rows", "run_sweep", "stored_sweep_rows", "sweep", "sweep_images",
-           "sweep_settings"]
+
+def __getattr__(name: str):
+    if name in _MOVED:
+        import importlib
+
+        return getattr(importlib.import_module(_MOVED[name]), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+__all__ = ["SELECTION_RECORD", "SweepConfig", "SweepEngine", "SweepError", "SweepResult", "boundary", *_MOVED]
 
 
 class _CallableModule(types.ModuleType):
     """``vlmflow.sweep`` stays this module (``vf.sweep.SweepEngine``...), and calling it runs :func:`sweep`."""
 
     def __call__(self, *args, **kwargs):
+        from vlmflow.sweep_run import sweep
+
         return sweep(*args, **kwargs)
 
 

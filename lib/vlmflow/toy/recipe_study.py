@@ -263,6 +263,12 @@ def study_rows(models: Mapping[str, str | os.PathLike], results_dir: str | os.Pa
 STUDY_FILE = Path("data") / "recipe_study" / "study.json"  # the stored rows the book reads (relative to the checkout)
 
 
+def default_study_path() -> Path:
+    """The checkout's stored study (``STUDY_FILE`` under the repository root, wherever the caller runs: a notebook's
+    working folder is the book's root, not necessarily the checkout)."""
+    return Path(__file__).resolve().parents[3] / STUDY_FILE
+
+
 def write_study(path: str | os.PathLike, study: Mapping, *, update: bool = True) -> Path:
     """Write ``study`` ({recipe: {provenance, training, row}}) to ``path`` as JSON, atomically; with ``update`` the
     recipes already stored there and not in ``study`` are kept."""
@@ -274,8 +280,9 @@ def write_study(path: str | os.PathLike, study: Mapping, *, update: bool = True)
     return atomic_write_json(path, {"criterion": SHIP_CRITERION, "recipes": recipes}, indent=1, default=str)
 
 
-def read_study(path: str | os.PathLike) -> dict:
-    path = Path(path)
+def read_study(path: str | os.PathLike | None = None) -> dict:
+    """The stored study's recipes ({recipe: {provenance, training, row}}) from ``path`` (None: the checkout's)."""
+    path = Path(path) if path is not None else default_study_path()
     if not path.is_file():
         raise RecipeStudyError(f"no stored recipe study at {path}")
     return json.loads(path.read_text())["recipes"]

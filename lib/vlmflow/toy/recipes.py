@@ -164,7 +164,7 @@ def pretrain_text(model, tokenizer, cfg: TrainConfig, cpu_minutes: float, steps:
     import torch
     from tqdm import tqdm
 
-    from vlmflow.toy.train import lr_factor, per_sample_loss
+    from vlmflow.toy.train import lr_factor, optimizer_step, per_sample_loss
 
     params = [p for n, p in model.named_parameters() if not n.startswith(VISION_PREFIXES) and p.requires_grad]
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.98))
@@ -181,12 +181,8 @@ def pretrain_text(model, tokenizer, cfg: TrainConfig, cpu_minutes: float, steps:
         batch = text_batch(step, cfg, tokenizer)
         labels = batch.pop("labels")
         loss = per_sample_loss(model(**batch).logits, labels)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        opt.step()
+        ema = optimizer_step(opt, loss, params, ema)
         step += 1
-        ema = loss.item() if ema is None else 0.98 * ema + 0.02 * loss.item()
         bar.update(1)
         bar.set_postfix(loss=f"{ema:.3f}", refresh=False)
     bar.close()

@@ -189,6 +189,20 @@ class Batcher:
         return TokenRoles(ids, T)
 
 
+def optimizer_step(opt, loss, params, ema: float | None) -> float:
+    """One training step of every stage (vision, a recipe's text stage, the main stage): gradients of ``loss``,
+    clipped to norm 1 over ``params``, the optimizer's update; -> the running mean of the loss (EMA 0.98) for the
+    progress bar."""
+    import torch
+
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(params, 1.0)
+    opt.step()
+    value = loss.item()
+    return value if ema is None else 0.98 * ema + 0.02 * value
+
+
 def per_sample_loss(logits, labels):
     """Mean CE over each sample's target tokens, then mean over samples. logits [B, T, V], labels [B, T]."""
     import torch.nn.functional as F
@@ -359,12 +373,8 @@ def pretrain_vision(model, processor, probe, cfg: TrainConfig, log=print) -> dic
             arch.image_features(model, image_inputs)
             features = tap.take()
             loss = probe.loss(features, targets)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(params, 1.0)
-            opt.step()
+            ema = optimizer_step(opt, loss, params, ema)
             step += 1
-            ema = loss.item() if ema is None else 0.98 * ema + 0.02 * loss.item()
             acc = probe.object_token_accuracy(features, targets)
             bar.update(1)
             bar.set_postfix(loss=f"{ema:.3f}", shape=f"{acc['shape']:.2f}", refresh=False)
@@ -626,12 +636,8 @@ def train(cfg: TrainConfig, out: str | os.PathLike, work: str | os.PathLike, res
             knockouts = sample_rows(plant, cfg.batch_size, torch.Generator().manual_seed(cfg.seed * 1_000_033 + step))
         loss = forward_loss(model, batch, share_prefix=cfg.share_prefix and not clips, probe=probe, tap=tap,
                             aux_weight=cfg.aux_weight, knockouts=knockouts)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
+        ema = optimizer_step(opt, loss, model.parameters(), ema)
         step += 1
-        ema = loss.item() if ema is None else 0.98 * ema + 0.02 * loss.item()
         bar.update(1)
         bar.set_postfix(loss=f"{ema:.3f}", lr=f"{opt.param_groups[0]['lr']:.2e}", refresh=False)
         if total is None and step == 30:
