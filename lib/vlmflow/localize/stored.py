@@ -42,7 +42,7 @@ def stored_localization(folder, *, model: str = "toy", device: str = "cpu", dtyp
 
     from vlmflow.data.resolver import TOY_SPLITS, resolve
     from vlmflow.judge import get_judge
-    from vlmflow.runner import Experiment, progress_bar
+    from vlmflow.runner import Experiment, dtype_key, progress_bar
     from vlmflow.store import provenance
 
     resolved = resolve(data, n_images, seed)  # data_id: a user's folder by content (vlmflow.data.resolver)
@@ -56,7 +56,7 @@ def stored_localization(folder, *, model: str = "toy", device: str = "cpu", dtyp
     settings = provenance(
         model, resolved.data_id, seed=seed,
         scenes=sample.root.name if data in TOY_SPLITS else None,  # the scene settings (load_sample)
-        question=question, max_new_tokens=int(max_new_tokens), device=device, dtype=str(dtype),
+        question=question, max_new_tokens=int(max_new_tokens), device=device, dtype=dtype_key(dtype),
         tolerances=[float(t) for t in tolerances], unit=unit, heads=heads if isinstance(heads, str) else list(heads),
         row=row, instances=instances, toy_match=toy_match, band_width=band_width, judge=the_judge.provenance(),
         **({} if knockout else {"knockout": False}))  # absent when on: the keys stored before the option stay valid

@@ -227,7 +227,7 @@ def stored_evaluate(folder, variants: Sequence[Variant | str], *, model: str = "
 
     from vlmflow.data.resolver import TOY_SPLITS, resolve
     from vlmflow.localize import dataset_kind
-    from vlmflow.runner import Experiment, progress_bar
+    from vlmflow.runner import Experiment, dtype_key, progress_bar
     from vlmflow.store import provenance
 
     variants = [v if isinstance(v, Variant) else Variant.parse(v) for v in variants]
@@ -241,7 +241,7 @@ def stored_evaluate(folder, variants: Sequence[Variant | str], *, model: str = "
                           scenes=sample.root.name if data in TOY_SPLITS else None,  # the scene settings (load_sample)
                           kinds=list(kinds) if toy else ["pope-adversarial"], select=select,
                           describe_tokens=int(describe_tokens), max_new_tokens=int(max_new_tokens), device=device,
-                          dtype=str(dtype))
+                          dtype=dtype_key(dtype))
     exp = Experiment(folder, settings, kind="reprompt", model=model, device=device, dtype=dtype)
     todo = exp.missing((item, str(item.image_id), [v.name for v in variants]) for item in items)
     by_name = {v.name: v for v in variants}
