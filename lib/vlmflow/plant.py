@@ -43,6 +43,31 @@ class Plant:
     def spec_ids(self) -> list[str]:
         return [k.spec_id for k in self.knockouts]
 
+    def unblocked(self, knockout: Knockout, n_layers: int) -> tuple[Knockout, ...]:
+        """The part of ``knockout`` that this plant does not block already: per target role of ``knockout``, the
+        layers in which no planted knockout (whole roles, covering ``knockout``'s source) blocks that role. Run
+        under the plant, ``knockout`` and its unblocked part block the same attention, so they give the same output
+        (the planted-models notebook checks this for top-K). Empty when the plant blocks all of it."""
+        from vlmflow.roles import GROUPS
+
+        free_layers: dict[tuple[int, ...], set[str]] = {}
+        for role in sorted(knockout.target_roles):
+            blocked: set[int] = set()
+            for p in self.knockouts:
+                if not p.by_position and knockout.source_roles <= p.source_roles and role in p.target_roles:
+                    blocked.update(p.layer_indices(n_layers))
+            free = tuple(i for i in knockout.layer_indices(n_layers) if i not in blocked)
+            if free:
+                free_layers.setdefault(free, set()).add(role)
+        out = []
+        for free, roles in free_layers.items():
+            groups = [g for g in ("text", "generated") if set(GROUPS.get(g, (g,))) <= roles]
+            covered = {r for g in groups for r in GROUPS.get(g, (g,))}
+            target = tuple(groups) + tuple(sorted(roles - covered))
+            out.append(Knockout(knockout.source, target, None if len(free) == n_layers else free,
+                                knockout.source_positions, knockout.source_frames))
+        return tuple(out)
+
     def to_dict(self) -> dict:
         return {"knockouts": self.spec_ids, "description": self.description,
                 "training_probability": self.probability}

@@ -87,10 +87,12 @@ def window(n_layers: int) -> list[SweepConfig]:
     return out
 
 
-def topk(n_layers: int) -> list[SweepConfig]:
+def topk(n_layers: int, percents=TOPK_PERCENTS, selections=TOPK_SELECTIONS) -> list[SweepConfig]:
+    """The top-K configurations for each of ``selections`` and K in ``percents`` (a notebook may ask for a subset;
+    an unknown rule or K is refused by ``ImageSelection``)."""
     out = []
-    for by in TOPK_SELECTIONS:
-        for k in TOPK_PERCENTS:
+    for by in selections:
+        for k in percents:
             out.append(SweepConfig((Knockout("image", ("text", "generated")),), keep=ImageSelection(k, by),
                                    labels=(("family", "topk"), ("ko_type", "img->txt+gen"), ("k_percent", float(k)),
                                            ("select", by))))

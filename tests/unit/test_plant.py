@@ -101,6 +101,31 @@ def test_a_planted_folder_runs_its_plant_by_default(tiny, tmp_path):
                        bare.forward(batch, knockout=explicit + [extra]).logits)
 
 
+@pytest.mark.parametrize("name", ["window", "compress"])
+def test_a_knockout_and_the_part_its_plant_leaves_unblocked_run_the_same(tiny, tmp_path, name):
+    """``Plant.unblocked``: the part of a top-K-like knockout (some image tokens hidden from text and generated rows in
+    every layer) that the plant does not block already is exactly the layers / rows the plant leaves readable, and
+    under the plant the two give the same generation (the planted-models notebook's top-K check rests on this)."""
+    import vlmflow as vf
+
+    vlm = vf.load(str(_planted_folder(tiny, tmp_path, name)), dtype="float32")
+    L = vlm.num_layers
+    images = [make_scene(0, "test", i, SCENES).image for i in range(2)]
+    image_pos = vlm.prepare(images[:1], "describe the image").roles.positions("image", 0).tolist()
+    ko = Knockout("image", ("text", "generated"), source_positions=image_pos[1::2])
+    part = PLANTS[name].unblocked(ko, L)
+    expected = {"window": [f"image[{','.join(map(str, image_pos[1::2]))}]:generated+text@1"],
+                "compress": [f"image[{','.join(map(str, image_pos[1::2]))}]:text@all"]}[name]
+    assert [k.spec_id for k in part] == expected
+    gen = vlm.generate(images, knockout=ko, return_logits=True, max_new_tokens=6)
+    ref = vlm.generate(images, knockout=list(part), return_logits=True, max_new_tokens=6)
+    assert all(torch.equal(a.logits, b.logits) for a, b in zip(gen, ref))
+    plain = vlm.generate(images, return_logits=True, max_new_tokens=6)  # the part is not a no-op: the check can fail
+    assert not all(torch.equal(a.logits[:1], b.logits[:1]) for a, b in zip(gen, plain))
+    assert PLANTS[name].unblocked(Knockout("image", "generated"), L) == (() if name == "compress" else
+                                                                          (Knockout("image", "generated", (1,)),))
+
+
 def test_the_fingerprint_names_the_plant(tiny, tmp_path):
     import vlmflow as vf
     from vlmflow.store import weights_fingerprint
