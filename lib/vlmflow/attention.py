@@ -126,18 +126,41 @@ def per_row_knockouts(knockouts, batch_size: int) -> list[list["Knockout"]]:
     return rows
 
 
-def compile_knockouts(knockouts, batch_size: int, n_layers: int, roles: "TokenRoles | None" = None
-                      ) -> KnockoutPlan | None:
+def compile_knockouts(knockouts, batch_size: int, n_layers: int, roles: "TokenRoles | None" = None, *,
+                      layer_roles: "Sequence[TokenRoles] | None" = None) -> KnockoutPlan | None:
     """Specs (see ``per_row_knockouts``) -> a KnockoutPlan, or None when nothing is blocked anywhere.
 
     Role-only specs fill the role-pair tables; specs with ``source_positions`` or ``source_frames`` become position
     terms, which need
-    ``roles`` (the batch's left-padded layout) to place each row's prompt positions."""
-    import torch
+    ``roles`` (the batch's left-padded layout) to place each row's prompt positions.
 
+    layer_roles: one TokenRoles per decoder layer, for a KV cache that holds other prompt positions in each layer
+    (re-prompting's compressed cache, ``vlmflow.reprompt``): layer l's prompt keys have the roles
+    ``layer_roles[l]``. Each layer's role-pair table is then resolved against its own roles into position terms
+    over the prompt columns (exact whatever the layers hold); the table keeps only the ``generated`` source column,
+    the keys past the prompt, which every layer shares. ``roles`` gives the rows' own roles (the query rows of the
+    continuation and the generated tail) and must have the layers' shape. Specs naming source positions or frames
+    are refused there (a compressed cache renumbers the prompt's positions per layer)."""
     rows = per_row_knockouts(knockouts, batch_size)
     if not any(rows):
         return None
+    if layer_roles is None:
+        pair, term_list = _compile_rows(rows, batch_size, n_layers, roles)
+    else:
+        pair, term_list = _compile_per_layer(rows, batch_size, n_layers, roles, layer_roles)
+    if roles is not None:
+        check_rows_keep_a_key(pair, term_list, roles, rows)
+        if layer_roles is None:  # a per-layer cache is derived: a spec that blocks nothing there is expected
+            warn_inert(rows, roles)
+    plan = KnockoutPlan(pair, term_list)
+    return None if plan.empty else plan
+
+
+def _compile_rows(rows: "list[list[Knockout]]", batch_size: int, n_layers: int, roles: "TokenRoles | None"
+                  ) -> "tuple[torch.Tensor, list[tuple[torch.Tensor, torch.Tensor]]]":
+    """(role-pair tables BoolTensor[B, L, n_roles, n_roles], position terms) of per-row specs on one layout."""
+    import torch
+
     pair = torch.zeros(batch_size, n_layers, N_ROLES, N_ROLES, dtype=torch.bool)
     terms: dict[tuple[bool, ...], torch.Tensor] = {}  # target role mask -> columns BoolTensor[B, L, P]
     for b, specs in enumerate(rows):
@@ -163,12 +186,48 @@ def compile_knockouts(knockouts, batch_size: int, n_layers: int, roles: "TokenRo
             row = torch.zeros(roles.prompt_length, dtype=torch.bool)
             row[n_pad:] = torch.tensor(cols)
             terms[tgt][b, layers] |= row
-    term_list = [(torch.tensor(t), c) for t, c in terms.items()]
-    if roles is not None:
-        check_rows_keep_a_key(pair, term_list, roles, rows)
-        warn_inert(rows, roles)
-    plan = KnockoutPlan(pair, term_list)
-    return None if plan.empty else plan
+    return pair, [(torch.tensor(t), c) for t, c in terms.items()]
+
+
+def _compile_per_layer(rows: "list[list[Knockout]]", batch_size: int, n_layers: int, roles: "TokenRoles | None",
+                       layer_roles: "Sequence[TokenRoles]"
+                       ) -> "tuple[torch.Tensor, list[tuple[torch.Tensor, torch.Tensor]]]":
+    """``compile_knockouts`` with per-layer prompt roles: every prompt-column block as a position term."""
+    import torch
+
+    if roles is None or len(layer_roles) != n_layers:
+        raise VlmflowError(f"per-layer roles: need the rows' roles and one TokenRoles per decoder layer "
+                           f"({n_layers}), got {'no roles' if roles is None else len(layer_roles)}")
+    for ko in (k for specs in rows for k in specs if k.by_position):
+        raise VlmflowError(f"knockout {ko.spec_id} names source positions or frames: with per-layer roles (a "
+                           f"compressed cache) the prompt positions are renumbered per layer; use a role-only knockout")
+    P = roles.prompt_length
+    for layer, lr in enumerate(layer_roles):
+        if tuple(lr.ids.shape) != tuple(roles.ids.shape) or lr.prompt_length != P:
+            raise VlmflowError(f"per-layer roles: layer {layer} has shape {tuple(lr.ids.shape)} (prompt length "
+                               f"{lr.prompt_length}), the rows' roles {tuple(roles.ids.shape)} ({P})")
+    pair = torch.zeros(batch_size, n_layers, N_ROLES, N_ROLES, dtype=torch.bool)
+    terms: dict[tuple[bool, ...], torch.Tensor] = {}  # target role mask -> columns BoolTensor[B, L, P]
+
+    def add(target: "torch.Tensor", cols: "torch.Tensor", layer: int) -> None:  # cols: BoolTensor[B, P]
+        key = tuple(target.tolist())
+        if key not in terms:
+            terms[key] = torch.zeros(batch_size, n_layers, P, dtype=torch.bool)
+        terms[key][:, layer] |= cols
+
+    tables, _ = _compile_rows(rows, batch_size, n_layers, roles)  # role-only: the same tables for any layout
+    for layer, lr in enumerate(layer_roles):
+        table = tables[:, layer]  # [B, n_roles (target), n_roles (source)]
+        pair[:, layer, :, GENERATED] = table[:, :, GENERATED]  # keys past the prompt: the same in every layer
+        ids = lr.ids[:, :P].cpu().long()
+        cols_of = table.gather(2, ids[:, None, :].expand(batch_size, N_ROLES, P))  # [B, target role, P]
+        for t in range(N_ROLES):  # target roles with the same blocked columns share one term
+            if not bool(cols_of[:, t].any()):
+                continue
+            same = torch.tensor([bool(torch.equal(cols_of[:, u], cols_of[:, t])) for u in range(N_ROLES)])
+            if int(same.nonzero()[0]) == t:
+                add(same, cols_of[:, t], layer)
+    return pair, [(torch.tensor(t), c) for t, c in terms.items()]
 
 
 def _row_frames(roles: "TokenRoles", row: int, n_pad: int) -> list[int]:
@@ -526,12 +585,16 @@ def attention_forward(module, query, key, value, attention_mask, dropout: float 
 
 @contextmanager
 def active(roles: "TokenRoles", knockouts=None, record: "Record | None" = None, *,
-           n_layers: int) -> Iterator[ForwardState]:
+           n_layers: int, layer_roles: "Sequence[TokenRoles] | None" = None) -> Iterator[ForwardState]:
     """Run the forwards inside the block with ``roles`` (one row per batch row), ``knockouts`` (see
     ``per_row_knockouts``) and ``record``. Yields the ForwardState; ``state.recorder.result(row)`` after the block.
+    ``layer_roles``: the prompt keys' roles per decoder layer when a per-layer cache holds other positions in each
+    layer (see ``compile_knockouts``).
 
     The model's language model must use the ``"vlmflow"`` attention (``VLM`` sets it)."""
-    plan = compile_knockouts(knockouts, roles.batch_size, n_layers, roles)
+    if layer_roles is not None and record is not None:
+        raise VlmflowError("recording with per-layer roles is not supported: a record needs one layout")
+    plan = compile_knockouts(knockouts, roles.batch_size, n_layers, roles, layer_roles=layer_roles)
     recorder = Recorder(record, roles, n_layers) if record is not None else None
     state = ForwardState(roles, plan, recorder)
     token = _STATE.set(state)

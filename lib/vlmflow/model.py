@@ -431,13 +431,15 @@ class VLM:
         """The planted knockouts applied on every run (empty without a plant)."""
         return self.plant.knockouts if self.plant is not None else ()
 
-    def active(self, roles: "TokenRoles", knockout=None, record: "Record | None" = None):
+    def active(self, roles: "TokenRoles", knockout=None, record: "Record | None" = None, *, layer_roles=None):
         """``vlmflow.attention.active`` for this model: the caller's ``knockout`` plus the planted ones, on every
-        row. Every forward of the library runs inside it (generate, forward, prefill, the sweep engine)."""
+        row. Every forward of the library runs inside it (generate, forward, prefill, the sweep engine, the answer
+        turn of re-prompting, which passes ``layer_roles`` for its per-layer compressed cache)."""
         from vlmflow.attention import active
         from vlmflow.plant import with_plant
 
-        return active(roles, with_plant(knockout, self.planted, roles.batch_size), record, n_layers=self.num_layers)
+        return active(roles, with_plant(knockout, self.planted, roles.batch_size), record, n_layers=self.num_layers,
+                      layer_roles=layer_roles)
 
     @property
     def num_layers(self) -> int:

@@ -156,14 +156,16 @@ class TokenRoles:
         return f"TokenRoles(batch={self.batch_size}, prompt_length={self.prompt_length})"
 
 
-def _segment_token_roles(tokenizer, segments: Sequence[tuple[str, str]]) -> tuple[list[int], list[int]]:
+def segment_token_roles(tokenizer, segments: Sequence[tuple[str, str]], *, add_special_tokens: bool = True
+                        ) -> tuple[list[int], list[int]]:
     """Tokenize the unexpanded prompt and give each token the role of the segment holding its first character.
 
-    Returns (token ids, role ids). A special token with empty offsets at the start that equals ``bos_token_id`` is
+    Returns (token ids, role ids). ``add_special_tokens=False`` labels text appended after a prompt (re-prompting's
+    question turn) without the tokenizer's BOS. A special token with empty offsets at the start that equals ``bos_token_id`` is
     ``bos``; any other token with empty offsets takes the role of the token before it (or after it, at the start).
     """
     text = "".join(t for _, t in segments)
-    enc = tokenizer(text, return_offsets_mapping=True)
+    enc = tokenizer(text, return_offsets_mapping=True, add_special_tokens=add_special_tokens)
     ids: list[int] = list(enc["input_ids"])
     offsets = enc["offset_mapping"]
     # segment index of every character
@@ -224,7 +226,7 @@ def roles_from_segments(
         if n_pad and bool(valid[:n_pad].any()):
             raise RoleAlignmentError(f"row {b}: padding is not on the left (set tokenizer.padding_side='left')")
         row = input_ids[b, n_pad:].tolist()
-        seg_ids, seg_roles = _segment_token_roles(tokenizer, segments_per_row[b])
+        seg_ids, seg_roles = segment_token_roles(tokenizer, segments_per_row[b])
         img = [i for i, r in enumerate(seg_roles) if r == IMAGE]
         if not img:
             raise NoImageTokensError(

@@ -165,15 +165,31 @@ def test_presets_and_broken_plant_files(tmp_path):
     assert read_plant(tmp_path / "absent") is None
 
 
-def test_reprompting_refuses_a_planted_model(tiny, tmp_path):
-    """Re-prompting answers on a compressed cache outside the attention state: a plant could not apply there, so a
-    planted model is refused instead of silently answering with its bare weights."""
-    import vlmflow as vf
-    from vlmflow.reprompt import RepromptError, describe
+def test_reprompting_a_planted_folder_runs_its_plant(tiny, tmp_path):
+    """``vf.load`` of a planted folder re-prompts under its plant in the answer turn too (the oracles are in
+    tests/unit/test_reprompt_plant.py): its answer equals the bare weights' answer turn under the explicit plant,
+    and ``plant=False`` re-prompts the bare weights, which answer otherwise."""
+    import dataclasses
 
-    vlm = vf.load(str(_planted_folder(tiny, tmp_path)))
-    with pytest.raises(RepromptError, match="planted knockouts"):
-        describe(vlm, make_scene(0, "test", 0, SCENES).image, max_new_tokens=2)
+    import vlmflow as vf
+    from vlmflow.model import wrap
+    from vlmflow.reprompt import answer, compress, describe
+
+    folder = _planted_folder(tiny, tmp_path, "compress")
+    planted, bare = vf.load(str(folder), dtype="float32"), vf.load(str(folder), dtype="float32", plant=False)
+    image = make_scene(0, "test", 0, SCENES).image
+    run = describe(planted, image, max_new_tokens=2)
+    ctx = compress(run, "context")
+    got = answer(ctx, "how many objects ?", max_new_tokens=3)
+    explicit = wrap(bare.model, bare.processor, plant=Plant(PLANTS["compress"].knockouts))
+    ref = answer(dataclasses.replace(ctx, run=dataclasses.replace(run, vlm=explicit)), "how many objects ?",
+                 max_new_tokens=3)
+    assert torch.equal(got.token_logits, ref.token_logits)
+    off = answer(compress(describe(bare, image, max_new_tokens=2), "context"), "how many objects ?",
+                 max_new_tokens=3)
+    n = min(len(off.token_logits), len(got.token_logits))
+    assert n >= 2  # compress blocks only the answer rows: the steps after the first tell the two apart
+    assert not torch.allclose(off.token_logits[:n], got.token_logits[:n], atol=1e-4)
 
 
 @pytest.mark.parametrize("name", ["window", "compress"])

@@ -42,6 +42,20 @@ Templates (``turn=`` of :func:`compress`; decided here, documented for the book)
         ``"query"`` (K = 0) is then the template text alone, without any image token.
 Answers are greedy, up to ``max_new_tokens`` (8).
 
+Roles in the answer turn (what a planted model's plant blocks there): :func:`answer` decodes inside ``VLM.active``,
+the entry every forward of the library takes, so a planted model (``vlmflow.plant``) runs its plant in the answer
+turn too, through the one registered attention function (without a plant the block adds nothing: plain sdpa). The
+keys are, per layer, the kept positions with their describe-prompt roles (``image`` for the kept image tokens, the
+prompt's text roles for the kept text), then the question's tokens, then the answer's. The question is the user's
+new turn: the two-turn template's text before ``{question}`` is ``user``, the question's words ``query``, the text
+after them ``assistant`` (:func:`question_tokens`: the roles the adapters give a first turn); the single-turn tail
+keeps the roles the processor's plain prompt gives it (``query``, ``assistant``). The answer's tokens are
+``generated``. So under ``toy:compress`` (``image:generated@all``) the question's text rows still read the kept
+image tokens and the answer's rows never do; under ``toy:window`` (``image:generated+text@0-2,5-7``) neither reads
+them outside layers 3-4. Each layer keeps its own image tokens, so the plant is resolved against each layer's own
+roles (:func:`answer_roles`, ``vlmflow.attention.compile_knockouts(layer_roles=)``): exact whatever a layer holds.
+The describe run's ``knockout=`` applies to the describe run and its cache only, not to the answer turn.
+
 Baselines (:func:`evaluate`): ``"full"`` = the ordinary single-turn prompt with the whole image and the question
 (Table 1's "full image"); ``"describe-llm"`` = a text LLM answers from the description through the LLM judge's
 OpenAI-compatible client (:class:`DescriptionLLM`); on the toy world :func:`exact_reader_answer` reads the
@@ -63,12 +77,14 @@ from vlmflow.reprompt.context import (
     DescribeRun,
     RepromptError,
     answer,
+    answer_roles,
     compress,
     describe,
     full_answer,
     middle_band,
     n_keep,
     question_ids,
+    question_tokens,
     rank_image_tokens,
     single_turn_ids,
     template_for,
@@ -86,7 +102,8 @@ from vlmflow.reprompt.table import (
 )
 
 __all__ = ["Answer", "CONTEXTS", "Context", "DescribeRun", "DescriptionLLM", "Item", "K_PERCENTS", "LLM_NAME",
-           "READER_NAME", "RepromptError", "SELECTIONS", "TURNS", "Variant", "answer", "compress", "describe",
-           "evaluate", "exact_reader_answer", "full_answer", "middle_band", "n_keep", "pope_items", "question_ids",
-           "rank_image_tokens", "single_turn_ids", "stored_evaluate", "score_table", "table1_variants", "template_for", "toy_items"]
+           "READER_NAME", "RepromptError", "SELECTIONS", "TURNS", "Variant", "answer", "answer_roles", "compress",
+           "describe", "evaluate", "exact_reader_answer", "full_answer", "middle_band", "n_keep", "pope_items",
+           "question_ids", "question_tokens", "rank_image_tokens", "single_turn_ids", "stored_evaluate", "score_table",
+           "table1_variants", "template_for", "toy_items"]
 

@@ -91,11 +91,6 @@ def describe(vlm: "VLM", image, question: str = "describe the image", max_new_to
     gives text positions that never saw the image (a context with no image information at all when K = 0)."""
     from vlmflow.record import Record
 
-    if getattr(vlm, "planted", ()):
-        # answer() continues a per-layer compressed cache outside the attention state, where a plant cannot apply
-        raise RepromptError(f"model {vlm.name} carries planted knockouts ({' & '.join(k.spec_id for k in vlm.planted)})"
-                            f": re-prompting cannot apply them to the answer turn, so its answers would come from the "
-                            f"bare weights; load it with plant=False to re-prompt the bare weights deliberately")
     batch = vlm.prepare(image, question)
     if len(batch) != 1:
         raise RepromptError("describe() takes one image")
@@ -204,6 +199,7 @@ class Answer:
     context_tokens: int
     first_logits: "torch.Tensor | None" = None  # [vocab] logits of the first answer token
     step_logits: "torch.Tensor | None" = None  # [n_question_tokens, vocab] logits over the appended question
+    token_logits: "torch.Tensor | None" = None  # [steps, vocab] logits of every decoding step (row 0 = first_logits)
 
 
 def template_for(vlm: "VLM") -> str:
@@ -215,14 +211,26 @@ def template_for(vlm: "VLM") -> str:
 
 
 def question_ids(vlm: "VLM", question: str, template: str | None = None) -> list[int]:
+    return question_tokens(vlm, question, template)[0]
+
+
+def question_tokens(vlm: "VLM", question: str, template: str | None = None) -> tuple[list[int], list[int]]:
+    """(token ids, role ids) of the two-turn question: the template's text before ``{question}`` is ``user``, the
+    question ``query``, the text after it ``assistant`` (the roles the adapters give a first turn's template and
+    words; see the module docstring: Roles in the answer turn)."""
     from vlmflow.model import check_question
+    from vlmflow.roles import segment_token_roles
 
     check_question(question)
-    text = (template or template_for(vlm)).format(question=question)
-    ids = vlm.tokenizer(text, add_special_tokens=False)["input_ids"]
+    template = template or template_for(vlm)
+    parts = template.split("{question}")
+    if len(parts) != 2:
+        raise RepromptError(f"the question template {template!r} must hold '{{question}}' exactly once")
+    segments = [("user", parts[0]), ("query", question), ("assistant", parts[1])]
+    ids, roles = segment_token_roles(vlm.tokenizer, segments, add_special_tokens=False)
     if not ids:
         raise RepromptError(f"the question template gave no tokens for {question!r}")
-    return list(ids)
+    return list(ids), list(roles)
 
 
 def single_turn_ids(run: DescribeRun, question: str) -> tuple[list[int], int]:
@@ -230,6 +238,12 @@ def single_turn_ids(run: DescribeRun, question: str) -> tuple[list[int], int]:
     ``question`` (the model's processor, same image) from its first ``query`` position on, and the position id that
     tail has in that prompt. Raises when the plain prompt does not share the describe prompt's positions before the
     query (then the cached KV would not be that prompt's)."""
+    ids, pos, _ = _single_turn(run, question)
+    return ids, pos
+
+
+def _single_turn(run: DescribeRun, question: str) -> tuple[list[int], int, list[int]]:
+    """``single_turn_ids`` and the plain prompt's roles of that tail."""
     if run.image is None:
         raise RepromptError("turn='single' needs the described image (DescribeRun.image); use describe()")
     plain = run.vlm.prepare(run.image, question)
@@ -239,12 +253,36 @@ def single_turn_ids(run: DescribeRun, question: str) -> tuple[list[int], int]:
     if not len(q) or int(q[0]) != start or ids[:start] != run.batch.inputs["input_ids"][0, :start].tolist():
         raise RepromptError(f"the single-turn prompt of {question!r} does not share the describe prompt's first "
                             f"{start} positions; turn='single' needs an identical prefix up to the user's words")
-    return ids[start:], run.next_position - run.prompt_length + start
+    return ids[start:], run.next_position - run.prompt_length + start, plain.roles.ids[0, start:].tolist()
+
+
+def answer_roles(ctx: Context, question_roles: Sequence[int]):
+    """(the rows' TokenRoles, one TokenRoles per decoder layer) of the answer turn's keys: layer l's kept positions
+    with their describe-prompt roles (and frames), then the question's roles; positions past them are
+    ``generated``. The rows' roles are layer 0's (the question rows and the generated tail are the same in every
+    layer); ``VLM.active(..., layer_roles=)`` resolves the plant per layer against the layers' own roles."""
+    import torch
+
+    from vlmflow.roles import TokenRoles
+
+    prompt = ctx.run.batch.roles
+    kept = ctx.kept.cpu()
+    q = torch.tensor(list(question_roles), dtype=torch.long)
+    n = ctx.n_tokens + len(q)
+    ids = torch.cat([prompt.ids[0].cpu()[kept], q.expand(len(kept), len(q))], 1)  # [L, C + n_q]
+    frames = None
+    if prompt.frames is not None:
+        frames = torch.cat([prompt.frames[0].cpu()[kept], torch.full((len(kept), len(q)), -1, dtype=torch.long)], 1)
+    layers = [TokenRoles(ids[layer:layer + 1], n, None if frames is None else frames[layer:layer + 1])
+              for layer in range(len(kept))]
+    return layers[0], layers
 
 
 def answer(ctx: Context, question: str, *, template: str | None = None, max_new_tokens: int = 8) -> Answer:
     """Append the question after the compressed context and decode greedily (see the module docstring; the template
-    follows ``ctx.turn``; ``template=`` overrides the two-turn one only)."""
+    follows ``ctx.turn``; ``template=`` overrides the two-turn one only). The decoding runs inside ``VLM.active``
+    with the answer turn's per-layer roles (:func:`answer_roles`), so a planted model's plant applies to the
+    question and answer rows as on every other run of the model (without a plant it is the plain attention)."""
     import torch
 
     run, vlm = ctx.run, ctx.run.vlm
@@ -252,16 +290,19 @@ def answer(ctx: Context, question: str, *, template: str | None = None, max_new_
     if ctx.turn == "single":
         if template is not None:
             raise RepromptError("template= applies to turn='two'; the single-turn tail comes from the processor")
-        ids, pos = single_turn_ids(run, question)
+        ids, pos, q_roles = _single_turn(run, question)
     else:
-        ids, pos = question_ids(vlm, question, template), run.next_position
+        (ids, q_roles), pos = question_tokens(vlm, question, template), run.next_position
+    rows, layers = answer_roles(ctx, q_roles)
+    vlm._check(None, None)  # a plant needs the vlmflow attention
     cache = ctx.cache()
     eos_ids = vlm.eos_ids
     n_ctx = ctx.n_tokens
     feed = torch.tensor([ids], device=device)
     out_ids: list[int] = []
     first = steps = None
-    with torch.no_grad():
+    per_step = []
+    with torch.no_grad(), vlm.active(rows, layer_roles=layers):
         for step in range(max_new_tokens):
             n = feed.shape[1]
             position_ids = vlm.adapter.text_position_ids(pos, n, device=device)
@@ -270,6 +311,7 @@ def answer(ctx: Context, question: str, *, template: str | None = None, max_new_
                                use_cache=True).logits[0].float()
             if step == 0:
                 steps, first = logits.cpu(), logits[-1].cpu()
+            per_step.append(logits[-1].cpu())
             pos += n
             token = int(logits[-1].argmax())
             if token in eos_ids:
@@ -277,7 +319,7 @@ def answer(ctx: Context, question: str, *, template: str | None = None, max_new_
             out_ids.append(token)
             feed = torch.tensor([[token]], device=device)
     text = vlm.tokenizer.decode(out_ids, skip_special_tokens=True).strip()
-    return Answer(text, out_ids, n_ctx, first, steps)
+    return Answer(text, out_ids, n_ctx, first, steps, torch.stack(per_step) if per_step else None)
 
 
 def full_answer(vlm: "VLM", image, question: str, max_new_tokens: int = 8) -> Answer:
