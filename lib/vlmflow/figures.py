@@ -50,6 +50,8 @@ ROLE_COLORS: dict[str, str] = {
 }
 # The paper's three groups: text (every non-image prompt position, T_txt), image, generated.
 GROUP_COLORS: dict[str, str] = {"text": "#5D6D7E", "image": "#0072B2", "generated": "#009E73", "pad": "#DDDDDD"}
+# The image-token rankings of vlmflow.selection (top-K curves: the middle layers, the planted models).
+SELECTION_COLORS: dict[str, str] = {"attention": "#D55E00", "band": "#CC79A7", "norm": "#0072B2", "random": "#555555"}
 
 PAPER_LABEL = "paper"
 UNVERIFIED = "unverified"

@@ -225,11 +225,52 @@ def check_generation_steps(results: Path, model: str) -> None:
     assert pe[(pe.ko_type == "img->gen") & (pe.k == 0)].same.iloc[0] == 1.0
 
 
+def check_planted_models(results: Path, model: str) -> None:
+    """Top-K under a plant: the stored all-layer top-K description equals one generated outside the sweep engine
+    (``VLM.generate`` under the plant, ranked by its own recorded baseline, ``ImageSelection.hide``) with the knockout
+    restricted to what the plant leaves readable. Table 1: the single-turn query context is the template text before
+    the image, the same for every image, so a question asked of several images gets one answer on every model."""
+    import pandas as pd
+
+    import vlmflow as vf
+    from vlmflow.knockout import Knockout
+    from vlmflow.model import toy_model_folder
+    from vlmflow.plant import read_plant
+    from vlmflow.record import Record
+    from vlmflow.selection import ImageSelection
+    from vlmflow.store import load_results
+    from vlmflow.toy.scenes import make_scene
+
+    topk = pd.read_csv(results / "planted_topk.csv")
+    assert ((topk.F1_low <= topk.F1) & (topk.F1 <= topk.F1_high)).all()
+    question, k = "describe the image", float(topk["K %"].min())
+    image = make_scene(0, "test", 0).image
+    for name in SPECS["planted_models"].defaults["planted"]:
+        tag = name.replace(":", "_")
+        vlm, plant = vf.load(name), read_plant(toy_model_folder(name))
+        base = vlm.generate(image, question, record=Record(rows=("last_prompt", "generated")), max_new_tokens=64)
+        pos = vlm.prepare(image, question).roles.positions("image", 0).tolist()
+        sel = ImageSelection(k, "attention")
+        ranking = sel.ranking(vlm.num_layers, len(pos), attention=base.record.image_map.float().mean(0))
+        readable = plant.unblocked(Knockout("image", ("text", "generated")), vlm.num_layers)
+        kos = [h for ko in readable for h in sel.hide(ko, ranking, pos, vlm.num_layers)]
+        rows = load_results(next((results / tag / "topk").glob("sweep-*")))
+        stored = rows[(rows.image == "toy-test-00000") & (rows.family == "topk") & (rows.k_percent == k)
+                      & (rows["select"] == "attention")].text
+        assert len(stored) == 1 and vlm.generate(image, question, knockout=kos, max_new_tokens=64).text == stored.iloc[0]
+        assert (results / tag / f"verdict-table1@{tag}.json").is_file()
+    answers = pd.read_parquet(results / "planted_answers.parquet")
+    single = answers[answers.variant == "query/single"].groupby(["model", "question"])
+    assert (single.image_id.nunique() > 1).any()  # some question was asked of several images: the check can fail
+    assert (single.answer.nunique() == 1).all()
+
+
 CHECKS = {"token_roles": check_token_roles, "fig1_attention_by_role": check_fig1_attention_by_role,
           "toy_world": check_toy_world, "fig3_judge": check_fig3_judge,
           "fig2_knockout_from_layer": check_fig2_knockout_from_layer, "middle_layers": check_middle_layers,
           "query_kinds": check_query_kinds, "visual_complexity": check_visual_complexity,
-          "human_eval": check_human_eval, "generation_steps": check_generation_steps}
+          "human_eval": check_human_eval, "generation_steps": check_generation_steps,
+          "planted_models": check_planted_models}
 
 
 @pytest.mark.book
