@@ -465,6 +465,14 @@ def decide_table1(full: CI, compressed: CI, query_only: CI, *, template: str = "
                             "template": template, "retained": retained})
 
 
+def topk_alone_note(compressed: CI, alone: CI, k: float, template: str) -> str:
+    """A Table 1 verdict's note on what the paper's rows do not show: the top-K image tokens without the query
+    tokens (if they answer as well alone, the query tokens add nothing to the compressed context)."""
+    gain = ("clearly adds to" if clearly_above(compressed, alone) else
+            "clearly lowers" if clearly_below(compressed, alone) else "adds nothing measurable to")
+    return f"Top {k:g}% image tokens alone: ACC {fmt_ci(alone, '.1f', 100)}; the query {gain} them ({template})."
+
+
 def load_verdicts(results_root: str | Path) -> dict[str, dict[str, Any]]:
     """Every ``verdict-<claim>.json`` under ``results_root`` (the book's results folder), by claim; verdicts on other
     models (``verdict-<claim>@<tag>.json``) are left out."""
