@@ -236,6 +236,12 @@ def test_topk_configs_validate_their_knockouts():
         ImageSelection(5, "nope")
     ids = {c.spec_id for c in preset("topk", 8)}
     assert "image:generated+text@all | keep=top5%:attention" in ids and len(ids) == 1 + 4 * 6
+    from vlmflow.presets import topk  # a notebook's subset: exactly the asked rankings and K, in that order
+
+    assert [(c.keep.by, c.keep.k_percent) for c in topk(8, (5, 20), ("random", "attention"))] == [
+        ("random", 5.0), ("random", 20.0), ("attention", 5.0), ("attention", 20.0)]
+    with pytest.raises(SelectionError, match="'nope'"):
+        topk(8, (5,), ("nope",))
 
 
 @pytest.mark.parametrize("arch", ["llava", "qwen2_vl"])
