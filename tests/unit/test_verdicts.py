@@ -103,6 +103,15 @@ def test_table1(full, comp, query, outcome):
     assert "single-turn template" in v.measured
 
 
+@pytest.mark.parametrize("alone, says", [((0.60, 0.55, 0.65), "clearly adds to"),
+                                         ((0.80, 0.70, 0.90), "adds nothing measurable to"),
+                                         ((0.95, 0.92, 0.98), "clearly lowers")])
+def test_table1_note_on_the_top_k_tokens_alone(alone, says):
+    note = V.topk_alone_note(CI(0.81, 0.76, 0.86), CI(*alone), 5, "two-turn template")
+    assert note == (f"Top 5% image tokens alone: ACC {100 * alone[0]:.1f} [{100 * alone[1]:.1f}, {100 * alone[2]:.1f}]; "
+                    f"the query {says} them (two-turn template).")
+
+
 def test_verdict_rejects_unknown_claims_and_outcomes():
     with pytest.raises(V.VerdictError, match="unknown claim 'fig9'"):
         V.Verdict("fig9", V.REPRODUCED, "", "")
