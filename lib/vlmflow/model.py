@@ -431,7 +431,8 @@ class VLM:
         """The planted knockouts applied on every run (empty without a plant)."""
         return self.plant.knockouts if self.plant is not None else ()
 
-    def active(self, roles: "TokenRoles", knockout=None, record: "Record | None" = None, *, layer_roles=None):
+    def active(self, roles: "TokenRoles", knockout=None, record: "Record | None" = None, *,
+               layer_roles: "Sequence[TokenRoles] | None" = None):
         """``vlmflow.attention.active`` for this model: the caller's ``knockout`` plus the planted ones, on every
         row. Every forward of the library runs inside it (generate, forward, prefill, the sweep engine, the answer
         turn of re-prompting, which passes ``layer_roles`` for its per-layer compressed cache)."""

@@ -160,9 +160,9 @@ def segment_token_roles(tokenizer, segments: Sequence[tuple[str, str]], *, add_s
                         ) -> tuple[list[int], list[int]]:
     """Tokenize the unexpanded prompt and give each token the role of the segment holding its first character.
 
-    Returns (token ids, role ids). ``add_special_tokens=False`` labels text appended after a prompt (re-prompting's
-    question turn) without the tokenizer's BOS. A special token with empty offsets at the start that equals ``bos_token_id`` is
+    Returns (token ids, role ids). A special token with empty offsets at the start that equals ``bos_token_id`` is
     ``bos``; any other token with empty offsets takes the role of the token before it (or after it, at the start).
+    ``add_special_tokens=False`` labels text appended after a prompt (re-prompting's question turn) without a BOS.
     """
     text = "".join(t for _, t in segments)
     enc = tokenizer(text, return_offsets_mapping=True, add_special_tokens=add_special_tokens)

@@ -86,10 +86,11 @@ def _oracle(run, bare, a: R.Answer, plant: Knockout, mask_hidden=()):
     return logits[P:P + n], logits[P + n - 1:]  # over the question; at each decoding step
 
 
-def test_question_roles_are_template_query_template():
-    vlm = wrap(*build("llava"))
+def test_question_roles_are_template_query_template(models):
+    vlm, _ = models
     ids, roles = R.question_tokens(vlm, QUESTION)
-    assert ids == R.question_ids(vlm, QUESTION) and len(ids) == len(roles)
+    text = R.template_for(vlm).format(question=QUESTION)
+    assert ids == vlm.tokenizer(text, add_special_tokens=False)["input_ids"] and len(ids) == len(roles)
     assert roles == sorted(roles) and {USER, QUERY, ASSISTANT} == set(roles)  # user tag, the words, assistant tag
     assert vlm.tokenizer.decode([i for i, r in zip(ids, roles) if r == QUERY]).strip() == QUESTION
     with pytest.raises(R.RepromptError, match="exactly once"):
@@ -211,3 +212,19 @@ def test_describe_and_full_answer_of_a_planted_model_run_its_plant(models, runs)
     full = R.full_answer(vlm, _image(), QUESTION, max_new_tokens=2)
     oracle = bare.generate(_image(), QUESTION, knockout=ko, max_new_tokens=2, return_logits=True)
     assert torch.equal(full.first_logits, oracle.logits[0].float())
+
+
+def test_without_a_plant_the_answer_turn_is_bit_identical_to_plain_attention(models, monkeypatch):
+    """The answer turn's ``VLM.active`` block adds nothing to a model without a plant: the same bits as decoding
+    with no attention state at all (transformers' sdpa, as before re-prompting ran the plant)."""
+    import contextlib
+
+    from vlmflow.model import VLM
+
+    bare, _ = models
+    ctx = R.compress(R.describe(bare, _image(seed=3), max_new_tokens=2), "query+topk", k_percent=25)
+    a = R.answer(ctx, QUESTION, max_new_tokens=3)
+    monkeypatch.setattr(VLM, "active", lambda self, *args, **kwargs: contextlib.nullcontext())
+    b = R.answer(ctx, QUESTION, max_new_tokens=3)
+    assert a.token_ids == b.token_ids and torch.equal(a.token_logits, b.token_logits)
+    assert torch.equal(a.step_logits, b.step_logits)

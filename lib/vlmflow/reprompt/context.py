@@ -211,6 +211,7 @@ def template_for(vlm: "VLM") -> str:
 
 
 def question_ids(vlm: "VLM", question: str, template: str | None = None) -> list[int]:
+    """The two-turn question's token ids (:func:`question_tokens` without the roles)."""
     return question_tokens(vlm, question, template)[0]
 
 
