@@ -25,6 +25,14 @@ def random_image(seed: int, h: int = 40, w: int = 30):
     return np.random.RandomState(seed).rand(h, w, 3)
 
 
+def random_pil_image(size: int = 32, seed: int = 0):
+    """A seeded RGB PIL image (size x size) of uniform noise: the re-prompting tests' input."""
+    import numpy as np
+    from PIL import Image
+
+    return Image.fromarray((np.random.default_rng(seed).random((size, size, 3)) * 255).astype("uint8"))
+
+
 def role_names(roles, length: int) -> list[str]:
     """Role name per position of row 0 for a sequence of ``length`` (positions past the prompt are generated)."""
     names = roles.names(0)

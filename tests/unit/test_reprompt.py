@@ -12,21 +12,16 @@
 """
 from __future__ import annotations
 
-import numpy as np
 import pytest
 import torch
-from PIL import Image
 
+from tests.oracles import random_pil_image as _image
 from tests.tiny import build
 from vlmflow import reprompt as R
 from vlmflow.knockout import Knockout
 from vlmflow.model import wrap
 
 QUESTION = "is there a red circle ?"
-
-
-def _image(size=32, seed=0):
-    return Image.fromarray((np.random.default_rng(seed).random((size, size, 3)) * 255).astype("uint8"))
 
 
 @pytest.fixture(scope="module")

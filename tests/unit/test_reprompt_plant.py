@@ -18,11 +18,10 @@ from __future__ import annotations
 
 import dataclasses
 
-import numpy as np
 import pytest
 import torch
-from PIL import Image
 
+from tests.oracles import random_pil_image as _image
 from tests.tiny import build
 from vlmflow import reprompt as R
 from vlmflow.attention import ForwardState, _causal, active, compile_knockouts
@@ -38,10 +37,6 @@ PLANTS = {
     "layered": Knockout("image", ("text", "generated"), layers=(0, 1)),  # like toy:window: blind in layers 0-1
     "text_blind": Knockout("image", ("text", "generated")),  # no text or answer token reads the image anywhere
 }
-
-
-def _image(size=32, seed=0):
-    return Image.fromarray((np.random.default_rng(seed).random((size, size, 3)) * 255).astype("uint8"))
 
 
 @pytest.fixture(scope="module")

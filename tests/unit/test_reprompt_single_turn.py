@@ -10,11 +10,10 @@ forwards of the ordinary single-turn prompt ``<system> USER: <image>\\n{question
 """
 from __future__ import annotations
 
-import numpy as np
 import pytest
 import torch
-from PIL import Image
 
+from tests.oracles import random_pil_image as _image
 from tests.tiny import build
 from vlmflow import reprompt as R
 from vlmflow.knockout import Knockout
@@ -22,10 +21,6 @@ from vlmflow.model import wrap
 
 QUESTION = "is there a red circle ?"
 TAIL = ("query", "assistant")  # the roles of the question's rows in the plain single-turn prompt
-
-
-def _image(size=32, seed=0):
-    return Image.fromarray((np.random.default_rng(seed).random((size, size, 3)) * 255).astype("uint8"))
 
 
 @pytest.fixture(scope="module")
