@@ -115,3 +115,16 @@ def extend(inputs, tokens):
         tt = inputs["mm_token_type_ids"]
         out["mm_token_type_ids"] = torch.cat([tt, torch.zeros(B, k, dtype=tt.dtype, device=tt.device)], 1)
     return out
+
+
+def train_losses(model, loss_fn, steps: int = 15, lr: float = 3e-3) -> list[float]:
+    """The loss of each of ``steps`` AdamW steps on ``loss_fn()`` (a fixed batch): the overfit checks' loop."""
+    opt = torch.optim.AdamW(model.parameters(), lr=lr)
+    losses = []
+    for _ in range(steps):
+        loss = loss_fn()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    return losses

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from tests.oracles import train_losses
 from vlmflow.toy.architectures import get_arch
 from vlmflow.toy.model import TINY
 from vlmflow.toy.scenes import SceneConfig, make_scene
@@ -157,14 +158,7 @@ def test_a_few_training_steps_reduce_the_loss(built):
     model = copy.deepcopy(model).train()
     batch = make_batch(0, TrainConfig(batch_size=8, model=TINY, scenes=SCENES, arch=arch.name),
                        Batcher(processor, arch, model))
-    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
-    losses = []
-    for _ in range(15):
-        loss = forward_loss(model, batch, share_prefix=True)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        losses.append(loss.item())
+    losses = train_losses(model, lambda: forward_loss(model, batch, share_prefix=True))
     assert losses[-1] < 0.7 * losses[0]
 
 

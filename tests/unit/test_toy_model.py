@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import torch
 
+from tests.oracles import train_losses
 from vlmflow.toy.model import IMAGE_TOKEN, SYSTEM_PROMPT, TINY, build, build_prompt, build_tokenizer
 from vlmflow.toy.questions import QA
 from vlmflow.toy.scenes import SceneConfig, make_scene
@@ -90,14 +91,7 @@ def test_a_few_training_steps_reduce_the_loss():
     cfg = TrainConfig(batch_size=8, model=TINY, scenes=SCENES)
     batch = make_batch(0, cfg, Batcher(proc))
     labels = batch.pop("labels")
-    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
-    losses = []
-    for _ in range(15):
-        loss = per_sample_loss(model(**batch).logits, labels)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        losses.append(loss.item())
+    losses = train_losses(model, lambda: per_sample_loss(model(**batch).logits, labels))
     assert losses[-1] < 0.7 * losses[0]
 
 

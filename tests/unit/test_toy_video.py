@@ -7,6 +7,7 @@ import numpy as np
 import torch
 
 import vlmflow as vf
+from tests.oracles import train_losses
 from vlmflow.toy.architectures import get_arch
 from vlmflow.toy.clips import ClipConfig, make_clip
 from vlmflow.toy.model import TINY
@@ -53,14 +54,7 @@ def test_a_few_steps_on_clips_reduce_the_loss():
     model, processor = _toy()
     model.train()
     batch = make_clip_batch(0, 0, 6, ClipBatcher(model, processor), config=CLIPS)
-    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
-    losses = []
-    for _ in range(15):
-        loss = forward_loss(model, batch, share_prefix=False)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        losses.append(loss.item())
+    losses = train_losses(model, lambda: forward_loss(model, batch, share_prefix=False))
     assert losses[-1] < 0.8 * losses[0]
 
 
