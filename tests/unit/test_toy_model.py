@@ -440,3 +440,39 @@ def test_kind_mix_sets_the_questions_of_a_batch():
         answers[name] = {proc.tokenizer.decode(t[:-1]).strip() for t in targets}
     assert answers["exists"] <= {"yes", "no"} and answers["exists"] == {"yes", "no"}
     assert any(len(a.split()) > 2 for a in answers["default"])  # descriptions
+
+
+def test_targets_by_architecture_and_clip_bar():
+    """The LLaVA toy's bars are 0.9, the other architectures' 0.85, and a clip model must also describe clips at 0.8."""
+    from vlmflow.toy.evaluate import CHANCE, PLANTED_TARGETS, TARGETS, target_status, targets_for
+
+    assert targets_for("llava", planted=False) == TARGETS and targets_for("llava", planted=True) == PLANTED_TARGETS
+    plain = {"describe_f1": 0.87, "exists_acc": 0.86, "count_acc": 0.88, "color_acc": 0.95}
+    for arch, all_met in (("llava", False), ("internvl", True), ("qwen2_vl", True)):
+        res = {"metrics": {"plain": plain}, "chance": CHANCE, "targets": targets_for(arch, planted=False)}
+        assert all(r["met"] for r in target_status(res)) == all_met, arch
+    for f1, met in ((0.79, False), (0.81, True)):
+        res = {"metrics": {"plain": plain}, "chance": CHANCE, "targets": targets_for("qwen2_vl", planted=False),
+               "clips": {"describe_video_f1": f1, "count_at_end_acc": 0.5, "n_clips": 7}}
+        clip_rows = [r for r in target_status(res) if r["check"] == "clips >= target"]
+        assert [(r["metric"], r["bound"], r["met"]) for r in clip_rows] == [("describe_video_f1", 0.8, met)]
+
+
+def test_model_card_reports_clip_metrics_and_the_clip_command(tmp_path):
+    import json
+
+    from vlmflow.toy.architectures import get_arch
+    from vlmflow.toy.evaluate import CHANCE, targets_for, write_model_card
+
+    model, _ = get_arch("qwen2-vl").build(TINY, seed=0)
+    config = {**model.config.to_dict(), "architectures": [type(model).__name__]}  # as save_pretrained writes it
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    plain = {"describe_f1": 0.9, "exists_acc": 0.9, "count_acc": 0.9, "color_acc": 0.9}
+    res = {"metrics": {"plain": plain}, "chance": CHANCE, "targets": targets_for("qwen2_vl", planted=False),
+           "n_scenes": 5, "seed": 3, "knockout": "-", "versions": {},
+           "clips": {"describe_video_f1": 0.7512, "count_at_end_acc": 0.625, "n_clips": 8}}
+    card = write_model_card(tmp_path, res, "vlmflow toy train ...", name="toy:qwen2-vl").read_text()
+    assert "--n 5 --seed 3 --knockout --clips 8 --card" in card
+    assert "description fact F1 0.751" in card and "object count at the end 0.625" in card
+    assert "| clips >= target | describe_video_f1 | 0.751 | 0.800 | **no** |" in card
+    assert "does **not** meet every quality target" in card
