@@ -476,3 +476,18 @@ def test_model_card_reports_clip_metrics_and_the_clip_command(tmp_path):
     assert "description fact F1 0.751" in card and "object count at the end 0.625" in card
     assert "| clips >= target | describe_video_f1 | 0.751 | 0.800 | **no** |" in card
     assert "does **not** meet every quality target" in card
+
+
+def test_toy_train_vision_steps_fix_stage_one_length(monkeypatch, tmp_path):
+    """`--vision-steps N` reaches the trainer as a fixed stage-1 length, and the card states it in steps."""
+    import vlmflow.toy.train as train_module
+    from vlmflow.cli import main
+    from vlmflow.toy.evaluate import _training_lines
+
+    seen = {}
+    monkeypatch.setattr(train_module, "train", lambda cfg, *a, **k: seen.setdefault("cfg", cfg))
+    assert main(["toy", "train", "--arch", "internvl", "--out", str(tmp_path / "m"), "--vision-steps", "2500"]) == 0
+    assert seen["cfg"].vision_steps == 2500 and seen["cfg"].arch == "internvl"
+    train = {"train_config": {"vision_steps": 2500, "vision_minutes": 6.0, "aux_weight": 0.3},
+             "vision_pretraining": {"steps": 2500}}
+    assert "tower + projector alone for 2500 steps" in _training_lines(train)[0]

@@ -62,6 +62,9 @@ def register(subparsers) -> None:
     t.add_argument("--vision-minutes", type=common.nonnegative_float, default=6.0,
                    help="Minutes of stage 1 (token-probe pretraining of the vision tower and projector) before the "
                         "main stage; 0 skips it. Default: 6.")
+    t.add_argument("--vision-steps", type=common.positive_int, default=None,
+                   help="A fixed stage-1 length in steps instead of --vision-minutes: the same stage 1 whatever else "
+                        "runs on the machine (a wall-clock stage 1 on a busy machine gets few steps). Default: none.")
     t.add_argument("--aux-weight", type=common.nonnegative_float, default=0.3,
                    help="The weight of the token-probe loss in the main stage. Default: 0.3.")
     t.add_argument("--hide-until", type=common.fraction, default=0.4,
@@ -266,6 +269,7 @@ def _train(args) -> int:
                                          ("vision_feature_layer", args.vision_feature_layer)) if v is not None}
     cfg = TrainConfig(seed=args.seed, batch_size=args.batch_size, lr=args.lr, steps=args.steps,
                       minutes=args.minutes, threads=args.threads, vision_minutes=args.vision_minutes,
+                      vision_steps=args.vision_steps,
                       aux_weight=args.aux_weight, hide_until=args.hide_until, mimetic=args.mimetic,
                       init=args.init, plant=args.plant, plant_probability=args.plant_probability,
                       **({"kind_mix": args.kind_mix} if args.kind_mix else {}),

@@ -187,8 +187,10 @@ def _history_rows(train: dict) -> list[str]:
 def _training_lines(train: dict) -> tuple[str, str, str]:
     """(stage 1 line, the loss's probe term, stage 2 line) of the card's Training section, from training.json."""
     tc = train.get("train_config", {})
+    stage1_length = (f"{tc['vision_steps']} steps" if tc.get("vision_steps")
+                     else f"{tc.get('vision_minutes')} minutes")
     vision_line = (f"- Stage 1, vision pretraining (the toy analogue of a pretrained CLIP and LLaVA's projector alignment,\n"
-                   f"  `vlmflow.toy.probe`): tower + projector alone for {tc.get('vision_minutes')} minutes, until a token probe scoring\n"
+                   f"  `vlmflow.toy.probe`): tower + projector alone for {stage1_length}, until a token probe scoring\n"
                    f"  every image token {'by cosine ' if tc.get('probe_cosine') else ''}against the LM's word embeddings names the shape, colour and size of the object under\n"
                    f"  it: {train['vision_pretraining']}. The probe is not part of this model.\n"
                    if train.get("vision_pretraining") else "")
