@@ -206,3 +206,34 @@ def test_event_mentions_point_at_each_event_clause_shape_word():
 ])
 def test_clip_answers_are_scored_by_the_objects_named(kind, truth, answer, right):
     assert clip_answer_correct(kind, truth, answer) is right
+
+
+def test_stored_clip_sweep_scores_resumes_and_splits_the_mass_by_frame(tmp_path):
+    """The clip sweep through the one stored path on a tiny toy Qwen2-VL: rows scored by the clip fact F1 of their
+    own text, every frame count with its own frame knockouts, frame masses that add up to the stored video mass,
+    and a second call that reads everything back; an image key outside the data is refused."""
+    from vlmflow.store import load_results
+    from vlmflow.sweep_run import stored_sweep_rows
+    from vlmflow.toy.architectures import get_arch
+    from vlmflow.toy.clips import clip_facts, make_clip, parse_clip, score_clip
+    from vlmflow.toy.model import TINY
+    from vlmflow.video_analysis import stored_clip_sweep
+
+    vlm = vf.wrap(*get_arch("qwen2-vl").build(TINY, seed=0))
+    rows, mass = stored_clip_sweep(tmp_path, vlm=vlm, n_clips=3, max_new_tokens=4, progress=False)
+    assert rows.attrs["computed"] == len(rows) > 0
+    for r in rows.itertuples():
+        clip = make_clip(0, "test", int(r.image[-5:]))
+        assert r.n_frames == len(clip.frames)
+        assert r.f1 == score_clip(clip_facts(clip), parse_clip(r.text)).f1
+    frames = rows[rows.family == "frame"]
+    assert sorted(frames.groupby("image").frame.max() + 1) == sorted(rows.groupby("image").n_frames.first())
+    attention = load_results(rows.attrs["store"], "attention").set_index(["image", "spec_id", "position", "layer"])
+    summed = mass.groupby(["image", "spec_id", "position", "layer"])[["mass", "share"]].sum()
+    np.testing.assert_allclose(summed["mass"], attention.loc[summed.index, "mass_image"], rtol=0, atol=2e-3)
+    np.testing.assert_allclose(summed["share"], attention.loc[summed.index, "share_image"], rtol=0, atol=1e-6)
+    again, _ = stored_clip_sweep(tmp_path, vlm=vlm, n_clips=3, max_new_tokens=4, progress=False)
+    assert again.attrs["computed"] == 0 and again.text.tolist() == rows.text.tolist()
+    with pytest.raises(SweepError, match="toy-clips-test-00009"):
+        stored_sweep_rows(tmp_path, lambda n: [], vlm=vlm, data="toy-clips-test", n_images=3,
+                          keys=["toy-clips-test-00009"])
