@@ -237,3 +237,18 @@ def test_stored_clip_sweep_scores_resumes_and_splits_the_mass_by_frame(tmp_path)
     with pytest.raises(SweepError, match="toy-clips-test-00009"):
         stored_sweep_rows(tmp_path, lambda n: [], vlm=vlm, data="toy-clips-test", n_images=3,
                           keys=["toy-clips-test-00009"])
+
+
+def test_bad_video_inputs_are_refused_with_the_thing_at_fault(models):
+    from vlmflow.errors import ImageReadError, UnsupportedModelError, UsageError
+
+    vlm, _ = models
+    with pytest.raises(UsageError, match="images or videos"):
+        vlm.prepare([_frames(2), _frames(1)[0]], Q)
+    with pytest.raises(ImageReadError, match="one size"):
+        vlm.prepare(Video([*_frames(1), Image.new("RGB", (32, 32))]), Q)
+    with pytest.raises(ImageReadError, match="at least one frame"):
+        Video([])
+    llava = vf.wrap(*build("llava"))
+    with pytest.raises(UnsupportedModelError, match="llava adapter has no video input"):
+        llava.prepare(_frames(2), Q)
