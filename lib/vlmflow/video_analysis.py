@@ -222,21 +222,28 @@ def event_mentions(gen, tokenizer, clip) -> list[tuple[Any, Any]]:
 
 
 def localize_clip(vlm: "VLM", clip, key: str, *, max_new_tokens: int = 48,
-                  tolerances: Sequence[float] = DEFAULT_TOLERANCES) -> tuple[list[dict], dict]:
+                  tolerances: Sequence[float] = DEFAULT_TOLERANCES, force_truth: bool = False
+                  ) -> tuple[list[dict], dict]:
     """(rows, clip row) of one clip: describe it with attention recorded; per correctly described event of
     ``LOCALIZED_EVENTS``, per layer and tolerance (tokens): ``hit`` (the naming token's attention peak over the
     target frame's tokens lies within ``tolerance`` tokens of the object's mask in that frame), ``chance`` (the
     share of that frame's tokens that would hit), ``mass_in`` / ``mask_share`` (attention on the object within the
     frame against its area share), ``frame_hit`` (the peak over all video tokens lies in the target frame) against
-    ``frame_chance`` (the target frame's share of video tokens), and the target frame's mass and key share."""
+    ``frame_chance`` (the target frame's share of video tokens), and the target frame's mass and key share.
+    ``force_truth``: read the attention while the model is fed the clip's true description (teacher forcing), so
+    every event is read whether or not the model would have described it."""
     from vlmflow.adapters.base import Video
     from vlmflow.heatmap import token_position
     from vlmflow.localize.masks import MaskTokens, mass_inside
     from vlmflow.localize.score import record_for
-    from vlmflow.toy.clips import DESCRIBE_VIDEO_PROMPT
+    from vlmflow.toy.clips import DESCRIBE_VIDEO_PROMPT, describe_clip
 
     batch = vlm.prepare(Video(clip.images), DESCRIBE_VIDEO_PROMPT)
-    gen = vlm.generate_batch(batch, record=record_for("mean"), max_new_tokens=max_new_tokens)[0]
+    force = None
+    if force_truth:
+        force = vlm.tokenizer(describe_clip(clip), add_special_tokens=False)["input_ids"]
+        max_new_tokens = len(force)
+    gen = vlm.generate_batch(batch, record=record_for("mean"), max_new_tokens=max_new_tokens, force_prefix=force)[0]
     geometry = frame_geometry(vlm, batch)
     frame_ids = frames_of_image_tokens(gen.roles)
     F = len(clip.frames)
@@ -282,8 +289,8 @@ def localize_clip(vlm: "VLM", clip, key: str, *, max_new_tokens: int = 48,
 
 def stored_clip_localization(results_dir, *, model=None, vlm: "VLM | None" = None, n_clips: int = 20, seed: int = 0,
                              data: str = CLIP_DATA, device: str | None = None, dtype=None, max_new_tokens: int = 48,
-                             tolerances: Sequence[float] = DEFAULT_TOLERANCES, progress: bool = True
-                             ) -> tuple["pd.DataFrame", "pd.DataFrame"]:
+                             tolerances: Sequence[float] = DEFAULT_TOLERANCES, force_truth: bool = False,
+                             progress: bool = True) -> tuple["pd.DataFrame", "pd.DataFrame"]:
     """(event rows, clip rows) of :func:`localize_clip` over the first ``n_clips`` clips, through the one experiment
     path (kind ``video-localize``: one part per clip, resumed; the model is loaded only when a clip is missing)."""
     import json
@@ -299,11 +306,12 @@ def stored_clip_localization(results_dir, *, model=None, vlm: "VLM | None" = Non
     settings = sweep_settings(vlm if vlm is not None else str(model), data_id, question=DESCRIBE_VIDEO_PROMPT,
                               max_new_tokens=max_new_tokens, device=device, dtype=dtype,
                               tolerances=[float(t) for t in tolerances], unit="tokens", heads="mean", row="predicting",
-                              events=list(LOCALIZED_EVENTS))
+                              events=list(LOCALIZED_EVENTS), **({"force_truth": True} if force_truth else {}))
     exp = Experiment(results_dir, settings, kind="video-localize", model=model, vlm=vlm, device=device, dtype=dtype)
     need = exp.missing((key, key, ["rows"]) for key in clips)
     for key, _ in progress_bar(need, "localize clips", progress):
-        rows, clip_row = localize_clip(exp.vlm, clips[key], key, max_new_tokens=max_new_tokens, tolerances=tolerances)
+        rows, clip_row = localize_clip(exp.vlm, clips[key], key, max_new_tokens=max_new_tokens, tolerances=tolerances,
+                                       force_truth=force_truth)
         exp.store.write_part(key, [{"image": key, "spec_id": "rows", "objects": json.dumps(rows),
                                     "clip_row": json.dumps(clip_row)}])
     stored = exp.rows(list(clips), ["rows"])

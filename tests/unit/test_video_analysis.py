@@ -252,3 +252,53 @@ def test_bad_video_inputs_are_refused_with_the_thing_at_fault(models):
     llava = vf.wrap(*build("llava"))
     with pytest.raises(UnsupportedModelError, match="llava adapter has no video input"):
         llava.prepare(_frames(2), Q)
+
+
+def test_localization_per_frame_equals_an_independent_reading_of_the_record():
+    """localize_clip with the true description forced, on a tiny toy Qwen2-VL: for each appear / move / recolour
+    event, the object hit, its chance and the frame hit at each layer equal a reading of the recorded attention
+    done here: the shape word's predicting row, the event frame's slice of the video tokens, and the object's mask
+    pooled onto that frame's token grid (a token hits when its block holds a pixel of the mask)."""
+    from vlmflow.localize.base import ROWS
+    from vlmflow.toy.architectures import get_arch
+    from vlmflow.toy.clips import DESCRIBE_VIDEO_PROMPT, make_clip
+    from vlmflow.toy.model import TINY
+    from vlmflow.video_analysis import LOCALIZED_EVENTS, localize_clip
+
+    vlm = vf.wrap(*get_arch("qwen2-vl").build(TINY, seed=0))
+    clip = next(c for c in (make_clip(0, "test", i) for i in range(40))
+                if sum(e.kind in LOCALIZED_EVENTS for e in c.events) >= 2)
+    rows, clip_row = localize_clip(vlm, clip, "c", tolerances=(0,), force_truth=True)
+    events = [e for e in clip.events if e.kind in LOCALIZED_EVENTS]
+    assert clip_row["n_localized"] == len(events) and len(rows) == len(events) * vlm.num_layers
+
+    words = clip.description.split()
+    ids = vlm.tokenizer(clip.description, add_special_tokens=False)["input_ids"]
+    assert len(ids) == len(words)  # word-level toy tokenizer: token i is word i
+    gen = vlm.generate(Video(clip.images), DESCRIBE_VIDEO_PROMPT, record=vf.Record(rows=ROWS),
+                       force_prefix=ids, max_new_tokens=len(ids))
+    maps = gen.record.image_map.float().numpy()
+    positions = gen.record.row_positions.tolist()
+    F = len(clip.frames)
+    n = maps.shape[-1] // F
+    side = int(round(n ** 0.5))
+    thens = [i for i, w in enumerate(words) if w == "then"]
+    for event in events:
+        start = thens[clip.events.index(event)]
+        token = start + words[start:].index(event.object.shape)
+        r = positions.index(gen.prompt_length + token - 1)
+        mask = next(t for t in clip.frames[event.frame] if t.track == event.track).placed.mask
+        H, W = mask.shape
+        blocks = mask.reshape(side, H // side, side, W // side)
+        covered = blocks.any(axis=(1, 3)).reshape(-1)
+        coverage = blocks.mean(axis=(1, 3)).reshape(-1)
+        got = [x for x in rows if x["track"] == event.track and x["frame"] == event.frame]
+        for x in got:
+            li = gen.record.layers.index(x["layer"])
+            a = maps[r, li, event.frame * n:(event.frame + 1) * n]
+            assert x["hit"] == bool(covered[int(np.argmax(a))])
+            assert x["chance"] == pytest.approx(covered.mean())
+            assert x["frame_hit"] == (int(np.argmax(maps[r, li])) // n == event.frame)
+            assert x["frame_mass"] == pytest.approx(float(a.sum()), abs=1e-5)
+            assert x["mass_in"] == pytest.approx(float((a * coverage).sum() / a.sum()), abs=1e-6)
+    assert n >= 16, "too few tokens per frame for the hits to tell frames apart"
