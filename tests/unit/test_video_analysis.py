@@ -302,3 +302,28 @@ def test_localization_per_frame_equals_an_independent_reading_of_the_record():
             assert x["frame_mass"] == pytest.approx(float(a.sum()), abs=1e-5)
             assert x["mass_in"] == pytest.approx(float((a * coverage).sum() / a.sum()), abs=1e-6)
     assert n >= 16, "too few tokens per frame for the hits to tell frames apart"
+
+
+def test_stored_clip_reprompting_asks_the_clip_questions_and_resumes(tmp_path):
+    """reprompt.stored_evaluate on clip data: every clip question of the chosen kinds with its exact answer, the
+    "full" variant equal to the plain clip prompt's answer, and a rerun that computes nothing."""
+    from vlmflow.reprompt import stored_evaluate
+    from vlmflow.toy.architectures import get_arch
+    from vlmflow.toy.clips import clip_questions, make_clip
+    from vlmflow.toy.model import TINY
+    from vlmflow.toy.train import export
+
+    model, processor = get_arch("qwen2-vl").build(TINY, seed=0)
+    folder = str(export(model, processor, tmp_path / "model", half=False))
+    kinds = ("appear", "count_at_end")
+    out = stored_evaluate(tmp_path / "results", ["full", "query+topk@20"], model=folder, data="toy-clips-test",
+                          n_images=1, kinds=kinds, describe_tokens=4, max_new_tokens=3, progress=False)
+    assert out.attrs["computed"] == 2 and len(out) == 1 * 2 * 2
+    vlm = vf.wrap(model, processor)
+    for r in out[out.variant == "full"].itertuples():
+        clip = make_clip(0, "test", int(r.image_id[-5:]))
+        assert r.truth == next(q["answer"] for q in clip_questions(clip) if q["kind"] == r.kind)
+        assert r.answer == vlm.generate(Video(clip.images), r.question, max_new_tokens=3).text
+    again = stored_evaluate(tmp_path / "results", ["full", "query+topk@20"], model=folder, data="toy-clips-test",
+                            n_images=1, kinds=kinds, describe_tokens=4, max_new_tokens=3, progress=False)
+    assert again.attrs["computed"] == 0 and again.answer.tolist() == out.answer.tolist()
