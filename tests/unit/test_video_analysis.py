@@ -243,6 +243,7 @@ def test_bad_video_inputs_are_refused_with_the_thing_at_fault(models):
     from vlmflow.errors import ImageReadError, UnsupportedModelError, UsageError
 
     vlm, _ = models
+    assert vf.Video is Video
     with pytest.raises(UsageError, match="images or videos"):
         vlm.prepare([_frames(2), _frames(1)[0]], Q)
     with pytest.raises(ImageReadError, match="one size"):
