@@ -31,6 +31,7 @@ _LAZY = {
     "TokenRoles": "vlmflow.roles",
     "ROLES": "vlmflow.roles",
     "GROUPS": "vlmflow.roles",
+    "Video": "vlmflow.adapters.base",
 }
 # ``vf.sweep`` is the module ``vlmflow.sweep`` itself, callable as ``vf.sweep(vlm, data, preset=..., out=...)``: a
 # plain function of that name would be replaced by the module as soon as anything imports ``vlmflow.sweep``

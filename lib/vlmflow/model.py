@@ -24,7 +24,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from vlmflow.errors import DeviceError, UnsupportedAttentionError, UsageError, VlmflowError, WeightsNotAvailableError
+from vlmflow.errors import (
+    DeviceError,
+    UnsupportedAttentionError,
+    UnsupportedModelError,
+    UsageError,
+    VlmflowError,
+    WeightsNotAvailableError,
+)
 from vlmflow.knockout import spec_id
 
 if TYPE_CHECKING:
@@ -459,22 +466,39 @@ class VLM:
 
     # ---- inputs ---------------------------------------------------------------------------------------------
     def prepare(self, images, questions: str | Sequence[str] = DEFAULT_QUESTION) -> Batch:
-        """Images (one or a list: PIL / path / ndarray) and a question (or one per image) -> Batch on the device."""
-        from vlmflow.adapters.base import load_image
+        """Images (one or a list: PIL / path / ndarray) and a question (or one per image) -> Batch on the device.
+        A ``vlmflow.adapters.base.Video`` (one clip's frames) goes through the adapter's video input instead
+        (``prepare_video``); a batch holds images or videos, not both."""
+        from vlmflow.adapters.base import Video, load_image
 
-        imgs = list(images) if isinstance(images, (list, tuple)) else [images]
+        imgs = list(images) if isinstance(images, list) or (isinstance(images, tuple) and not isinstance(images, Video)) \
+            else [images]
         qs = [questions] * len(imgs) if isinstance(questions, str) else list(questions)
         if len(qs) != len(imgs):
             raise UsageError(f"{len(imgs)} images but {len(qs)} questions: give one question, or one per image")
         for q in qs:
             check_question(q)
-        pil = [load_image(im) for im in imgs]
-        inputs, roles = self.adapter.prepare(pil, qs)
+        videos = [isinstance(im, Video) for im in imgs]
+        if any(videos):
+            if not all(videos):
+                raise UsageError("a batch holds images or videos (vlmflow.adapters.base.Video), not both")
+            prepare_video = getattr(self.adapter, "prepare_video", None)
+            if prepare_video is None:
+                raise UnsupportedModelError(f"model {self.name}: the {self.adapter.name} adapter has no video input; "
+                                            f"videos run on Qwen2-VL models")
+            pil = [v.load() for v in imgs]
+            inputs, roles = prepare_video(pil, qs)
+            sizes = [frames[0].size for frames in pil]
+        else:
+            pil = [load_image(im) for im in imgs]
+            inputs, roles = self.adapter.prepare(pil, qs)
+            sizes = [im.size for im in pil]
         inputs = inputs.to(self.device)
         dtype = next(self.model.parameters()).dtype
-        if "pixel_values" in inputs and inputs["pixel_values"].is_floating_point():
-            inputs["pixel_values"] = inputs["pixel_values"].to(dtype)
-        return Batch(inputs, roles, [im.size for im in pil], qs)
+        for key in ("pixel_values", "pixel_values_videos"):
+            if key in inputs and inputs[key].is_floating_point():
+                inputs[key] = inputs[key].to(dtype)
+        return Batch(inputs, roles, sizes, qs)
 
     def _check(self, knockout, record, kwargs: dict | None = None) -> None:
         from vlmflow.attention import check_implementation
@@ -557,7 +581,9 @@ class VLM:
         first generated tokens are forced to (one list for every row, or one list per row), greedy afterwards;
         return_logits: keep each step's raw logits (before forcing) in ``Generation.logits``.
         """
-        single = not isinstance(images, (list, tuple))
+        from vlmflow.adapters.base import Video
+
+        single = isinstance(images, Video) or not isinstance(images, (list, tuple))
         batch = self.prepare(images, question)
         gens = self.generate_batch(batch, knockout=knockout, record=record, max_new_tokens=max_new_tokens,
                                    force_prefix=force_prefix, return_logits=return_logits, **gen_kwargs)

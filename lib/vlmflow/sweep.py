@@ -37,6 +37,11 @@ per image after the baseline: the baseline (recording ``SELECTION_RECORD``; run 
 baseline) gives the attention ranking, the shared prefill the hidden-state norms (``vlmflow.selection``), and each
 knockout becomes position-level knockouts hiding the image tokens outside the top K% (``SweepResult.knockouts``).
 Order per image: plain configurations (baseline first), then top-K ones, then forced-prefix ones.
+
+**Videos.** An image may be a ``vlmflow.adapters.base.Video`` (a clip's frames, Qwen2-VL's video input): the prompt
+then carries each video token's frame (``TokenRoles.frames``), which boundaries and every row's knockouts resolve
+``source_frames`` against; a top-K selection ranks the tokens of all frames together (``SweepConfig`` refuses a
+top-K knockout that names frames).
 """
 from __future__ import annotations
 
@@ -76,8 +81,9 @@ class SweepConfig:
     knockouts: specs applied together (empty = no knockout); record: what attention to record (None = nothing);
     force_prefix: teacher-force the first k generated tokens to the baseline's (0 = free decoding);
     labels: tidy-table columns that describe the configuration (``family``, ``ko_type``, ``layer``...), as pairs;
-    keep: top-K selection: every knockout (source ``image``) then hides only the image tokens outside the top K%,
-    resolved per image by the engine (see the module docstring).
+    keep: top-K selection: every knockout (source ``image``, no source positions or frames) then hides only the image
+    tokens outside the top K% (ranked over every frame of a video together), resolved per image by the engine (see
+    the module docstring).
     """
 
     knockouts: tuple[Knockout, ...] = ()
@@ -108,6 +114,10 @@ class SweepConfig:
                 if k.source != "image" or k.source_positions is not None:
                     raise SweepError(f"SweepConfig keep={self.keep.spec_id}: knockout {k.spec_id} must have the source "
                                      f"'image' and no source positions (the selection chooses them per image)")
+                if k.source_frames is not None:  # the top K% is ranked over every frame's tokens, never per frame
+                    raise SweepError(f"SweepConfig keep={self.keep.spec_id}: knockout {k.spec_id} names source frames; "
+                                     f"a top-K selection ranks the tokens of all frames together, so hide frames with "
+                                     f"a plain configuration (no keep=) instead")
 
     @property
     def spec_id(self) -> str:
@@ -153,11 +163,12 @@ class SweepResult:
         return self.first_token == self.baseline_first_token
 
 
-def boundary(config: SweepConfig, role_ids: Sequence[int], n_layers: int) -> int:
+def boundary(config: SweepConfig, role_ids: Sequence[int], n_layers: int, frames: Sequence[int] | None = None) -> int:
     """First prompt position whose computation differs from the plain prompt pass under ``config``: the first
     position a knockout targets (in a layer it touches) at or after the first position of its source, or the first
     recorded prompt row; the prompt length P when
-    only generated rows are touched. ``role_ids``: the prompt's role id per position (one row, no padding)."""
+    only generated rows are touched. ``role_ids``: the prompt's role id per position (one row, no padding);
+    ``frames``: its frame index per position (``TokenRoles.frames``, a video's; None = a single image)."""
     P = len(role_ids)
     first = P
     for ko in config.knockouts:
@@ -165,7 +176,7 @@ def boundary(config: SweepConfig, role_ids: Sequence[int], n_layers: int) -> int
             continue
         # by causality a target row i is only changed if some source column j <= i exists: KO image->text leaves
         # BOS and the system prompt (text before the image) untouched
-        src, tgt = ko.source_columns(role_ids), role_id_mask(ko.target)
+        src, tgt = ko.source_columns(role_ids, frames), role_id_mask(ko.target)
         first_src = next((j for j, blocked in enumerate(src) if blocked), P)
         hit = next((i for i in range(first_src, P) if tgt[role_ids[i]]), P)
         first = min(first, hit)
@@ -263,6 +274,8 @@ class SweepEngine:
 
         L = self.vlm.num_layers
         role_ids = pres[0].batch.roles.ids[0].tolist()
+        frames = pres[0].batch.roles.frames  # one layout: the same frame per position for every image here
+        frames = None if frames is None else frames[0].tolist()
         M = len(pres)
         results: list[list[SweepResult | None]] = [[None] * len(configs) for _ in pres]
         plain = [i for i, c in enumerate(configs) if not c.force_prefix and c.keep is None]
@@ -276,7 +289,7 @@ class SweepEngine:
             plain.sort(key=lambda i: i != base)  # the baselines' chunks run first
         elif selected or forced:  # top-K and forcing need the baseline: run it, but do not report it
             hidden = SweepConfig(record=SELECTION_RECORD if need_record else None)
-            bound = boundary(hidden, role_ids, L)
+            bound = boundary(hidden, role_ids, L, frames)
             for start in range(0, M, self.batch_size):
                 rows = [(pres[m], hidden, bound, []) for m in range(start, min(M, start + self.batch_size))]
                 for m, r in zip(range(start, M), self._run_group(rows)):
@@ -292,7 +305,7 @@ class SweepEngine:
                 if configs[i].keep is not None:
                     concrete[m][i] = dataclasses.replace(configs[i], keep=None,
                                                          knockouts=self._resolve(configs[i], pres[m], baselines[m]))
-            bounds = {(m, i): boundary(concrete[m][i], role_ids, L) for m, i in items}
+            bounds = {(m, i): boundary(concrete[m][i], role_ids, L, frames) for m, i in items}
             # chunks: same record spec together (one recorder per chunk), similar boundaries together
             ordered = sorted(items, key=lambda mi: (_record_key(configs[mi[1]].record), -bounds[mi]))
             if phase is plain and base is not None:
@@ -335,7 +348,7 @@ class SweepEngine:
     def _prefill(self, image, question: str, norms: bool = False) -> "Prefill":
         """``VLM.prefill`` of one image, checked for what sharing its prefix needs."""
         vlm = self.vlm
-        pre = vlm.prefill(vlm.prepare([image], [question]), hidden_norms=norms)
+        pre = vlm.prefill(vlm.prepare([image], [question]), hidden_norms=norms)  # a Video: its frames as one input
         if pre.embeds is None:
             raise SweepError(f"model {vlm.name}: its language model was not called with inputs_embeds; the sweep "
                              f"engine cannot share the prompt prefix for {type(vlm.model).__name__}")
@@ -381,7 +394,9 @@ class SweepEngine:
         b = min(r[2] for r in rows_in)
         record = chunk[0].record
         segments = _image_segments(pres)
-        roles_all = TokenRoles(torch.cat([pre.batch.roles.ids.expand(n, -1) for pre, _, n in segments]), P)
+        roles_all = TokenRoles(torch.cat([pre.batch.roles.ids.expand(n, -1) for pre, _, n in segments]), P,
+                               None if pres[0].batch.roles.frames is None else
+                               torch.cat([pre.batch.roles.frames.expand(n, -1) for pre, _, n in segments]))
         kos_all = [list(c.knockouts) for c in chunk]
         cache = self._chunk_cache(segments, b, B, P)
         pos_last = torch.cat([_per_row(pre.positions[..., -1:], n) for pre, _, n in segments], dim=-2)
@@ -395,7 +410,7 @@ class SweepEngine:
 
         def enter(sel: list[int]):
             stack.close()
-            roles = TokenRoles(roles_all.ids[sel], P)
+            roles = TokenRoles(roles_all.ids[sel], P, None if roles_all.frames is None else roles_all.frames[sel])
             return stack.enter_context(vlm.active(roles, [kos_all[i] for i in sel], record))  # + the model's plant
 
         state = enter(rows)

@@ -116,10 +116,12 @@ def stored_sweep_rows(root, configs_for: Callable[[int], Sequence[SweepConfig]],
                       dtype=None, question: str = DEFAULT_QUESTION, max_new_tokens: int = 64, batch_size: int = 32,
                       shard: str | None = None, progress: bool = True, exact: bool = False,
                       extra_settings: Mapping[str, Any] | None = None,
-                      provenance: Mapping[str, Any] | None = None) -> pd.DataFrame:
+                      provenance: Mapping[str, Any] | None = None, keys: Sequence[str] | None = None) -> pd.DataFrame:
     """The one stored sweep: ``configs_for(n_layers)`` on the first ``n_images`` of ``data`` (this ``shard``'s
     images), in the folder of its key (``vlmflow.runner.locate``; ``exact``: ``root`` itself), computing only the
     (image, configuration) keys not stored and loading the model (``model``, or the given ``vlm``) only then.
+    ``keys``: only these image keys of the data (same key and folder: e.g. clips of one frame count, whose
+    per-frame knockouts differ from another count's).
 
     -> the rows of exactly these images and configurations; ``attrs``: ``store`` (the folder), ``computed``
     (configurations), ``computed_images``, ``n_layers``, ``n_images``, ``n_configs``, ``data_id``,
@@ -129,6 +131,13 @@ def stored_sweep_rows(root, configs_for: Callable[[int], Sequence[SweepConfig]],
 
     i, n = shard_of(shard)
     data_id, images = sweep_images(data, n_images, seed)
+    if keys is not None:
+        known = {im.key for im in images}
+        unknown = [k for k in keys if k not in known]
+        if unknown:
+            raise SweepError(f"image key {unknown[0]!r} is not among the {len(images)} images of data {data!r}")
+        wanted = set(keys)
+        images = [im for im in images if im.key in wanted]
     device, dtype = requested(vlm if vlm is not None else str(model), device, dtype)
     settings = sweep_settings(vlm if vlm is not None else str(model), data_id, question=question,
                               max_new_tokens=max_new_tokens, device=device, dtype=dtype, **dict(extra_settings or {}))

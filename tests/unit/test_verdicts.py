@@ -165,3 +165,26 @@ def test_a_tagged_verdict_is_another_model_s_and_never_the_book_s(tmp_path):
     other.publish(tmp_path / "z", display=False, tag="toy_compress")
     assert (tmp_path / "z" / "verdict-finding1@toy_compress.json").is_file()
     assert V.load_verdicts(tmp_path)["finding1"]["outcome"] == own.outcome != other.outcome
+
+
+def test_video_claims_apply_the_image_rules_and_their_own():
+    """The video chapter's verdicts: Finding 1's and Table 1's rules unchanged under their own claims (pending:
+    not on the opening page until the chapter is in the book), and the per-frame and localization rules."""
+    route = V.decide_oq_video_route(CI(0.5, 0.4, 0.6), CI(0.1, 0.05, 0.2), CI(0.0, 0.0, 0.05))
+    assert route.claim == "oq_video_route" and route.outcome == V.REPRODUCED and "video→generated" in route.measured
+    assert "oq_video_route" not in V.CLAIMS and "figures/video" == route.spec.page
+    assert V.decide_oq_video_route(CI(0.1, 0.0, 0.2), CI(0.6, 0.5, 0.7), CI(0, 0, 0)).outcome == V.CONTRADICTED
+    frames = V.decide_oq_video_frames
+    assert frames({"first": CI(0.2, 0.1, 0.3), "last": CI(0.1, 0.02, 0.2)}).outcome == V.REPRODUCED
+    assert frames({"first": CI(0.2, 0.1, 0.3), "last": CI(0.0, -0.1, 0.1)}).outcome == V.PARTLY
+    assert frames({"first": CI(0.0, -0.02, 0.03), "last": CI(0.0, -0.01, 0.01)}).outcome == V.CONTRADICTED
+    assert frames({"first": CI(0.0, -0.2, 0.3)}).outcome == V.NOT_REPRODUCED
+    loc = V.decide_oq_video_localize
+    assert loc([(0, CI(.2, .1, .3), .2, CI(.4, .3, .5), .33), (1, CI(.6, .5, .7), .2, CI(.8, .7, .9), .33)]
+               ).outcome == V.REPRODUCED
+    assert loc([(0, CI(.6, .5, .7), .2, CI(.3, .2, .4), .33)]).outcome == V.PARTLY
+    assert loc([(0, CI(.05, .0, .1), .2, CI(.1, .05, .2), .33)]).outcome == V.CONTRADICTED
+    rep = V.decide_oq_video_reprompt(CI(.8, .7, .9), CI(.78, .7, .85), CI(.3, .2, .4), k=10)
+    assert rep.outcome == V.REPRODUCED and "top 10%" in rep.measured and "full clip" in rep.measured
+    for claim in V.PENDING_CLAIMS.values():
+        assert set(claim.meaning) == set(V.OUTCOMES) and claim.criterion in V.criterion_markdown(claim.id)

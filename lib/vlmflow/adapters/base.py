@@ -82,6 +82,31 @@ def _array_to_uint8(arr, what: str):
 CHATML_FOLLOWUP = "<|im_end|>\n<|im_start|>user\n{question}<|im_end|>\n<|im_start|>assistant\n"
 
 
+class Video(tuple):
+    """One video as one model input: its frames in time order (each anything :func:`load_image` reads, all of one
+    size). ``VLM.prepare`` lays a ``Video`` out through the adapter's video input (``prepare_video``: Qwen2-VL's
+    ``pixel_values_videos``, every video token with its frame in ``TokenRoles.frames``) where a plain image goes
+    through ``prepare``; so the sweep engine, re-prompting and generation take a clip wherever they take an image."""
+
+    def __new__(cls, frames):
+        frames = tuple(frames)
+        if not frames:
+            raise ImageReadError("a Video needs at least one frame")
+        return super().__new__(cls, frames)
+
+    def load(self) -> "list[Image.Image]":
+        """The frames as PIL RGB images; ImageReadError names a frame of another size."""
+        frames = [load_image(f) for f in self]
+        sizes = sorted({f.size for f in frames})
+        if len(sizes) != 1:
+            raise ImageReadError(f"the frames of a Video must have one size, got {sizes}")
+        return frames
+
+    @property
+    def n_frames(self) -> int:
+        return len(self)
+
+
 def load_image(image: Any) -> "Image.Image":
     """A PIL RGB image from a PIL image, a path (str / PathLike) or an ndarray (H, W[, C], uint8, integers in
     0..255, or float in [0, 1]). ImageReadError names what is wrong: a missing or unreadable file, an array's

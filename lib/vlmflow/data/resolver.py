@@ -7,6 +7,10 @@ the Python API (`vf.sweep`, `stored_sweep`, `stored_localization`, `stored_evalu
   ``make_scene(seed, split, i)``; 100 scenes when ``n`` is None); ground truth: the scenes (objects, questions).
 - ``coco-sample``: the shipped 100-image COCO val2017 sample (`coco_sample`, checksums verified); ground truth:
   its `CocoSample` (instances, captions).
+- ``toy-clips-test`` / ``toy-clips-val``: the toy video world's seeded clips (``toy.clips.make_clip(seed, split,
+  i)``, 2-4 frames; 100 when ``n`` is None); each item loads as a ``vlmflow.adapters.base.Video`` (its frames, one
+  model input through the adapter's video input); ground truth: ``truth(i)`` -> the ``Clip`` (per-frame tracks,
+  events, questions).
 - ``pope`` / ``mme``: the benchmarks' yes/no questions (`pope_questions` with ``sampling``, `mme_questions`);
   ground truth: the records. Their images (COCO val2014, MME's own) are not shipped, so ``images`` is empty.
 - a path: a COCO-format folder (``instances.json``, ``images/``), its instances file, or a folder of image files
@@ -31,7 +35,8 @@ from typing import Any
 from vlmflow.data.registry import UnknownDatasetError
 
 TOY_SPLITS = {"toy-test": "test", "toy-val": "val", "toy-train": "train"}
-DATA_NAMES = (*TOY_SPLITS, "coco-sample", "pope", "mme")
+CLIP_SPLITS = {"toy-clips-test": "test", "toy-clips-val": "val"}
+DATA_NAMES = (*TOY_SPLITS, "coco-sample", "pope", "mme", *CLIP_SPLITS)
 RETIRED = {"coco_sample": "coco-sample", "coco": "coco-sample", "toy": "toy-test", "toy_test": "toy-test",
            "toy_val": "toy-val", "toy_train": "toy-train"}
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
@@ -115,6 +120,8 @@ def resolve(name: str, n: int | None = None, seed: int = 0, *, sampling: str = "
     name = str(name)
     if name in TOY_SPLITS:
         return _toy(name, n, int(seed))
+    if name in CLIP_SPLITS:
+        return _toy_clips(name, n, int(seed))
     if name == "coco-sample":
         from vlmflow.data.coco import coco_sample
 
@@ -161,6 +168,19 @@ def _toy(name: str, n: int | None, seed: int) -> Data:
     images = [DataImage(f"{name}-{i:05d}", lambda i=i: make_scene(seed, split, i).image) for i in range(count)]
     return Data(name, f"{name}:seed={seed}:scenes={scene_settings_id()}", images,
                 truth=partial(make_scene, seed, split), seed=seed, n=n)
+
+
+def _toy_clips(name: str, n: int | None, seed: int) -> Data:
+    """Clips of the default ``ClipConfig`` (the settings the toy Qwen2-VL learns clips with), named in the data id
+    by seed and clip settings."""
+    from vlmflow.adapters.base import Video
+    from vlmflow.toy.clips import clip_settings_id, make_clip
+
+    split, count = CLIP_SPLITS[name], DEFAULT_TOY_SCENES if n is None else n
+    images = [DataImage(f"{name}-{i:05d}", lambda i=i: Video(make_clip(seed, split, i).images))
+              for i in range(count)]
+    return Data(name, f"{name}:seed={seed}:clips={clip_settings_id()}", images, truth=partial(make_clip, seed, split),
+                seed=seed, n=n)
 
 
 def _coco_data(name: str, data_id: str, sample, n: int | None, seed: int, content: Path | None = None) -> Data:

@@ -91,8 +91,10 @@ from vlmflow.reprompt.context import (
 )
 from vlmflow.reprompt.readers import DescriptionLLM, exact_reader_answer
 from vlmflow.reprompt.table import (
+    CLIP_KINDS,
     Item,
     Variant,
+    clip_items,
     evaluate,
     pope_items,
     score_table,
@@ -101,8 +103,8 @@ from vlmflow.reprompt.table import (
     toy_items,
 )
 
-__all__ = ["Answer", "CONTEXTS", "Context", "DescribeRun", "DescriptionLLM", "Item", "K_PERCENTS", "LLM_NAME",
-           "READER_NAME", "RepromptError", "SELECTIONS", "TURNS", "Variant", "answer", "answer_roles", "compress",
+__all__ = ["Answer", "CLIP_KINDS", "CONTEXTS", "Context", "DescribeRun", "DescriptionLLM", "Item", "K_PERCENTS", "LLM_NAME",
+           "READER_NAME", "RepromptError", "SELECTIONS", "TURNS", "Variant", "answer", "answer_roles", "clip_items", "compress",
            "describe", "evaluate", "exact_reader_answer", "full_answer", "middle_band", "n_keep", "pope_items",
            "question_ids", "question_tokens", "rank_image_tokens", "single_turn_ids", "stored_evaluate", "score_table",
            "table1_variants", "template_for", "toy_items"]

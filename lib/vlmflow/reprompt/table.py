@@ -102,6 +102,23 @@ def toy_items(sample, n_images: int | None = None, kinds: Sequence[str] = ("exis
     return [Item(i, sample.image(i), by_image[i]) for i in ids]
 
 
+CLIP_KINDS = ("appear", "disappear", "move", "recolor", "count_at_end")
+
+
+def clip_items(data, kinds: Sequence[str] = CLIP_KINDS) -> list[Item]:
+    """Items from resolved clip data (``vlmflow.data.resolve("toy-clips-test", n, seed)``): each clip a ``Video``
+    with its questions of ``kinds`` (``toy.clips.clip_questions``: what appeared / disappeared / moved / changed
+    colour, how many objects at the end)."""
+    from vlmflow.toy.clips import clip_questions
+
+    items = []
+    for i, im in enumerate(data.images):
+        qs = [q for q in clip_questions(data.truth(i)) if q["kind"] in kinds]
+        items.append(Item(im.key, im.load(), [{"question_id": f"{im.key}/{q['kind']}", "question": q["question"],
+                                               "truth": q["answer"], "kind": q["kind"]} for q in qs]))
+    return items
+
+
 def pope_items(sample, n_images: int | None = None, sampling: str = "adversarial", n_per_image: int = 2,
                seed: int = 0) -> list[Item]:
     """POPE-style yes/no items built from a COCO folder's annotations (``vlmflow.data.build_pope``)."""
@@ -215,17 +232,19 @@ def score_table(answers: "pd.DataFrame", n_resamples: int = 1000, seed: int = 0,
 
 def stored_evaluate(folder, variants: Sequence[Variant | str], *, model: str = "toy", device: str = "cpu",
                     dtype: str | None = None, data: str = "toy-test", n_images: int = 20, seed: int = 0,
-                    kinds: Sequence[str] = ("exists", "count", "color"), select: str = "attention",
+                    kinds: Sequence[str] | None = None, select: str = "attention",
                     describe_tokens: int = 64, max_new_tokens: int = 8, progress: bool = True) -> "pd.DataFrame":
     """:func:`evaluate` through the one experiment path (``vlmflow.runner.Experiment``, kind ``reprompt``): one part
     per (image, variant), so a rerun computes only the missing pairs and does not load the model when none is
     missing. Toy scenes (``data="toy-test"``, written once by ``vlmflow.localize.load_sample``) carry their questions;
-    a COCO folder gets POPE-style existence questions. ``df.attrs``: ``store``, ``computed``."""
+    a COCO folder gets POPE-style existence questions; toy clips (``data="toy-clips-test"``) are described with
+    "describe the video" and asked their clip questions of ``kinds`` (default :data:`CLIP_KINDS`), every context
+    cut from the clip's video tokens (top K% ranked across frames). ``df.attrs``: ``store``, ``computed``."""
     import json
 
     import pandas as pd
 
-    from vlmflow.data.resolver import TOY_SPLITS, resolve
+    from vlmflow.data.resolver import CLIP_SPLITS, TOY_SPLITS, resolve
     from vlmflow.localize import dataset_kind
     from vlmflow.runner import Experiment, dtype_key, progress_bar
     from vlmflow.store import provenance
@@ -234,20 +253,29 @@ def stored_evaluate(folder, variants: Sequence[Variant | str], *, model: str = "
     if any(v.context == LLM_NAME for v in variants):
         raise RepromptError(f"stored_evaluate does not run {LLM_NAME}; call evaluate(..., llm=...)")
     resolved = resolve(data, n_images, seed)  # data_id: a user's folder by content (vlmflow.data.resolver)
-    sample = resolved.coco(folder)
-    toy = dataset_kind(sample) == "toy"
-    items = toy_items(sample, n_images, kinds) if toy else pope_items(sample, n_images, seed=seed)
-    settings = provenance(model, resolved.data_id, seed=seed,
-                          scenes=sample.root.name if data in TOY_SPLITS else None,  # the scene settings (load_sample)
-                          kinds=list(kinds) if toy else ["pope-adversarial"], select=select,
+    describe_question, extra = "describe the image", {}
+    if data in CLIP_SPLITS:
+        from vlmflow.toy.clips import DESCRIBE_VIDEO_PROMPT
+
+        kinds = CLIP_KINDS if kinds is None else kinds
+        items, describe_question = clip_items(resolved, kinds), DESCRIBE_VIDEO_PROMPT
+        scenes, kinds_key, extra = None, list(kinds), {"describe_question": describe_question}
+    else:
+        sample = resolved.coco(folder)
+        toy = dataset_kind(sample) == "toy"
+        kinds = ("exists", "count", "color") if kinds is None else kinds
+        items = toy_items(sample, n_images, kinds) if toy else pope_items(sample, n_images, seed=seed)
+        scenes = sample.root.name if data in TOY_SPLITS else None  # the scene settings (load_sample)
+        kinds_key = list(kinds) if toy else ["pope-adversarial"]
+    settings = provenance(model, resolved.data_id, seed=seed, scenes=scenes, kinds=kinds_key, select=select,
                           describe_tokens=int(describe_tokens), max_new_tokens=int(max_new_tokens), device=device,
-                          dtype=dtype_key(dtype))
+                          dtype=dtype_key(dtype), **extra)
     exp = Experiment(folder, settings, kind="reprompt", model=model, device=device, dtype=dtype)
     todo = exp.missing((item, str(item.image_id), [v.name for v in variants]) for item in items)
     by_name = {v.name: v for v in variants}
     for item, names in progress_bar(todo, "reprompt", progress):
         rows = evaluate(exp.vlm, [item], [by_name[n] for n in names], select=select, describe_tokens=describe_tokens,
-                        max_new_tokens=max_new_tokens, seed=seed, progress=False)
+                        describe_question=describe_question, max_new_tokens=max_new_tokens, seed=seed, progress=False)
         key = str(item.image_id)
         exp.store.write_part(key, [{"image": key, "spec_id": name, "rows": g.to_json(orient="records")}
                                    for name, g in rows.groupby("variant", sort=False)])

@@ -198,6 +198,16 @@ def _reading_order(tracks: list[Track]) -> list[Track]:
     return sorted(tracks, key=lambda t: t.placed.cell)
 
 
+def clip_settings_id(config: ClipConfig | None = None) -> str:
+    """10 hex digits naming the clip settings (the default config when None): the data id of ``toy-clips-*``
+    (``vlmflow.data.resolve``) carries it, so results on clips of another default are never read back."""
+    from dataclasses import asdict
+
+    from vlmflow.store import settings_hash
+
+    return settings_hash(asdict(config or ClipConfig()))[:10]
+
+
 def make_clips(seed: int, n: int, split: str = "train", config: ClipConfig = ClipConfig(), start: int = 0):
     return [make_clip(seed, split, start + i, config) for i in range(n)]
 
