@@ -265,12 +265,51 @@ def check_planted_models(results: Path, model: str) -> None:
     assert (single.answer.nunique() == 1).all()
 
 
+def check_across_architectures(results: Path, model: str) -> None:
+    """Each model's Finding 1 intervals are the mean over images of the exact judge's F1 between the all-layer
+    knockout's and the unmasked description, read here from the model's stored sweep; its Figure 1 per-layer text
+    attention is the mean of the stored attention rows; and the verdict table holds one row per (model, claim) with the
+    outcome of the published verdict."""
+    import numpy as np
+    import pandas as pd
+
+    from vlmflow.judge import get_judge
+    from vlmflow.roles import GROUPS
+    from vlmflow.store import load_results
+
+    judge = get_judge("exact")
+    models = list(dict.fromkeys([model, *SPECS["across_architectures"].defaults["others"]]))
+    table = pd.read_csv(results / "across_verdicts.csv")
+    assert len(table) == 4 * len(models) and set(table.model) == set(models)
+    for name in models:
+        tag = "arch_" + "".join(c if c.isalnum() else "_" for c in name).strip("_")
+        while "__" in tag:
+            tag = tag.replace("__", "_")
+        rows = load_results(next((results / tag / "from_layer").glob("sweep-*")))
+        base = rows[rows.spec_id == "none"].set_index("image").text
+        f1 = json.loads((results / tag / f"verdict-finding1@{tag}.json").read_text())
+        for ko_type, key in (("img->gen", "gen"), ("img->txt", "txt"), ("img->txt+gen", "floor")):
+            ko = rows[(rows.ko_type == ko_type) & (rows.layer == -1) & ~rows.forced.fillna(False).astype(bool)]
+            expected = np.mean([judge.judge(base[r.image], r.text).f1 for r in ko.itertuples()])
+            assert f1["numbers"][key][0] == pytest.approx(expected), (name, ko_type)
+        att = load_results(next((results / tag / "from_layer").glob("sweep-*")), "attention")
+        text = att[[f"mass_{r}" for r in GROUPS["text"]]].sum(axis=1).groupby(att.layer).mean().sort_index()
+        fig1 = json.loads((results / tag / f"verdict-fig1@{tag}.json").read_text())
+        assert np.allclose([m[0] for m in fig1["numbers"]["mass"]], text.to_numpy(), atol=1e-9)
+        for claim in ("fig1", "finding1", "finding2", "finding3"):
+            outcome = json.loads((results / tag / f"verdict-{claim}@{tag}.json").read_text())["outcome"]
+            (row,) = table[(table.model == name) & table.claim.str.startswith(
+                {"fig1": "Figure 1", "finding1": "Finding 1", "finding2": "Finding 2", "finding3": "Finding 3"}[claim])
+            ].itertuples()
+            assert row.verdict == outcome
+
+
 CHECKS = {"token_roles": check_token_roles, "fig1_attention_by_role": check_fig1_attention_by_role,
           "toy_world": check_toy_world, "fig3_judge": check_fig3_judge,
           "fig2_knockout_from_layer": check_fig2_knockout_from_layer, "middle_layers": check_middle_layers,
           "query_kinds": check_query_kinds, "visual_complexity": check_visual_complexity,
           "human_eval": check_human_eval, "generation_steps": check_generation_steps,
-          "planted_models": check_planted_models}
+          "planted_models": check_planted_models, "across_architectures": check_across_architectures}
 
 
 @pytest.mark.book
@@ -297,3 +336,15 @@ def test_notebook_runs_with_test_parameters(name, tmp_path, notebook_model, secr
                               log=tmp_path / f"{name}-2.log", name=name)
     assert "reusing" in again.output.read_text()
     assert stamp == {p.name: p.stat().st_mtime_ns for p in results.iterdir() if p.name in stamp}
+
+
+@pytest.mark.book
+def test_across_architectures_refuses_a_model_that_does_not_load(tmp_path, notebook_model):
+    """A model that does not load stops the page before any sweep, naming it; it is never skipped."""
+    spec = SPECS["across_architectures"]
+    params = spec.parameters(test=True, overrides={"model": notebook_model, "others": ["toy:no-such-model"]},
+                             results_dir=tmp_path / "results")
+    with pytest.raises(book.NotebookFailedError, match="toy:no-such-model"):
+        book.run_notebook(REPO / spec.notebook, tmp_path / "out.ipynb", params, cwd=REPO, log=tmp_path / "log",
+                          name="across_architectures")
+    assert not list((tmp_path / "results").glob("arch_*"))  # nothing ran
