@@ -16,6 +16,26 @@ from .conftest import REPO
 SPECS = book.load_registry(REPO)
 
 
+def _same_as_claim_checks(name: str, verdict: dict, check: str, *args) -> None:
+    """The finding page's published verdict (its numbers and outcome) equals what ``vlmflow.claim_checks`` computes
+    from the page's own stored rows with the page's bootstrap settings: one computation of each claim's intervals."""
+    import numpy as np
+
+    from vlmflow import claim_checks
+
+    def flat(value):  # nested lists of numbers (windows: [first, last, [estimate, low, high]]) -> floats
+        return [x for item in value for x in (flat(item) if isinstance(item, (list, tuple)) else [float(item)])]
+
+    params = SPECS[name].parameters(test=True)
+    _, mine = getattr(claim_checks, check)(*args, n_resamples=params["n_resamples"], seed=params["seed"])
+    assert mine.outcome == verdict["outcome"] and mine.measured == verdict["measured"]
+    for key, value in verdict["numbers"].items():
+        if isinstance(value, list):
+            assert np.allclose(flat(mine.numbers[key]), flat(value)), (name, key)
+        else:
+            assert mine.numbers[key] == value, (name, key)
+
+
 def check_token_roles(results: Path, model: str) -> None:
     """The stored layout must agree with the processor's own ids: image positions are exactly those holding the
     model's image token id (read from the model's config, not from the adapter), the query is the user's words."""
@@ -62,6 +82,7 @@ def check_fig1_attention_by_role(results: Path, model: str) -> None:
     assert np.allclose(verdict["numbers"]["mass"], rows[["mass", "mass_low", "mass_high"]].to_numpy())
     below = int((rows.ratio_high < 1).sum())
     assert f"clearly below its uniform share in {below} of {len(rows)}" in verdict["measured"]
+    _same_as_claim_checks("fig1_attention_by_role", verdict, "fig1_check", att)
 
 
 def check_toy_world(results: Path, model: str) -> None:
@@ -129,6 +150,8 @@ def check_fig2_knockout_from_layer(results: Path, model: str) -> None:
     free = scores[~scores.forced.astype(bool) & (scores.layer == -1)]
     for key, ko_type in (("gen", "img->gen"), ("txt", "img->txt"), ("floor", "img->txt+gen")):
         assert verdict["numbers"][key][0] == pytest.approx(free[free.ko_type == ko_type].f1_baseline.mean())
+    # vlmflow.claim_checks (the recipe study's and the across-architectures chapter's computation) decides the same
+    _same_as_claim_checks("fig2_knockout_from_layer", verdict, "finding1_check", scores)
 
 
 def check_middle_layers(results: Path, model: str) -> None:
@@ -154,6 +177,9 @@ def check_middle_layers(results: Path, model: str) -> None:
     quarter = windows[windows.width == width].sort_values("window_start")
     assert [w[:2] for w in verdict["numbers"]["windows"]] == quarter[["window_start", "window_end"]].values.tolist()
     assert [w[2][0] for w in verdict["numbers"]["windows"]] == pytest.approx(quarter.f1_baseline.tolist())
+    scores = pd.read_parquet(next(results.glob("scores-*.parquet")))
+    floor = verdict["numbers"]["floor"]
+    _same_as_claim_checks("middle_layers", verdict, "finding2_check", scores, n_layers, floor)
 
 
 def check_query_kinds(results: Path, model: str) -> None:
