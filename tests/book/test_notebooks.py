@@ -291,6 +291,21 @@ def check_planted_models(results: Path, model: str) -> None:
     assert (single.answer.nunique() == 1).all()
 
 
+def check_fig7_localization(results: Path, model: str) -> None:
+    """The page's published Figure 7 verdict equals claim_checks.finding3_check on the page's own stored
+    localization, read back through the same runner (nothing recomputed)."""
+    from vlmflow.localize import stored_localization
+
+    p = SPECS["fig7_localization"].parameters(test=True, overrides={"model": model})
+    loc = stored_localization(results, model=model, device=p["device"], dtype=p.get("dtype"), data=p["data"],
+                              n_images=p["n_images"], seed=p["seed"], judge=p["judge"], judge_options={}, n_maps=0,
+                              max_new_tokens=p.get("max_new_tokens", 64), toy_match=p.get("toy_match", "exact"),
+                              progress=False)
+    assert loc.provenance["computed_images"] == 0  # the page's own store, not a new computation
+    verdict = json.loads((results / "verdict-finding3.json").read_text())
+    _same_as_claim_checks("fig7_localization", verdict, "finding3_check", loc)
+
+
 def check_across_architectures(results: Path, model: str) -> None:
     """Each model's Finding 1 intervals are the mean over images of the exact judge's F1 between the all-layer
     knockout's and the unmasked description, read here from the model's stored sweep; its Figure 1 per-layer text
@@ -335,7 +350,8 @@ CHECKS = {"token_roles": check_token_roles, "fig1_attention_by_role": check_fig1
           "fig2_knockout_from_layer": check_fig2_knockout_from_layer, "middle_layers": check_middle_layers,
           "query_kinds": check_query_kinds, "visual_complexity": check_visual_complexity,
           "human_eval": check_human_eval, "generation_steps": check_generation_steps,
-          "planted_models": check_planted_models, "across_architectures": check_across_architectures}
+          "planted_models": check_planted_models, "fig7_localization": check_fig7_localization,
+          "across_architectures": check_across_architectures}
 
 
 @pytest.mark.book
