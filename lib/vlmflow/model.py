@@ -193,6 +193,27 @@ def model_source(name_or_path: str) -> str:
     return source
 
 
+def architecture(name_or_path: str) -> str:
+    """The architecture of ``name_or_path`` (its ``config.model_type``, e.g. ``llava``, ``internvl``, ``qwen2_vl``)
+    read from its config alone, without loading weights; a model that cannot be read (``model_source``'s errors, an
+    unreadable config) or that no adapter serves is refused naming it. Pages that compare models call it for every
+    model before any long work, so none is skipped or fails after the others have run."""
+    source = model_source(name_or_path)
+    from transformers import AutoConfig
+
+    from vlmflow.adapters import supported
+
+    try:
+        model_type = AutoConfig.from_pretrained(source, local_files_only=os.path.isdir(source) or _hub_offline()).model_type
+    except (OSError, ValueError) as exc:
+        raise WeightsNotAvailableError(f"model {name_or_path!r}: its config cannot be read from {source} "
+                                       f"({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})") from None
+    if model_type not in supported():
+        raise UnsupportedModelError(f"model {name_or_path!r} is a {model_type!r} model; the adapters serve "
+                                    f"{', '.join(supported())}")
+    return model_type
+
+
 def _hub_offline() -> bool:
     return os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0")
 

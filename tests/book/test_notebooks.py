@@ -16,6 +16,26 @@ from .conftest import REPO
 SPECS = book.load_registry(REPO)
 
 
+def _same_as_claim_checks(name: str, verdict: dict, check: str, *args) -> None:
+    """The finding page's published verdict (its numbers and outcome) equals what ``vlmflow.claim_checks`` computes
+    from the page's own stored rows with the page's bootstrap settings: one computation of each claim's intervals."""
+    import numpy as np
+
+    from vlmflow import claim_checks
+
+    def flat(value):  # nested lists of numbers (windows: [first, last, [estimate, low, high]]) -> floats
+        return [x for item in value for x in (flat(item) if isinstance(item, (list, tuple)) else [float(item)])]
+
+    params = SPECS[name].parameters(test=True)
+    _, mine = getattr(claim_checks, check)(*args, n_resamples=params["n_resamples"], seed=params["seed"])
+    assert mine.outcome == verdict["outcome"] and mine.measured == verdict["measured"]
+    for key, value in verdict["numbers"].items():
+        if isinstance(value, list):
+            assert np.allclose(flat(mine.numbers[key]), flat(value)), (name, key)
+        else:
+            assert mine.numbers[key] == value, (name, key)
+
+
 def check_token_roles(results: Path, model: str) -> None:
     """The stored layout must agree with the processor's own ids: image positions are exactly those holding the
     model's image token id (read from the model's config, not from the adapter), the query is the user's words."""
@@ -62,6 +82,7 @@ def check_fig1_attention_by_role(results: Path, model: str) -> None:
     assert np.allclose(verdict["numbers"]["mass"], rows[["mass", "mass_low", "mass_high"]].to_numpy())
     below = int((rows.ratio_high < 1).sum())
     assert f"clearly below its uniform share in {below} of {len(rows)}" in verdict["measured"]
+    _same_as_claim_checks("fig1_attention_by_role", verdict, "fig1_check", att)
 
 
 def check_toy_world(results: Path, model: str) -> None:
@@ -129,6 +150,8 @@ def check_fig2_knockout_from_layer(results: Path, model: str) -> None:
     free = scores[~scores.forced.astype(bool) & (scores.layer == -1)]
     for key, ko_type in (("gen", "img->gen"), ("txt", "img->txt"), ("floor", "img->txt+gen")):
         assert verdict["numbers"][key][0] == pytest.approx(free[free.ko_type == ko_type].f1_baseline.mean())
+    # vlmflow.claim_checks (the recipe study's and the across-architectures chapter's computation) decides the same
+    _same_as_claim_checks("fig2_knockout_from_layer", verdict, "finding1_check", scores)
 
 
 def check_middle_layers(results: Path, model: str) -> None:
@@ -154,6 +177,9 @@ def check_middle_layers(results: Path, model: str) -> None:
     quarter = windows[windows.width == width].sort_values("window_start")
     assert [w[:2] for w in verdict["numbers"]["windows"]] == quarter[["window_start", "window_end"]].values.tolist()
     assert [w[2][0] for w in verdict["numbers"]["windows"]] == pytest.approx(quarter.f1_baseline.tolist())
+    scores = pd.read_parquet(next(results.glob("scores-*.parquet")))
+    floor = verdict["numbers"]["floor"]
+    _same_as_claim_checks("middle_layers", verdict, "finding2_check", scores, n_layers, floor)
 
 
 def check_query_kinds(results: Path, model: str) -> None:
@@ -265,12 +291,67 @@ def check_planted_models(results: Path, model: str) -> None:
     assert (single.answer.nunique() == 1).all()
 
 
+def check_fig7_localization(results: Path, model: str) -> None:
+    """The page's published Figure 7 verdict equals claim_checks.finding3_check on the page's own stored
+    localization, read back through the same runner (nothing recomputed)."""
+    from vlmflow.localize import stored_localization
+
+    p = SPECS["fig7_localization"].parameters(test=True, overrides={"model": model})
+    loc = stored_localization(results, model=model, device=p["device"], dtype=p.get("dtype"), data=p["data"],
+                              n_images=p["n_images"], seed=p["seed"], judge=p["judge"], judge_options={}, n_maps=0,
+                              max_new_tokens=p.get("max_new_tokens", 64), toy_match=p.get("toy_match", "exact"),
+                              progress=False)
+    assert loc.provenance["computed_images"] == 0  # the page's own store, not a new computation
+    verdict = json.loads((results / "verdict-finding3.json").read_text())
+    _same_as_claim_checks("fig7_localization", verdict, "finding3_check", loc)
+
+
+def check_across_architectures(results: Path, model: str) -> None:
+    """Each model's Finding 1 intervals are the mean over images of the exact judge's F1 between the all-layer
+    knockout's and the unmasked description, read here from the model's stored sweep; its Figure 1 per-layer text
+    attention is the mean of the stored attention rows; and the verdict table holds one row per (model, claim) with the
+    outcome of the published verdict."""
+    import numpy as np
+    import pandas as pd
+
+    from vlmflow.judge import get_judge
+    from vlmflow.roles import GROUPS
+    from vlmflow.store import load_results
+
+    judge = get_judge("exact")
+    models = list(dict.fromkeys([model, *SPECS["across_architectures"].defaults["others"]]))
+    table = pd.read_csv(results / "across_verdicts.csv")
+    assert len(table) == 4 * len(models) and set(table.model) == set(models)
+    for name in models:
+        tag = "arch_" + "".join(c if c.isalnum() else "_" for c in name).strip("_")
+        while "__" in tag:
+            tag = tag.replace("__", "_")
+        rows = load_results(next((results / tag / "from_layer").glob("sweep-*")))
+        base = rows[rows.spec_id == "none"].set_index("image").text
+        f1 = json.loads((results / tag / f"verdict-finding1@{tag}.json").read_text())
+        for ko_type, key in (("img->gen", "gen"), ("img->txt", "txt"), ("img->txt+gen", "floor")):
+            ko = rows[(rows.ko_type == ko_type) & (rows.layer == -1) & ~rows.forced.fillna(False).astype(bool)]
+            expected = np.mean([judge.judge(base[r.image], r.text).f1 for r in ko.itertuples()])
+            assert f1["numbers"][key][0] == pytest.approx(expected), (name, ko_type)
+        att = load_results(next((results / tag / "from_layer").glob("sweep-*")), "attention")
+        text = att[[f"mass_{r}" for r in GROUPS["text"]]].sum(axis=1).groupby(att.layer).mean().sort_index()
+        fig1 = json.loads((results / tag / f"verdict-fig1@{tag}.json").read_text())
+        assert np.allclose([m[0] for m in fig1["numbers"]["mass"]], text.to_numpy(), atol=1e-9)
+        for claim in ("fig1", "finding1", "finding2", "finding3"):
+            outcome = json.loads((results / tag / f"verdict-{claim}@{tag}.json").read_text())["outcome"]
+            (row,) = table[(table.model == name) & table.claim.str.startswith(
+                {"fig1": "Figure 1", "finding1": "Finding 1", "finding2": "Finding 2", "finding3": "Finding 3"}[claim])
+            ].itertuples()
+            assert row.verdict == outcome
+
+
 CHECKS = {"token_roles": check_token_roles, "fig1_attention_by_role": check_fig1_attention_by_role,
           "toy_world": check_toy_world, "fig3_judge": check_fig3_judge,
           "fig2_knockout_from_layer": check_fig2_knockout_from_layer, "middle_layers": check_middle_layers,
           "query_kinds": check_query_kinds, "visual_complexity": check_visual_complexity,
           "human_eval": check_human_eval, "generation_steps": check_generation_steps,
-          "planted_models": check_planted_models}
+          "planted_models": check_planted_models, "fig7_localization": check_fig7_localization,
+          "across_architectures": check_across_architectures}
 
 
 @pytest.mark.book
@@ -297,3 +378,15 @@ def test_notebook_runs_with_test_parameters(name, tmp_path, notebook_model, secr
                               log=tmp_path / f"{name}-2.log", name=name)
     assert "reusing" in again.output.read_text()
     assert stamp == {p.name: p.stat().st_mtime_ns for p in results.iterdir() if p.name in stamp}
+
+
+@pytest.mark.book
+def test_across_architectures_refuses_a_model_that_does_not_load(tmp_path, notebook_model):
+    """A model that does not load stops the page before any sweep, naming it; it is never skipped."""
+    spec = SPECS["across_architectures"]
+    params = spec.parameters(test=True, overrides={"model": notebook_model, "others": ["toy:no-such-model"]},
+                             results_dir=tmp_path / "results")
+    with pytest.raises(book.NotebookFailedError, match="toy:no-such-model"):
+        book.run_notebook(REPO / spec.notebook, tmp_path / "out.ipynb", params, cwd=REPO, log=tmp_path / "log",
+                          name="across_architectures")
+    assert not list((tmp_path / "results").glob("arch_*"))  # nothing ran

@@ -122,3 +122,24 @@ def test_claim_pages_paste_their_verdicts_instead_of_typing_them():
         code = "\n".join(c.source for c in source.cells if c.cell_type == "code")
         assert f"verdicts.decide_{claim.id}(" in code and ".publish(results)" in code, claim.id
         assert f'criterion_markdown("{claim.id}")' in code, f"{claim.id}: the criterion is not shown before the numbers"
+
+
+def test_the_across_architectures_rerun_command_parses_as_written():
+    """The rerun command on the chapter's page and in its notebook is one command, and `vlmflow figure` reads it as
+    the page says: the `others` list as a list of model ids, every parameter one the notebook declares."""
+    import re
+    import shlex
+
+    def command(text):
+        (block,) = re.findall(r"^(vlmflow figure across_architectures .*?)(?:\n```|\Z)", text, flags=re.M | re.S)
+        return shlex.split(block.replace("\\\n", " "))
+
+    page = command((REPO / "book" / "across_architectures.md").read_text())
+    nb = nbformat.read(REPO / "notebooks" / "across_architectures.ipynb", as_version=4)
+    assert command(nb.cells[0].source) == page
+    params = dict(book.parse_param(v) for k, v in zip(page, page[1:]) if k == "--param")
+    assert isinstance(params["others"], list) and len(params["others"]) == 2
+    assert all(isinstance(m, str) and "/" in m for m in params["others"])
+    spec = book.load_registry(REPO)["across_architectures"]
+    book.check_parameter_names(spec, params, REPO)  # RegistryError on a name the notebook does not declare
+    assert page[page.index("--model") + 1] == "llava-hf/llava-1.5-7b-hf" and "--device" in page

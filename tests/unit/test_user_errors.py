@@ -317,3 +317,33 @@ def test_command_line_names_agree_with_the_library():
     assert PRESET_NAMES == tuple(PRESETS)
     for name in DTYPES:
         _torch_dtype(name)
+
+
+def test_architecture_reads_the_config_and_refuses_naming_the_model(tmp_path, monkeypatch):
+    """vlmflow.model.architecture: the config's model_type for a model an adapter serves; a model that cannot be read
+    or that no adapter serves is refused with its name (pages that compare models check every model first)."""
+    import json
+
+    from vlmflow.errors import UnsupportedModelError, WeightsNotAvailableError
+    from vlmflow.model import architecture
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    for model_type in ("llava", "internvl", "qwen2_vl"):
+        folder = tmp_path / model_type
+        folder.mkdir()
+        (folder / "config.json").write_text(json.dumps({"model_type": model_type}))
+        assert architecture(str(folder)) == model_type
+    bert = tmp_path / "bert"
+    bert.mkdir()
+    (bert / "config.json").write_text(json.dumps({"model_type": "bert"}))
+    with pytest.raises(UnsupportedModelError, match=r"model '.*bert' is a 'bert' model; the adapters serve .*llava"):
+        architecture(str(bert))
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(WeightsNotAvailableError, match=r"model '.*empty': its config cannot be read"):
+        architecture(str(empty))
+    with pytest.raises(WeightsNotAvailableError, match=r"unknown toy model 'toy:no-such-model'"):
+        architecture("toy:no-such-model")
+    with pytest.raises(WeightsNotAvailableError, match=r"model folder /no/such/folder does not exist"):
+        architecture("/no/such/folder")
+

@@ -14,7 +14,8 @@ A row is the paper's analyses, computed by the library's own runners and decider
 - Finding 3: localization accuracy per layer band (``localize.stored_localization``), the peak band, and
   ``verdicts.decide_finding3``.
 
-Sweeps and localizations go through the resumable stores (``stored_sweep``, ``stored_localization``), the quality
+The four claims' intervals and verdicts come from ``vlmflow.claim_checks`` (the chapter "Across architectures"
+computes its columns with the same functions). Sweeps and localizations go through the resumable stores (``stored_sweep``, ``stored_localization``), the quality
 rows through ``store.cached_table``, so a rerun computes nothing it has. :func:`shows_mechanism` is the criterion,
 fixed before any recipe was measured, that decides which recipe models are shipped.
 """
@@ -57,15 +58,10 @@ def study_configs(n_layers: int) -> list:
     return all_layers + window_configs(n_layers, fractions=(0.25,))
 
 
-def _ci(table, value: str, prefix: str) -> dict:
-    r = table.iloc[0]
-    return {prefix: float(r[value]), f"{prefix}_low": float(r[f"{value}_low"]),
-            f"{prefix}_high": float(r[f"{value}_high"])}
-
-
 def _quality(model: str, results: Path, *, n: int, seed: int, n_resamples: int, device: str, progress: bool) -> dict:
     import pandas as pd
 
+    from vlmflow.claim_checks import flat_interval
     from vlmflow.stats import groupby_ci
     from vlmflow.store import cached_table, provenance
 
@@ -83,102 +79,19 @@ def _quality(model: str, results: Path, *, n: int, seed: int, n_resamples: int, 
     out = {}
     for kind, name in zip(QUALITY_KINDS, ("describe_f1", "exists_acc", "count_acc", "color_acc")):
         sub = rows[rows.kind == kind]
-        out |= _ci(groupby_ci(sub.assign(all=0), "all", "value", cluster="scene", n_resamples=n_resamples,
+        out |= flat_interval(groupby_ci(sub.assign(all=0), "all", "value", cluster="scene", n_resamples=n_resamples,
                               seed=seed), "value", name)
     return out
 
 
-def _attention(store: str, keys, n_resamples: int, seed: int):
-    """Figure 1's text group from the sweep's recorded baseline: per layer mass and observed/uniform ratio
-    intervals, the mean over layers, and the share of the visible keys."""
-    import numpy as np
-
-    from vlmflow.roles import GROUPS
-    from vlmflow.stats import CI, groupby_ci
-    from vlmflow.store import load_results
-    from vlmflow.verdicts import decide_fig1
-
-    att = load_results(store, "attention")
-    att = att[att.image.isin(keys)]
-    text = sorted(GROUPS["text"])
-    t = att[["image", "position", "layer"]].assign(
-        mass=att[[f"mass_{r}" for r in text]].sum(axis=1), share=att[[f"share_{r}" for r in text]].sum(axis=1))
-    t["ratio"] = np.where(t.share > 0, t.mass / t.share.where(t.share > 0), np.nan)
-    per_layer = {v: groupby_ci(t.dropna(subset=[v]), "layer", v, cluster="image", n_resamples=n_resamples,
-                               seed=seed) for v in ("mass", "ratio")}
-    # the mean over layers per prediction step, so each image's steps weigh as in the per-layer means
-    steps = t.groupby(["image", "position"], as_index=False)[["mass", "share"]].mean().assign(all=0)
-    out = _ci(groupby_ci(steps, "all", "mass", cluster="image", n_resamples=n_resamples, seed=seed), "mass",
-              "text_attention")
-    out |= _ci(groupby_ci(steps, "all", "share", cluster="image", n_resamples=n_resamples, seed=seed), "share",
-               "text_keys")
-    layers = per_layer["mass"].layer.tolist()
-    verdict = decide_fig1(layers, [CI(*r) for r in per_layer["mass"][["mass", "mass_low", "mass_high"]].to_numpy()],
-                          [CI(*r) for r in per_layer["ratio"][["ratio", "ratio_low", "ratio_high"]].to_numpy()],
-                          CI(out["text_keys"], out["text_keys_low"], out["text_keys_high"]))
-    return out, verdict
-
-
-def _knockouts(scored, n_layers: int, n_resamples: int, seed: int):
-    """Finding 1 (all layers, free and forced) and Finding 2 (quarter windows) from judged sweep rows."""
-    from vlmflow.stats import CI, groupby_ci
-    from vlmflow.verdicts import _middle, decide_finding1, decide_finding2
-
-    def ci(df):
-        return groupby_ci(df.assign(all=0).dropna(subset=["f1_baseline"]), "all", "f1_baseline", cluster="image",
-                          n_resamples=n_resamples, seed=seed)
-
-    forced = scored.forced.fillna(False).astype(bool) if "forced" in scored else False
-    ko = scored[scored.family == "from-layer"]
-    out = {}
-    for ko_type, name in (("img->gen", "ko_gen"), ("img->txt", "ko_txt"), ("img->txt+gen", "ko_floor")):
-        out |= _ci(ci(ko[(ko.ko_type == ko_type) & ~forced[ko.index]]), "f1_baseline", name)
-        if name != "ko_floor":
-            out |= _ci(ci(ko[(ko.ko_type == ko_type) & forced[ko.index]]), "f1_baseline", f"{name}_forced")
-    c = {k: CI(out[k], out[f"{k}_low"], out[f"{k}_high"]) for k in ("ko_gen", "ko_txt", "ko_floor", "ko_txt_forced")}
-    f1 = decide_finding1(c["ko_gen"], c["ko_txt"], c["ko_floor"], c["ko_txt_forced"])
-    win = scored[(scored.family == "window") & ~forced[scored.index]]
-    windows = []
-    for (a, b), group in win.groupby(["window_start", "window_end"]):
-        r = ci(group).iloc[0]
-        windows.append((int(a), int(b), CI(r.f1_baseline, r.f1_baseline_low, r.f1_baseline_high)))
-    best = max(windows, key=lambda w: w[2].estimate)
-    centre = (best[0] + best[1]) / 2
-    out |= {"best_window": f"{best[0]}-{best[1]}", "best_window_depth": (centre + 0.5) / n_layers,
-            "best_window_middle": bool(_middle(centre, n_layers)), "best_window_f1": best[2].estimate,
-            "best_window_f1_low": best[2].low, "best_window_f1_high": best[2].high}
-    f2 = decide_finding2(windows, c["ko_floor"], n_layers)
-    return out, f1, f2
-
-
 def _localization(model: str, results: Path, *, n_images: int, seed: int, n_resamples: int, device: str,
                   progress: bool):
+    from vlmflow.claim_checks import finding3_check
     from vlmflow.localize import stored_localization
-    from vlmflow.stats import CI
-    from vlmflow.verdicts import _middle, decide_finding3
 
     loc = stored_localization(results, model=model, device=device, dtype="float32", data="toy-test",
                               n_images=n_images, seed=seed, judge="exact", n_maps=0, progress=progress)
-    prov = loc.provenance
-    objs = loc.objects[loc.objects.present.astype(bool)].drop_duplicates(["image_id", "object", "occurrence"])
-    n_lost = int(objs.lost.fillna(False).astype(bool).sum())
-    subset = "lost" if n_lost >= 20 else "all"  # the paper's subset when it is large enough (as Figure 7)
-    tol0 = min(prov["tolerances"])
-    table = loc.accuracy("band", subset, n_resamples=n_resamples, seed=seed)
-    table = table[table.tolerance == tol0].set_index("band")
-    bands = [(s, e, CI(*table.loc[f"{s}-{e - 1}", ["accuracy", "accuracy_low", "accuracy_high"]]),
-              table.loc[f"{s}-{e - 1}", "chance"]) for s, e in prov["bands"] if f"{s}-{e - 1}" in table.index]
-    verdict = decide_finding3(bands, n_layers=prov["n_layers"],
-                              subset=f"{n_lost} objects lost under KO image→generated" if subset == "lost"
-                              else f"all {len(objs)} named objects")
-    scored = [b for b in bands if b[2].estimate == b[2].estimate]  # not NaN
-    if not scored:
-        return {"peak_band": None, "localization_subset": subset}, verdict
-    s, e, acc, chance = max(scored, key=lambda b: b[2].estimate)
-    return {"peak_band": f"{s}-{e - 1}", "peak_band_middle": bool(_middle((s + e - 1) / 2, prov["n_layers"])),
-            "peak_band_accuracy": acc.estimate, "peak_band_accuracy_low": acc.low,
-            "peak_band_accuracy_high": acc.high, "peak_band_chance": float(chance),
-            "localization_subset": subset}, verdict
+    return finding3_check(loc, n_resamples=n_resamples, seed=seed)
 
 
 def measure(model: str | os.PathLike, results_dir: str | os.PathLike, *, n_images: int = 80,
@@ -187,7 +100,10 @@ def measure(model: str | os.PathLike, results_dir: str | os.PathLike, *, n_image
     """One row of the study for the toy model folder ``model``: every interval of :data:`METRICS` (``<name>``,
     ``<name>_low``, ``<name>_high``), where the best window and the localization peak sit, each claim's verdict
     (``verdict_<claim>``) and :func:`shows_mechanism`. Stores go under ``results_dir``."""
+    from vlmflow.claim_checks import fig1_check, finding1_check, finding2_check
     from vlmflow.judge import get_judge
+    from vlmflow.stats import CI
+    from vlmflow.store import load_results
     from vlmflow.sweep_scores import score_rows, stored_sweep, truth_descriptions
 
     model = str(model)
@@ -201,11 +117,13 @@ def measure(model: str | os.PathLike, results_dir: str | os.PathLike, *, n_image
     row: dict = {"n_layers": int(n_layers), "n_images": len(keys)}
     row |= _quality(model, results, n=quality_scenes, seed=seed, n_resamples=n_resamples, device=device,
                     progress=progress)
-    att, v_fig1 = _attention(rows.attrs["store"], set(keys), n_resamples, seed)
-    ko, v_f1, v_f2 = _knockouts(scored, n_layers, n_resamples, seed)
+    att, v_fig1 = fig1_check(load_results(rows.attrs["store"], "attention"), keys, n_resamples=n_resamples, seed=seed)
+    ko, v_f1 = finding1_check(scored, n_resamples=n_resamples, seed=seed)
+    windows, v_f2 = finding2_check(scored, n_layers, CI(ko["ko_floor"], ko["ko_floor_low"], ko["ko_floor_high"]),
+                                   n_resamples=n_resamples, seed=seed)
     loc, v_f3 = _localization(model, results, n_images=n_images, seed=seed, n_resamples=n_resamples,
                               device=device, progress=progress)
-    row |= att | ko | loc
+    row |= att | ko | windows | loc
     for v in (v_fig1, v_f1, v_f2, v_f3):
         row[f"verdict_{v.claim}"] = v.outcome
         row[f"reason_{v.claim}"] = v.reason
