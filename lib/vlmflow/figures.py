@@ -82,6 +82,14 @@ def start(results_dir: str | Path, *, device: str = "cpu", cpu_threads: int | No
     return results
 
 
+def model_label(model: str, width: int = 28) -> str:
+    """A model as a figure title names it: a hub id or toy name as given, a local folder by its last two path parts
+    (a full path would widen the figure until its ticks are unreadable); at most ``width`` characters."""
+    if "/" in model and Path(model).expanduser().is_dir():
+        model = "/".join(Path(model).expanduser().resolve().parts[-2:])
+    return model if len(model) <= width else "…" + model[-(width - 1):]
+
+
 def mean_band(
     ax: "Axes",
     x: Sequence[float] | np.ndarray,

@@ -49,6 +49,22 @@ def notebook_model(tmp_path_factory) -> str:
     return str(folder)
 
 
+@pytest.fixture(scope="session")
+def waiting_overrides(tmp_path_factory) -> dict[str, dict]:
+    """Parameters that let the figures which wait for a toy model (``FigureSpec.waits_for``) run in the tests: a tiny
+    random toy of the architecture they need (``toy/architectures.py`` at the TINY config, toy vocabulary), exported
+    to a folder that `vf.load(folder)` reads as it will read the shipped model."""
+    from vlmflow.toy.architectures import get_arch
+    from vlmflow.toy.model import TINY
+    from vlmflow.toy.train import export
+
+    def tiny(arch: str) -> str:
+        model, processor = get_arch(arch).build(TINY, seed=0)
+        return str(export(model, processor, tmp_path_factory.mktemp(f"tiny_{arch}") / "model", half=False))
+
+    return {"across_architectures": {"others": [tiny("internvl")]}, "video": {"model": tiny("qwen2-vl")}}
+
+
 @pytest.fixture
 def secret_env(monkeypatch):
     monkeypatch.setenv("OPENAI_API_KEY", SENTINEL_KEY)

@@ -116,3 +116,15 @@ def test_save_refuses_tick_labels_too_small_to_read_at_the_column_width(tmp_path
     ax.plot([0, 1], [0, 1])
     assert figures.smallest_tick_px(fig)[0] == pytest.approx(9 * fig.dpi / 72)
     assert figures.save(fig, tmp_path, "narrow").is_file()
+
+
+def test_model_label_keeps_ids_and_shortens_folders(tmp_path):
+    from vlmflow.figures import model_label
+
+    assert model_label("toy:internvl") == "toy:internvl"
+    assert model_label("llava-hf/llava-1.5-7b-hf") == "llava-hf/llava-1.5-7b-hf"  # a hub id is not a folder here
+    folder = tmp_path / "deep" / "runs" / "model"
+    folder.mkdir(parents=True)
+    assert model_label(str(folder)) == "runs/model"
+    long = model_label("organisation-with-a-long-name/model-with-a-long-name")
+    assert len(long) == 28 and long.startswith("…") and long.endswith("model-with-a-long-name")

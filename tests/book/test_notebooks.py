@@ -306,7 +306,7 @@ def check_fig7_localization(results: Path, model: str) -> None:
     _same_as_claim_checks("fig7_localization", verdict, "finding3_check", loc)
 
 
-def check_across_architectures(results: Path, model: str) -> None:
+def check_across_architectures(results: Path, model: str, others: list[str]) -> None:
     """Each model's Finding 1 intervals are the mean over images of the exact judge's F1 between the all-layer
     knockout's and the unmasked description, read here from the model's stored sweep; its Figure 1 per-layer text
     attention is the mean of the stored attention rows; and the verdict table holds one row per (model, claim) with the
@@ -319,7 +319,7 @@ def check_across_architectures(results: Path, model: str) -> None:
     from vlmflow.store import load_results
 
     judge = get_judge("exact")
-    models = list(dict.fromkeys([model, *SPECS["across_architectures"].defaults["others"]]))
+    models = list(dict.fromkeys([model, *others]))
     table = pd.read_csv(results / "across_verdicts.csv")
     assert len(table) == 4 * len(models) and set(table.model) == set(models)
     for name in models:
@@ -350,16 +350,44 @@ CHECKS = {"token_roles": check_token_roles, "fig1_attention_by_role": check_fig1
           "fig2_knockout_from_layer": check_fig2_knockout_from_layer, "middle_layers": check_middle_layers,
           "query_kinds": check_query_kinds, "visual_complexity": check_visual_complexity,
           "human_eval": check_human_eval, "generation_steps": check_generation_steps,
-          "planted_models": check_planted_models, "fig7_localization": check_fig7_localization,
-          "across_architectures": check_across_architectures}
+          "planted_models": check_planted_models, "fig7_localization": check_fig7_localization}
+
+
+def check_video(results: Path, params: dict) -> None:
+    """The route verdict's numbers are the bootstrap intervals of the stored clip sweep's all-layer knockouts (exact
+    fact F1 against the unmasked clip description), which a second read returns without computing anything; the frame
+    masses of every (clip, generated row, layer) cover each of the clip's 2-4 frames."""
+    import numpy as np
+
+    from vlmflow.stats import bootstrap_ci
+    from vlmflow.video_analysis import stored_clip_sweep
+
+    route = json.loads((results / "verdict-oq_video_route.json").read_text())
+    rows, mass = stored_clip_sweep(results, model=params["model"], n_clips=params["n_clips"], seed=params["seed"],
+                                   max_new_tokens=params["max_new_tokens"])
+    assert rows.attrs["computed"] == 0  # read back: nothing recomputed
+    for key, ko_type in (("gen", "img->gen"), ("txt", "img->txt"), ("floor", "img->txt+gen")):
+        f1 = rows[(rows.ko_type == ko_type) & (rows.layer == -1) & ~rows.forced.astype(bool)].set_index("image").f1
+        expected = bootstrap_ci(f1.to_numpy(dtype=float), n_resamples=params["n_resamples"], seed=params["seed"])
+        np.testing.assert_allclose(route["numbers"][key], list(expected), rtol=0, atol=1e-9)
+    assert set(mass.groupby(["image", "position", "layer"]).frame.count()) <= {2, 3, 4}
+    for claim in ("oq_video_route", "oq_video_frames", "oq_video_reprompt"):
+        assert (results / f"verdict-{claim}.json").is_file(), claim
+
+
+# checks that need more of the run's parameters than its model
+PARAMETER_CHECKS = {"across_architectures": lambda results, p: check_across_architectures(results, p["model"],
+                                                                                          p["others"]),
+                    "video": check_video}
 
 
 @pytest.mark.book
 @pytest.mark.parametrize("name", list(SPECS))
-def test_notebook_runs_with_test_parameters(name, tmp_path, notebook_model, secret_env):
+def test_notebook_runs_with_test_parameters(name, tmp_path, notebook_model, secret_env, waiting_overrides):
     spec = SPECS[name]
     results = tmp_path / "results"
-    params = spec.parameters(test=True, overrides={"model": notebook_model}, results_dir=results)
+    overrides = {"model": notebook_model, **(waiting_overrides[name] if not spec.in_book else {})}
+    params = spec.parameters(test=True, overrides=overrides, results_dir=results)
     run = book.run_notebook(REPO / spec.notebook, tmp_path / f"{name}.ipynb", params, cwd=REPO,
                             log=tmp_path / f"{name}.log", name=name)
     executed = nbformat.read(run.output, as_version=4)
@@ -371,6 +399,8 @@ def test_notebook_runs_with_test_parameters(name, tmp_path, notebook_model, secr
     assert secret_env not in run.output.read_text(), "the executed notebook contains OPENAI_API_KEY's value"
     if name in CHECKS:
         CHECKS[name](results, notebook_model)
+    if name in PARAMETER_CHECKS:
+        PARAMETER_CHECKS[name](results, params)
 
     # A rerun with the same parameters reuses the stored results (and may not recompute them).
     stamp = {p.name: p.stat().st_mtime_ns for p in results.iterdir() if p.suffix in (".parquet", ".json")}

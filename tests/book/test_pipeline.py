@@ -194,3 +194,25 @@ def test_executed_notebooks_show_no_progress_bars_while_the_terminal_keeps_them(
     assert bar_disabled(True) and bar_disabled(False)
     monkeypatch.setenv("TQDM_DISABLE", "0")
     assert not bar_disabled(True) and bar_disabled(False)
+
+
+def test_a_figure_that_waits_for_a_model_reruns_but_stays_out_of_the_book(tmp_path):
+    """`waits_for`: the figure is registered (rerun, listed with why), the book build skips it, naming it in
+    `--only` is refused with the reason, and _toc.yml may not list it."""
+    root = tiny_root(tmp_path)
+    make_notebook(root / "notebooks" / "later.ipynb", ECHO_PARAMS, ECHO_BODY)
+    with (root / "notebooks" / "figures.toml").open("a") as fh:
+        fh.write('\n[later]\ntitle = "Later"\nnotebook = "notebooks/later.ipynb"\npage = "book/figures/later.ipynb"\n'
+                 'waits_for = "the toy X, not shipped yet"\n')
+    specs = book.load_registry(root)
+    assert specs["echo"].in_book and not specs["later"].in_book
+    report = book.build(root, test=True, html=False, progress=False)
+    assert [r.name for r in report.runs] == ["echo"]
+    with pytest.raises(book.RegistryError, match=r"later \(waits for the toy X, not shipped yet\)"):
+        book.build(root, only=["later"], test=True, html=False, progress=False)
+    run = book.run_figures([specs["later"]], root=root, test=True, progress=False)  # what `vlmflow figure` runs
+    assert json.loads((root / "results" / "later" / "seen.json").read_text())["n"] == 1 and run[0].name == "later"
+    toc = root / "_toc.yml"
+    toc.write_text(toc.read_text() + "  - file: book/figures/later\n")
+    with pytest.raises(book.RegistryError, match="not in the book yet: later"):
+        book.check_toc(root, book.load_registry(root))

@@ -75,10 +75,12 @@ def _list(args) -> int:
 
     specs = book.load_registry(args.root).values()
     if args.json:
-        common.print_json({s.name: {"title": s.title, "notebook": s.notebook, "page": s.page} for s in specs})
+        common.print_json({s.name: {"title": s.title, "notebook": s.notebook, "page": s.page,
+                                    "waits_for": s.waits_for} for s in specs})
         return 0
     for spec in specs:
-        print(f"{spec.name:20s} {spec.title:40s} {spec.notebook} -> {spec.page}")
+        where = spec.page if spec.in_book else f"(not in the book yet: waits for {spec.waits_for})"
+        print(f"{spec.name:20s} {spec.title:40s} {spec.notebook} -> {where}")
     return 0
 
 

@@ -37,10 +37,12 @@ def _run(args) -> int:
     if args.list or not args.name:
         specs = book.load_registry(args.root).values()
         if args.json:
-            common.print_json({s.name: {"title": s.title, "defaults": dict(s.defaults)} for s in specs})
+            common.print_json({s.name: {"title": s.title, "defaults": dict(s.defaults), "waits_for": s.waits_for}
+                               for s in specs})
         else:
             for spec in specs:
-                print(f"{spec.name:20s} {spec.title}  defaults: {dict(spec.defaults)}")
+                waits = "" if spec.in_book else f"  (not in the book yet: waits for {spec.waits_for})"
+                print(f"{spec.name:20s} {spec.title}  defaults: {dict(spec.defaults)}{waits}")
         if not args.list:
             from vlmflow.errors import UsageError
 
