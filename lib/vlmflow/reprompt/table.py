@@ -88,7 +88,10 @@ class Item:
     questions: list[dict]
 
 
-def toy_items(sample, n_images: int | None = None, kinds: Sequence[str] = ("exists", "count", "color")) -> list[Item]:
+TOY_KINDS = ("exists", "count", "color")  # the toy question kinds Table 1 asks by default
+
+
+def toy_items(sample, n_images: int | None = None, kinds: Sequence[str] = TOY_KINDS) -> list[Item]:
     """Items from a toy scenes folder (``vlmflow toy scenes``: questions stored in instances.json)."""
     qs = sample.coco.dataset.get("questions")
     if not qs:
@@ -263,7 +266,7 @@ def stored_evaluate(folder, variants: Sequence[Variant | str], *, model: str = "
     else:
         sample = resolved.coco(folder)
         toy = dataset_kind(sample) == "toy"
-        kinds = ("exists", "count", "color") if kinds is None else kinds
+        kinds = TOY_KINDS if kinds is None else kinds
         items = toy_items(sample, n_images, kinds) if toy else pope_items(sample, n_images, seed=seed)
         scenes = sample.root.name if data in TOY_SPLITS else None  # the scene settings (load_sample)
         kinds_key = list(kinds) if toy else ["pope-adversarial"]
