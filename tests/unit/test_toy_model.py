@@ -491,3 +491,25 @@ def test_toy_train_vision_steps_fix_stage_one_length(monkeypatch, tmp_path):
     train = {"train_config": {"vision_steps": 2500, "vision_minutes": 6.0, "aux_weight": 0.3},
              "vision_pretraining": {"steps": 2500}}
     assert "tower + projector alone for 2500 steps" in _training_lines(train)[0]
+
+
+def test_fixed_words_keep_their_embedding_rows_through_training(tmp_path):
+    """With ``fixed_words`` the (tied) rows of ``yes`` and ``no`` come out of training bit-identical to the fresh
+    model's, step updates and weight decay undone, while the rows of the other answer words moved; a word outside
+    the vocabulary is refused by name."""
+    from vlmflow.toy.train import FixedRows, TrainConfig, TrainingError, initial_model, train
+
+    cfg = TrainConfig(batch_size=4, model=TINY, scenes=SCENES, steps=3, eval_scenes=2, warmup_steps=1,
+                      vision_minutes=0, fixed_words=("yes", "no"), kind_mix={"exists": 0.5, "color": 0.5})
+    fresh, proc = initial_model(cfg)
+    before = fresh.get_input_embeddings().weight.detach().clone()
+    train(cfg, tmp_path / "out", tmp_path / "work", log=lambda m: None)
+    state = torch.load(tmp_path / "work" / "checkpoint.pt", weights_only=False)["model"]
+    after = state["model.language_model.embed_tokens.weight"]
+    tok = proc.tokenizer
+    fixed = tok.convert_tokens_to_ids(["yes", "no"])
+    assert torch.equal(after[fixed], before[fixed])
+    colours = tok.convert_tokens_to_ids(["red", "blue", "green"])
+    assert (after[colours] - before[colours]).abs().max() > 1e-4
+    with pytest.raises(TrainingError, match="zebra"):
+        FixedRows(fresh, tok, ("yes", "zebra"))
