@@ -479,15 +479,43 @@ def test_model_card_reports_clip_metrics_and_the_clip_command(tmp_path):
 
 
 def test_toy_train_vision_steps_fix_stage_one_length(monkeypatch, tmp_path):
-    """`--vision-steps N` reaches the trainer as a fixed stage-1 length, and the card states it in steps."""
+    """`--vision-steps N` reaches the trainer as a fixed stage-1 length, and the card states it in steps;
+    `--fixed-words` reaches it as a tuple of words, and the card names them (and only then)."""
     import vlmflow.toy.train as train_module
     from vlmflow.cli import main
     from vlmflow.toy.evaluate import _training_lines
 
     seen = {}
-    monkeypatch.setattr(train_module, "train", lambda cfg, *a, **k: seen.setdefault("cfg", cfg))
+    monkeypatch.setattr(train_module, "train", lambda cfg, *a, **k: seen.__setitem__("cfg", cfg))
     assert main(["toy", "train", "--arch", "internvl", "--out", str(tmp_path / "m"), "--vision-steps", "2500"]) == 0
-    assert seen["cfg"].vision_steps == 2500 and seen["cfg"].arch == "internvl"
+    assert seen["cfg"].vision_steps == 2500 and seen["cfg"].arch == "internvl" and seen["cfg"].fixed_words == ()
     train = {"train_config": {"vision_steps": 2500, "vision_minutes": 6.0, "aux_weight": 0.3},
              "vision_pretraining": {"steps": 2500}}
     assert "tower + projector alone for 2500 steps" in _training_lines(train)[0]
+    assert "`yes`" not in _training_lines(train)[2]
+    assert main(["toy", "train", "--out", str(tmp_path / "m"), "--fixed-words", "yes, no"]) == 0
+    assert seen["cfg"].fixed_words == ("yes", "no")
+    train["train_config"]["fixed_words"] = ["yes", "no"]
+    assert "the embedding rows of `yes`, `no` keep their random start" in _training_lines(train)[2]
+
+
+def test_fixed_words_keep_their_embedding_rows_through_training(tmp_path):
+    """With ``fixed_words`` the (tied) rows of ``yes`` and ``no`` come out of training bit-identical to the fresh
+    model's, step updates and weight decay undone, while the rows of the other answer words moved; a word outside
+    the vocabulary is refused by name."""
+    from vlmflow.toy.train import FixedRows, TrainConfig, TrainingError, initial_model, train
+
+    cfg = TrainConfig(batch_size=4, model=TINY, scenes=SCENES, steps=3, eval_scenes=2, warmup_steps=1,
+                      vision_minutes=0, fixed_words=("yes", "no"), kind_mix={"exists": 0.5, "color": 0.5})
+    fresh, proc = initial_model(cfg)
+    before = fresh.get_input_embeddings().weight.detach().clone()
+    train(cfg, tmp_path / "out", tmp_path / "work", log=lambda m: None)
+    state = torch.load(tmp_path / "work" / "checkpoint.pt", weights_only=False)["model"]
+    after = state["model.language_model.embed_tokens.weight"]
+    tok = proc.tokenizer
+    fixed = tok.convert_tokens_to_ids(["yes", "no"])
+    assert torch.equal(after[fixed], before[fixed])
+    colours = tok.convert_tokens_to_ids(["red", "blue", "green"])
+    assert (after[colours] - before[colours]).abs().max() > 1e-4
+    with pytest.raises(TrainingError, match="zebra"):
+        FixedRows(fresh, tok, ("yes", "zebra"))

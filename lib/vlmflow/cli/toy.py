@@ -73,6 +73,10 @@ def register(subparsers) -> None:
     t.add_argument("--mimetic", action=argparse.BooleanOptionalAction, default=True,
                    help="Start the language model's attention from a mimetic initialisation (W_k = W_q). "
                         "Default: on.")
+    t.add_argument("--fixed-words", type=_words, default=(),
+                   help="Answer words whose embedding rows keep their initial values through training, joined by "
+                        "commas (e.g. yes,no: a fixed yes/no readout, which cannot collapse while the answer is "
+                        "still at chance; vlmflow.toy.train.FixedRows). Default: none.")
     t.add_argument("--threads", type=common.positive_int, default=2, help="CPU threads for torch. Default: 2.")
     t.add_argument("--resume", action="store_true", help="Continue from the last checkpoint in --work.")
     t.add_argument("--recipe", default=None, choices=list(RECIPES),
@@ -163,6 +167,13 @@ def register(subparsers) -> None:
                                    "runs (plant.json in its folder).")
     common.add_json_option(m, "one object per model: name, folder, plant knockouts and description")
     m.set_defaults(func=_models)
+
+
+def _words(text: str) -> tuple[str, ...]:
+    words = tuple(w.strip() for w in text.split(",") if w.strip())
+    if not words:
+        raise argparse.ArgumentTypeError(f"expected words joined by commas, got {text!r}")
+    return words
 
 
 def _kind_mix(text: str) -> dict:
@@ -271,6 +282,7 @@ def _train(args) -> int:
                       minutes=args.minutes, threads=args.threads, vision_minutes=args.vision_minutes,
                       vision_steps=args.vision_steps,
                       aux_weight=args.aux_weight, hide_until=args.hide_until, mimetic=args.mimetic,
+                      fixed_words=args.fixed_words,
                       init=args.init, plant=args.plant, plant_probability=args.plant_probability,
                       **({"kind_mix": args.kind_mix} if args.kind_mix else {}),
                       arch=args.arch, clip_fraction=args.clips,

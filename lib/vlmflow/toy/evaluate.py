@@ -202,6 +202,9 @@ def _training_lines(train: dict) -> tuple[str, str, str]:
         stage2.append(f"a context curriculum hides the system prompt and the background image tokens from the text "
                       f"with probability 1 at the start, falling linearly to 0 at {tc['hide_until']:.0%} of the schedule "
                       f"(`train.hidden_context`; attention mask only)")
+    if tc.get("fixed_words"):
+        stage2.append(f"the embedding rows of {', '.join(f'`{w}`' for w in tc['fixed_words'])} keep their random start "
+                      f"(a fixed readout, `train.FixedRows`: with trained rows the yes/no answer collapsed to chance)")
     stage2_line = ("- Stage 2, all weights on the questions: " + "; ".join(stage2) + ".\n") if stage2 else ""
     return vision_line, aux_text, stage2_line
 

@@ -20,6 +20,9 @@ trained models answered them at chance however long they trained. Two measures a
 with it), and a context curriculum (``hidden_context``, ``hide_until``) hides the system prompt and the background
 image tokens from the text early in training, falling linearly to the full context, so that the circuit can first
 form on a short context. Positions never change, only the attention mask.
+A third, ``fixed_words`` (``FixedRows``; ``--fixed-words yes,no``), keeps the yes/no readout from collapsing while the
+answer is still at chance: the runs that never left chance all ended with the ``yes`` and ``no`` rows of the tied
+embedding at cosine 1.00 (``diagnostics/readout_collapse.py``).
 Planting (``vlmflow.plant``): with ``plant`` set, every training sample carries the plant's ``vf.Knockout`` specs
 with probability ``plant_probability``, applied through the one registered attention function
 (``vlmflow.attention.active`` with per-row knockouts over the batch's ``TokenRoles``: prompt roles from the adapter,
@@ -84,6 +87,7 @@ class TrainConfig:
     aux_weight: float = 0.3  # token-probe loss weight during the main stage (0 = off)
     probe_cosine: bool = True  # the probe scores directions (cosine x learned scale), see probe.py
     mimetic: bool = True  # mimetic initialisation of the LM's attention (mimetic_init)
+    fixed_words: tuple[str, ...] = ()  # answer words whose embedding rows never train (FixedRows)
     hide_until: float = 0.4  # context curriculum (hidden_context) over this fraction of the schedule (0 = off)
     clock: str = "wall"  # what `minutes` (and the checkpoint / eval periods) count: "wall" time or "process" CPU time
     init: str | None = None  # fine-tune this model folder (loaded in float32) instead of building a new model
@@ -411,6 +415,40 @@ def mimetic_init(model, self_score: float = 4.0, seed: int = 0) -> None:
             k.copy_(w + torch.randn(k.shape, generator=g) * 0.02)
 
 
+class FixedRows:
+    """Keeps the embedding rows of ``words`` (input and, when untied, output) at the values they have when made:
+    ``restore()`` after every optimizer step undoes the step's update and weight decay on those rows.
+
+    Why (``TrainConfig.fixed_words``): a fixed readout for the yes/no answer. While the answer position's state
+    ``h`` carries no information about the label, cross-entropy on balanced yes/no labels is lowest with equal
+    logits for every ``h``, so its gradient pulls ``e_yes - e_no`` toward zero along the states; the gradient that
+    the yes/no loss sends into the network, ``(p_yes - y) (e_yes - e_no)``, vanishes with it, and the circuit that
+    would answer is never reinforced. Every toy run whose yes/no accuracy stayed at exactly chance ended with the
+    tied ``yes`` and ``no`` rows at cosine 1.00 (``diagnostics/readout_collapse.py``). With the two rows fixed at
+    their random start, the difference, and the gradient, stay."""
+
+    def __init__(self, model, tokenizer, words):
+        import torch
+
+        ids = []
+        for w in words:
+            i = tokenizer.convert_tokens_to_ids(w)
+            if i is None or i == tokenizer.unk_token_id:
+                raise TrainingError(f"fixed_words: {w!r} is not a word of the model's vocabulary")
+            ids.append(i)
+        self.ids = torch.tensor(ids, dtype=torch.long)
+        tables = [model.get_input_embeddings().weight, model.get_output_embeddings().weight]
+        self.tables = [t for k, t in enumerate(tables) if all(t is not u for u in tables[:k])]  # tied: one table
+        self.rows = [t.detach()[self.ids].clone() for t in self.tables]
+
+    def restore(self) -> None:
+        import torch
+
+        with torch.no_grad():
+            for table, rows in zip(self.tables, self.rows):
+                table[self.ids] = rows
+
+
 def lr_factor(step: int, total: int, warmup: int, min_ratio: float) -> float:
     if step < warmup:
         return (step + 1) / warmup
@@ -589,6 +627,7 @@ def train(cfg: TrainConfig, out: str | os.PathLike, work: str | os.PathLike, res
     step, total, elapsed_before, history, vision = (state[k] for k in ("step", "total", "elapsed", "history", "vision"))
     batcher = Batcher(processor, arch, model, adapter=adapter)
     clip_batcher = clip_training(cfg, model, processor)
+    fixed = FixedRows(model, processor.tokenizer, cfg.fixed_words) if cfg.fixed_words else None  # after resume
     model.train()
 
     def checkpoint():
@@ -637,6 +676,8 @@ def train(cfg: TrainConfig, out: str | os.PathLike, work: str | os.PathLike, res
         loss = forward_loss(model, batch, share_prefix=cfg.share_prefix and not clips, probe=probe, tap=tap,
                             aux_weight=cfg.aux_weight, knockouts=knockouts)
         ema = optimizer_step(opt, loss, model.parameters(), ema)
+        if fixed is not None:
+            fixed.restore()
         step += 1
         bar.update(1)
         bar.set_postfix(loss=f"{ema:.3f}", lr=f"{opt.param_groups[0]['lr']:.2e}", refresh=False)
