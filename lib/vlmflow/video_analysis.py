@@ -22,6 +22,7 @@ clips, and stores every result through the one experiment path (``vlmflow.runner
 """
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -336,8 +337,8 @@ def clip_answer_correct(kind: str, truth: str, answer: str | None) -> bool:
         return bool(words) and words[0] == truth.strip().lower()
     if truth.strip().lower() == NOTHING:
         return bool(words) and words[0] == NOTHING
-    named = parse(answer.lower())
-    return bool(named) and sorted(named) == sorted(parse(truth.lower()))
+    named = Counter(parse(answer.lower()))  # objects an answer names may lack a size or colour (None): count, not sort
+    return bool(named) and named == Counter(parse(truth.lower()))
 
 
 def score_clip_answers(answers: "pd.DataFrame") -> "pd.DataFrame":

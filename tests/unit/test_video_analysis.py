@@ -203,6 +203,8 @@ def test_event_mentions_point_at_each_event_clause_shape_word():
     ("appear", "nothing", "small red circle", False),
     ("move", "small red circle , large blue ring", "large blue ring , small red circle", True),
     ("recolor", "small red circle", None, False),
+    ("appear", "small red circle , large red circle", "red circle , small red circle", False),  # a size left unsaid
+    ("move", "small red circle , small red circle", "small red circle", False),  # a multiset, not a set
 ])
 def test_clip_answers_are_scored_by_the_objects_named(kind, truth, answer, right):
     assert clip_answer_correct(kind, truth, answer) is right
