@@ -492,8 +492,7 @@ class VLM:
         (``prepare_video``); a batch holds images or videos, not both."""
         from vlmflow.adapters.base import Video, load_image
 
-        imgs = list(images) if isinstance(images, list) or (isinstance(images, tuple) and not isinstance(images, Video)) \
-            else [images]
+        imgs = list(images) if isinstance(images, (list, tuple)) else [images]
         qs = [questions] * len(imgs) if isinstance(questions, str) else list(questions)
         if len(qs) != len(imgs):
             raise UsageError(f"{len(imgs)} images but {len(qs)} questions: give one question, or one per image")
@@ -602,9 +601,7 @@ class VLM:
         first generated tokens are forced to (one list for every row, or one list per row), greedy afterwards;
         return_logits: keep each step's raw logits (before forcing) in ``Generation.logits``.
         """
-        from vlmflow.adapters.base import Video
-
-        single = isinstance(images, Video) or not isinstance(images, (list, tuple))
+        single = not isinstance(images, (list, tuple))
         batch = self.prepare(images, question)
         gens = self.generate_batch(batch, knockout=knockout, record=record, max_new_tokens=max_new_tokens,
                                    force_prefix=force_prefix, return_logits=return_logits, **gen_kwargs)

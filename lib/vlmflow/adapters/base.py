@@ -82,21 +82,36 @@ def _array_to_uint8(arr, what: str):
 CHATML_FOLLOWUP = "<|im_end|>\n<|im_start|>user\n{question}<|im_end|>\n<|im_start|>assistant\n"
 
 
-class Video(tuple):
+class Video:
     """One video as one model input: its frames in time order (each anything :func:`load_image` reads, all of one
     size). ``VLM.prepare`` lays a ``Video`` out through the adapter's video input (``prepare_video``: Qwen2-VL's
     ``pixel_values_videos``, every video token with its frame in ``TokenRoles.frames``) where a plain image goes
-    through ``prepare``; so the sweep engine, re-prompting and generation take a clip wherever they take an image."""
+    through ``prepare``; so the sweep engine, re-prompting and generation take a clip wherever they take an image.
+    Not a sequence type: a list or tuple given to ``prepare`` is always a batch, a ``Video`` always one input."""
 
-    def __new__(cls, frames):
+    __slots__ = ("frames",)
+
+    def __init__(self, frames):
         frames = tuple(frames)
         if not frames:
             raise ImageReadError("a Video needs at least one frame")
-        return super().__new__(cls, frames)
+        self.frames = frames
+
+    def __len__(self) -> int:
+        return len(self.frames)
+
+    def __iter__(self):
+        return iter(self.frames)
+
+    def __getitem__(self, index):
+        return self.frames[index]
+
+    def __repr__(self) -> str:
+        return f"Video({len(self.frames)} frames)"
 
     def load(self) -> "list[Image.Image]":
         """The frames as PIL RGB images; ImageReadError names a frame of another size."""
-        frames = [load_image(f) for f in self]
+        frames = [load_image(f) for f in self.frames]
         sizes = sorted({f.size for f in frames})
         if len(sizes) != 1:
             raise ImageReadError(f"the frames of a Video must have one size, got {sizes}")
@@ -104,7 +119,7 @@ class Video(tuple):
 
     @property
     def n_frames(self) -> int:
-        return len(self)
+        return len(self.frames)
 
 
 def load_image(image: Any) -> "Image.Image":
