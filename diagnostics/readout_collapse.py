@@ -15,7 +15,9 @@ Measured 2026-11-29 (2-core CPU; 16 scenes x 2 questions): the shipped LLaVA toy
 the recipe study's LLaVA models (``runs/recipes/*/model``, 30 CPU minutes each) that left chance, cosine 0.75-0.91;
 every run that stayed at exactly 0.5 through training, cosine 1.00: the study's ``no-mimetic`` recipe (LLaVA), both
 toy InternVL runs (steps 3089 and ~5800) and the toy Qwen2-VL run (step ~2000); the InternVL run at step 3089 gives
-logit differences of 0.002-0.03 whatever the image or the question.
+logit differences of 0.002-0.03 whatever the image or the question. Retrained from scratch with ``--fixed-words
+yes,no`` (rows at cosine 0.07 / -0.13 throughout), both left chance (greedy val yes/no): InternVL 0.75 from step 1334
+(0.77 at 2314), Qwen2-VL 0.73 from step 1734 (0.77 at 2404).
 """
 from __future__ import annotations
 
