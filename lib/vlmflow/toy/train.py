@@ -437,8 +437,8 @@ class FixedRows:
                 raise TrainingError(f"fixed_words: {w!r} is not a word of the model's vocabulary")
             ids.append(i)
         self.ids = torch.tensor(ids, dtype=torch.long)
-        tables = [model.get_input_embeddings().weight, model.get_output_embeddings().weight]
-        self.tables = [t for k, t in enumerate(tables) if all(t is not u for u in tables[:k])]  # tied: one table
+        inputs, outputs = model.get_input_embeddings().weight, model.get_output_embeddings().weight
+        self.tables = [inputs] if outputs is inputs else [inputs, outputs]  # tied embeddings: one table
         self.rows = [t.detach()[self.ids].clone() for t in self.tables]
 
     def restore(self) -> None:
