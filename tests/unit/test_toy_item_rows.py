@@ -8,8 +8,9 @@ from tests.tiny import build
 from vlmflow.judge import get_judge
 from vlmflow.model import wrap
 from vlmflow.scoring import normalize_answer, parse_yes_no
-from vlmflow.toy.evaluate import _items, item_rows
-from vlmflow.toy.scenes import SceneConfig
+from vlmflow.toy.evaluate import _items, item_rows, metrics_of
+from vlmflow.toy.questions import scene_questions
+from vlmflow.toy.scenes import SceneConfig, make_scene
 
 N = 4
 
@@ -31,6 +32,32 @@ def test_rows_are_the_model_cards_questions(plain):
     got = sorted((r["scene"], r["kind"], r["question"], r["truth"]) for r in plain)
     assert got == expected
     assert {r["scene"] for r in plain} == set(range(N))
+
+
+def test_exists_rows_name_the_rule_of_their_negative(plain):
+    """Each yes/no row carries the rule that drew its question, as the scene's own question set (an independent
+    draw from the same seed) records it: None for the ``yes`` question."""
+    exists = [r for r in plain if r["kind"] == "exists"]
+    assert exists
+    for r in exists:
+        truth = {qa.question: qa.negative for qa in scene_questions(make_scene(3, "test", r["scene"], SceneConfig()))
+                 if qa.kind == "exists"}
+        assert r["negative"] == truth[r["question"]]
+        assert (r["negative"] is None) == (r["truth"] == "yes")
+
+
+def test_yes_no_accuracy_split_by_question():
+    """A model that checks the colour only: right on every ``yes`` and every colour swap, wrong on every shape swap."""
+    def row(negative, correct):
+        return {"kind": "exists", "negative": negative, "correct": correct}
+
+    rows = ([row(None, True)] * 4 + [row("color", True)] * 2 + [row("shape", False)] * 2
+            + [row("random", True), row("random", False)])
+    m = metrics_of(rows, n_scenes=4)
+    assert m["exists_acc"] == 0.7
+    assert (m["exists_yes_acc"], m["exists_no_color_acc"], m["exists_no_shape_acc"], m["exists_no_random_acc"]) \
+        == (1.0, 1.0, 0.0, 0.5)
+    assert "exists_no_shape_acc" not in metrics_of([row(None, True)], n_scenes=1)
 
 
 def test_scores_follow_the_scoring_rules(plain):

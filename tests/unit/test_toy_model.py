@@ -467,7 +467,7 @@ def test_model_card_reports_clip_metrics_and_the_clip_command(tmp_path):
     model, _ = get_arch("qwen2-vl").build(TINY, seed=0)
     config = {**model.config.to_dict(), "architectures": [type(model).__name__]}  # as save_pretrained writes it
     (tmp_path / "config.json").write_text(json.dumps(config))
-    plain = {"describe_f1": 0.9, "exists_acc": 0.9, "count_acc": 0.9, "color_acc": 0.9}
+    plain = {"describe_f1": 0.9, "exists_acc": 0.9, "count_acc": 0.9, "color_acc": 0.9, "exists_no_shape_acc": 0.25}
     res = {"metrics": {"plain": plain}, "chance": CHANCE, "targets": targets_for("qwen2_vl", planted=False),
            "n_scenes": 5, "seed": 3, "knockout": "-", "versions": {},
            "clips": {"describe_video_f1": 0.7512, "count_at_end_acc": 0.625, "n_clips": 8}}
@@ -476,6 +476,8 @@ def test_model_card_reports_clip_metrics_and_the_clip_command(tmp_path):
     assert "description fact F1 0.751" in card and "object count at the end 0.625" in card
     assert "| clips >= target | describe_video_f1 | 0.751 | 0.800 | **no** |" in card
     assert "does **not** meet every quality target" in card
+    assert "| - `no`, a present colour on an absent shape | 0.250 | - |" in card  # the yes/no split, when measured
+    assert "| - `no`, a present shape in an absent colour | - | - |" in card
 
 
 def test_toy_train_vision_steps_fix_stage_one_length(monkeypatch, tmp_path):

@@ -33,6 +33,7 @@ class _Item:
     answer: str
     objects: list | None = None
     scene: int = -1  # index of the scene in its split (the cluster of bootstrap CIs)
+    negative: str | None = None  # exists "no" questions: the hard-negative rule (questions.exists_pair)
 
 
 def _items(n: int, seed: int, split: str, scene_config: SceneConfig) -> list[_Item]:
@@ -43,7 +44,7 @@ def _items(n: int, seed: int, split: str, scene_config: SceneConfig) -> list[_It
         items.append(_Item("describe", sc.image, DESCRIBE_PROMPT, sc.description, sc.toy_objects, scene=i))
         if sc.objects:
             for qa in exists_pair(sc, rng):
-                items.append(_Item("exists", sc.image, qa.question, qa.answer, scene=i))
+                items.append(_Item("exists", sc.image, qa.question, qa.answer, scene=i, negative=qa.negative))
         qa = count_questions(sc)[0]  # how many objects ?
         items.append(_Item("count", sc.image, qa.question, qa.answer, scene=i))
         for kind, pool in (("color", color_questions(sc)), ("position", position_questions(sc))):
@@ -63,8 +64,14 @@ def evaluate(vlm, *, n: int = 200, seed: int = 0, split: str = "test", scene_con
     return metrics_of(rows, n_scenes=n)
 
 
+# The yes/no pair split by what the "no" question swapped (``questions.exists_pair``'s rule; None = the "yes"
+# question): a model that checks only one attribute is right on every "yes" and wrong on the negatives that share
+# that attribute with an object of the scene (the toy InternVL answered by colour alone: 0 of 15 shape swaps).
+EXISTS_QUESTIONS = {"yes": None, "no_color": "color", "no_shape": "shape", "no_random": "random"}
+
+
 def metrics_of(rows: list[dict], n_scenes: int) -> dict:
-    """The model card's averages of :func:`item_rows`' rows."""
+    """The model card's averages of :func:`item_rows`' rows; exists also split by question (``EXISTS_QUESTIONS``)."""
     res: dict = {}
     described = [r for r in rows if r["kind"] == "describe"]
     if described:
@@ -76,6 +83,10 @@ def metrics_of(rows: list[dict], n_scenes: int) -> dict:
         if correct:
             res[f"{kind}_acc"] = round(float(np.mean(correct)), 4)
             res[f"{kind}_n"] = len(correct)
+    for question, rule in EXISTS_QUESTIONS.items():
+        correct = [r["correct"] for r in rows if r["kind"] == "exists" and r.get("negative", "-") == rule]
+        if correct:
+            res[f"exists_{question}_acc"] = round(float(np.mean(correct)), 4)
     res["n_scenes"] = n_scenes
     return res
 
@@ -161,6 +172,10 @@ def evaluate_all(vlm, *, n: int = 200, seed: int = 0, split: str = "test", knock
 _CARD_METRICS = [("describe_f1", "description object F1 (exact size-colour-shape, mean per image)"),
                  ("describe_f1_pooled", "description object F1 (pooled over objects)"),
                  ("exists_acc", "yes/no existence accuracy (balanced pairs)"),
+                 ("exists_yes_acc", "- of which the `yes` questions"),
+                 ("exists_no_color_acc", "- `no`, a present shape in an absent colour"),
+                 ("exists_no_shape_acc", "- `no`, a present colour on an absent shape"),
+                 ("exists_no_random_acc", "- `no`, any other absent pair"),
                  ("count_acc", "counting accuracy (how many objects ?)"),
                  ("color_acc", "colour accuracy (what color is the SHAPE ?)"),
                  ("position_acc", "position accuracy (where is the COLOR SHAPE ?)")]
@@ -350,7 +365,8 @@ def item_rows(vlm, *, n: int = 100, seed: int = 0, split: str = "test", knockout
     otherwise; None = unparseable), correct; describe rows add f1 / precision / recall of the exact (size, colour,
     shape) triple, n_matched / n_extra / n_missed (objects matched, named but absent, present but not named),
     f1_shape / f1_color / f1_size (the exact judge's per-attribute matching), n_truth, n_answer and count_equal (as
-    many objects named as there are).
+    many objects named as there are); exists rows add negative (the rule that drew a ``no`` question:
+    ``color``, ``shape`` or ``random``; None for the ``yes`` question).
     """
     from tqdm.auto import tqdm
 
@@ -375,6 +391,8 @@ def item_rows(vlm, *, n: int = 100, seed: int = 0, split: str = "test", knockout
         for it, gen in zip(chunk, gens):
             row = {"scene": it.scene, "kind": it.kind, "question": it.question, "truth": it.answer,
                    "answer": gen.text}
+            if it.kind == "exists":
+                row["negative"] = it.negative
             if it.kind == "describe":
                 j = exact.judge(it.answer, gen.text)
                 attributes = j.details["attributes"]
