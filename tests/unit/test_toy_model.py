@@ -480,6 +480,39 @@ def test_model_card_reports_clip_metrics_and_the_clip_command(tmp_path):
     assert "| - `no`, a present shape in an absent colour | - | - |" in card
 
 
+def test_continued_model_card_gives_the_whole_training(tmp_path):
+    """A model trained on from another's export (``--init``) keeps that run's record under ``base``
+    (``train.base_record``), and its card names that run and lists its held-out history before its own."""
+    import json
+
+    from vlmflow.toy.architectures import get_arch
+    from vlmflow.toy.evaluate import CHANCE, targets_for, write_model_card
+    from vlmflow.toy.train import base_record
+
+    first = {"command": "vlmflow toy train --arch qwen2-vl --steps 9000", "steps": 9000,
+             "history": [{"step": 4000, "minutes": 90, "exists_acc": 0.77}, {"step": 9000, "minutes": 190,
+                                                                              "exists_acc": 0.86}]}
+    (tmp_path / "first").mkdir()
+    (tmp_path / "first" / "training.json").write_text(json.dumps(first))
+    assert base_record(str(tmp_path / "first")) == first
+    assert base_record(str(tmp_path)) is None and base_record(None) is None
+
+    model, _ = get_arch("qwen2-vl").build(TINY, seed=0)
+    (tmp_path / "config.json").write_text(json.dumps({**model.config.to_dict(), "architectures": ["Qwen2VL"]}))
+    (tmp_path / "training.json").write_text(json.dumps(
+        {"command": "vlmflow toy train --init first", "steps": 1500, "train_config": {"steps": 1500},
+         "history": [{"step": 1500, "minutes": 30, "exists_acc": 0.9}], "base": first}))
+    res = {"metrics": {"plain": {"exists_acc": 0.9}}, "chance": CHANCE, "n_scenes": 5, "seed": 3,
+           "targets": targets_for("qwen2_vl", planted=False), "knockout": "-", "versions": {}}
+    card = write_model_card(tmp_path, res, "vlmflow toy train --init first", name="toy:qwen2-vl").read_text()
+    assert "Continues the run `vlmflow toy train --arch qwen2-vl --steps 9000` (9000 steps" in card
+    assert "cosine decay over 1500 steps" in card
+    history = [line for line in card.splitlines() if line.startswith(("| base ", "| 1500 "))]
+    assert [line.split(" | ")[0] for line in history] == ["| base 4000", "| base 9000", "| 1500"]
+    (tmp_path / "training.json").write_text(json.dumps({"command": "x", "history": []}))
+    assert "Continues" not in write_model_card(tmp_path, res, "x", name="toy:qwen2-vl").read_text()
+
+
 def test_toy_train_vision_steps_fix_stage_one_length(monkeypatch, tmp_path):
     """`--vision-steps N` reaches the trainer as a fixed stage-1 length, and the card states it in steps;
     `--fixed-words` reaches it as a tuple of words, and the card names them (and only then)."""

@@ -193,10 +193,23 @@ def _metric_rows(results: dict) -> list[str]:
 
 
 def _history_rows(train: dict) -> list[str]:
-    """The held-out evaluations logged during training (training.json's history), one table row each."""
-    return [f"| {h.get('step')} | {h.get('minutes')} | {h.get('loss')} | {h.get('describe_f1')} | "
-            f"{h.get('exists_acc')} | {h.get('count_acc')} | {h.get('color_acc')} | {h.get('position_acc')} |"
-            for h in train.get("history", [])]
+    """The held-out evaluations logged during training (training.json's history), one table row each; a continued
+    model (``--init``) lists the run it continues first, its steps marked ``base``."""
+    base = train.get("base")
+    rows = [row.replace("| ", "| base ", 1) for row in _history_rows(base)] if base else []
+    return rows + [f"| {h.get('step')} | {h.get('minutes')} | {h.get('loss')} | {h.get('describe_f1')} | "
+                   f"{h.get('exists_acc')} | {h.get('count_acc')} | {h.get('color_acc')} | {h.get('position_acc')} |"
+                   for h in train.get("history", [])]
+
+
+def _continued_line(train: dict) -> str:
+    """The card's line on the run a continued model (``--init`` of a folder with a training record) started from."""
+    base = train.get("base")
+    if not base:
+        return ""
+    return (f"- Continues the run `{base.get('command')}` ({base.get('steps')} steps, stopped there): this run loaded "
+            f"its exported\n  weights and trained on with the settings below; the history table lists that run "
+            f"first (steps marked `base`).\n")
 
 
 def _training_lines(train: dict) -> tuple[str, str, str]:
@@ -314,11 +327,11 @@ On the held-out test split ({results['n_scenes']} scenes, seed {results['seed']}
 
 ## Training
 - Command: `{command}`
-- Data: fresh train-split toy scenes every batch (scene seed `[{tc.get('seed')}, 0, index]`), never repeated;
+{_continued_line(train)}- Data: fresh train-split toy scenes every batch (scene seed `[{tc.get('seed')}, 0, index]`), never repeated;
   1-4 objects, 5 shapes, 6 colours, 2 sizes, 128 px (4 x 4 cells of 32 px, each under 2 x 2 image tokens), plain background. Question mix {train.get('kind_mix')}.
   Curriculum (fraction of the schedule, max objects from then on): {tc.get('curriculum') or 'none'}.{clip_line}
 {vision_line}{stage2_line}- Loss: mean over each sample's answer tokens (+ EOS), then over samples{aux_text}. AdamW lr {tc.get('lr')}, batch
-  {tc.get('batch_size')}, warmup {tc.get('warmup_steps')} steps then cosine decay over the wall-clock budget, grad clip 1.
+  {tc.get('batch_size')}, warmup {tc.get('warmup_steps')} steps then cosine decay over {f"{tc['steps']} steps" if tc.get('steps') else 'the wall-clock budget'}, grad clip 1.
 - Steps: {train.get('steps')} in {hist[-1]['minutes'] if hist else '?'} minutes on a shared 2-core CPU ({tc.get('threads', 2)} torch threads).
 
 Held-out (val split, greedy) during training:

@@ -562,6 +562,14 @@ def shipped_plant(cfg: TrainConfig):
     return plant if plant is not None and plant.probability >= 1 else None
 
 
+def base_record(init: str | None) -> dict | None:
+    """The training record (training.json) of the model folder that ``--init`` continues, None without one: a
+    continued model's own training.json keeps it under ``base``, so its card can give the whole training."""
+    if init is None or not (Path(init) / "training.json").is_file():
+        return None
+    return json.loads((Path(init) / "training.json").read_text())
+
+
 def initial_model(cfg: TrainConfig):
     """(model, processor) to train: ``cfg.init``'s folder in float32, or a new model of ``cfg.arch``
     (``toy/architectures.py``, mimetic start)."""
@@ -614,6 +622,7 @@ def train(cfg: TrainConfig, out: str | os.PathLike, work: str | os.PathLike, res
     work.mkdir(parents=True, exist_ok=True)
     ckpt_path = work / "checkpoint.pt"
     model, processor = initial_model(cfg)
+    base = base_record(cfg.init)
     prepared = prepare(model, processor, not resume) if prepare is not None else None
     plant = training_plant(cfg)
     adapter = wrap(model, processor).adapter if plant is not None else None  # the "vlmflow" attention on the LM
@@ -707,7 +716,7 @@ def train(cfg: TrainConfig, out: str | os.PathLike, work: str | os.PathLike, res
            extra={"train_config": {k: v for k, v in cfg.__dict__.items() if k not in ("model", "scenes")},
                   "model_config": cfg.model.to_dict(), "scene_config": cfg.scenes.__dict__,
                   "kind_mix": cfg.kind_mix, "vision_pretraining": vision, "command": command, "steps": step,
-                  "total_steps": total, "history": history, "prepared": prepared,
+                  "total_steps": total, "history": history, "prepared": prepared, "base": base,
                   "plant": None if plant is None else plant.to_dict()},
            plant=shipped_plant(cfg))
     log(f"exported to {out}")
