@@ -66,7 +66,7 @@ def evaluate(vlm, *, n: int = 200, seed: int = 0, split: str = "test", scene_con
 
 # The yes/no pair split by what the "no" question swapped (``questions.exists_pair``'s rule; None = the "yes"
 # question): a model that checks only one attribute is right on every "yes" and wrong on the negatives that share
-# that attribute with an object of the scene (the toy InternVL answered by colour alone: 0 of 15 shape swaps).
+# that attribute with an object of the scene (the toy InternVL answered by colour alone: none of the shape swaps right).
 EXISTS_QUESTIONS = {"yes": None, "no_color": "color", "no_shape": "shape", "no_random": "random"}
 
 
@@ -192,12 +192,12 @@ def _metric_rows(results: dict) -> list[str]:
     return rows
 
 
-def _history_rows(train: dict) -> list[str]:
+def _history_rows(train: dict, step_label: str = "") -> list[str]:
     """The held-out evaluations logged during training (training.json's history), one table row each; a continued
     model (``--init``) lists the run it continues first, its steps marked ``base``."""
     base = train.get("base")
-    rows = [row.replace("| ", "| base ", 1) for row in _history_rows(base)] if base else []
-    return rows + [f"| {h.get('step')} | {h.get('minutes')} | {h.get('loss')} | {h.get('describe_f1')} | "
+    rows = _history_rows(base, step_label="base ") if base else []
+    return rows + [f"| {step_label}{h.get('step')} | {h.get('minutes')} | {h.get('loss')} | {h.get('describe_f1')} | "
                    f"{h.get('exists_acc')} | {h.get('count_acc')} | {h.get('color_acc')} | {h.get('position_acc')} |"
                    for h in train.get("history", [])]
 
