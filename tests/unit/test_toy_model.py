@@ -482,7 +482,8 @@ def test_model_card_reports_clip_metrics_and_the_clip_command(tmp_path):
 
 def test_continued_model_card_gives_the_whole_training(tmp_path):
     """A model trained on from another's export (``--init``) keeps that run's record under ``base``
-    (``train.base_record``), and its card names that run and lists its held-out history before its own."""
+    (``train.base_record``), and its card names that run and lists its held-out history before its own; a chain of
+    continuations is listed in order."""
     import json
 
     from vlmflow.toy.architectures import get_arch
@@ -509,6 +510,17 @@ def test_continued_model_card_gives_the_whole_training(tmp_path):
     assert "cosine decay over 1500 steps" in card
     history = [line for line in card.splitlines() if line.startswith(("| base ", "| 1500 "))]
     assert [line.split(" | ")[0] for line in history] == ["| base 4000", "| base 9000", "| 1500"]
+    # a continuation of a continuation: both runs it stands on, oldest first, each numbered
+    second = {"command": "vlmflow toy train --init first", "steps": 1500,
+              "history": [{"step": 1500, "minutes": 30, "exists_acc": 0.9}], "base": first}
+    (tmp_path / "training.json").write_text(json.dumps(
+        {"command": "vlmflow toy train --init second", "steps": 700, "train_config": {"steps": 700},
+         "history": [{"step": 700, "minutes": 15, "exists_acc": 0.95}], "base": second}))
+    card = write_model_card(tmp_path, res, "vlmflow toy train --init second", name="toy:qwen2-vl").read_text()
+    assert ("1. `vlmflow toy train --arch qwen2-vl --steps 9000` (9000 steps); 2. `vlmflow toy train --init first` "
+            "(1500 steps)") in card
+    history = [line.split(" | ")[0] for line in card.splitlines() if line.startswith(("| base ", "| 700 "))]
+    assert history == ["| base 1: 4000", "| base 1: 9000", "| base 2: 1500", "| 700"]
     (tmp_path / "training.json").write_text(json.dumps({"command": "x", "history": []}))
     assert "Continues" not in write_model_card(tmp_path, res, "x", name="toy:qwen2-vl").read_text()
 

@@ -192,24 +192,41 @@ def _metric_rows(results: dict) -> list[str]:
     return rows
 
 
-def _history_rows(train: dict, step_label: str = "") -> list[str]:
-    """The held-out evaluations logged during training (training.json's history), one table row each; a continued
-    model (``--init``) lists the run it continues first, its steps marked ``base``."""
+def _base_runs(train: dict) -> list[dict]:
+    """The runs a continued model (``--init``) stands on, oldest first: its ``base`` record, that record's own
+    ``base``, and so on (empty for a model trained from scratch)."""
     base = train.get("base")
-    rows = _history_rows(base, step_label="base ") if base else []
-    return rows + [f"| {step_label}{h.get('step')} | {h.get('minutes')} | {h.get('loss')} | {h.get('describe_f1')} | "
-                   f"{h.get('exists_acc')} | {h.get('count_acc')} | {h.get('color_acc')} | {h.get('position_acc')} |"
-                   for h in train.get("history", [])]
+    return [*_base_runs(base), base] if base else []
+
+
+def _base_labels(n: int) -> list[str]:
+    """Step labels of ``n`` base runs in the history table: ``base`` for one, ``base 1:`` .. ``base n:`` for a chain."""
+    return ["base "] if n == 1 else [f"base {k}: " for k in range(1, n + 1)]
+
+
+def _history_rows(train: dict) -> list[str]:
+    """The held-out evaluations logged during training (training.json's history), one table row each; a continued
+    model lists the runs it stands on first (``_base_runs``), their steps marked ``base`` (``base k:`` in a chain)."""
+    bases = _base_runs(train)
+    runs = [*zip(bases, _base_labels(len(bases))), (train, "")]
+    return [f"| {label}{h.get('step')} | {h.get('minutes')} | {h.get('loss')} | {h.get('describe_f1')} | "
+            f"{h.get('exists_acc')} | {h.get('count_acc')} | {h.get('color_acc')} | {h.get('position_acc')} |"
+            for run, label in runs for h in run.get("history", [])]
 
 
 def _continued_line(train: dict) -> str:
-    """The card's line on the run a continued model (``--init`` of a folder with a training record) started from."""
-    base = train.get("base")
-    if not base:
+    """The card's line on the runs a continued model (``--init`` of a folder with a training record) stands on."""
+    bases = _base_runs(train)
+    if not bases:
         return ""
-    return (f"- Continues the run `{base.get('command')}` ({base.get('steps')} steps, stopped there): this run loaded "
-            f"its exported\n  weights and trained on with the settings below; the history table lists that run "
-            f"first (steps marked `base`).\n")
+    if len(bases) == 1:
+        return (f"- Continues the run `{bases[0].get('command')}` ({bases[0].get('steps')} steps, stopped there): this "
+                f"run loaded its exported\n  weights and trained on with the settings below; the history table lists "
+                f"that run first (steps marked `base`).\n")
+    chain = "; ".join(f"{k}. `{b.get('command')}` ({b.get('steps')} steps)" for k, b in enumerate(bases, 1))
+    return (f"- Continues a chain of runs, each loading the previous one's export: {chain}. This run loaded the last\n"
+            f"  one's export and trained on with the settings below; the history table lists those runs first (steps "
+            f"marked `base k:`).\n")
 
 
 def _training_lines(train: dict) -> tuple[str, str, str]:
