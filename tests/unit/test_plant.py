@@ -152,6 +152,19 @@ def test_toy_registry_lists_loads_and_names_the_valid_models(tiny, tmp_path, mon
     assert main(["toy", "models", "--json"]) == 0
     listed = {r["name"]: r for r in json.loads(capsys.readouterr().out)}
     assert listed["toy:compress"]["plant"] == ["image:generated@all"] and listed["toy"]["plant"] == []
+    assert listed["toy:compress"]["architecture"] == "llava" and listed["toy:compress"]["unmet_targets"] is None
+    # its stored evaluation (eval.json) decides which targets it meets: one bar missed, one knockout above chance
+    plain = {"describe_f1": 0.95, "exists_acc": 0.9, "count_acc": 0.84, "color_acc": 0.9}
+    ko = {"describe_f1": 0.0, "exists_acc": 0.5, "exists_n": 100, "count_acc": 0.6, "count_n": 100}
+    (tmp_path / "registry" / "compress" / "eval.json").write_text(json.dumps(
+        {"metrics": {"plain": plain, "full_knockout": ko}, "chance": {"exists_acc": 0.5, "count_acc": 0.25},
+         "targets": {k: 0.85 for k in plain}}))
+    assert main(["toy", "models", "--json"]) == 0
+    unmet = {r["name"]: r["unmet_targets"] for r in json.loads(capsys.readouterr().out)}["toy:compress"]
+    assert [(u["check"], u["metric"], u["value"]) for u in unmet] == [("plain >= target", "count_acc", 0.84),
+                                                                     ("knockout <= chance", "count_acc", 0.6)]
+    assert main(["toy", "models"]) == 0
+    assert "unmet: count_acc 0.840 < 0.85, count_acc under knockout 0.600 > 0.3366" in capsys.readouterr().out
 
 
 def test_presets_and_broken_plant_files(tmp_path):

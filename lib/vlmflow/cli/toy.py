@@ -161,11 +161,14 @@ def register(subparsers) -> None:
     st.add_argument("--threads", type=common.positive_int, default=1, help="CPU threads for torch. Default: 1.")
     common.add_json_option(st, "the stored rows")
     st.set_defaults(func=_study)
-    m = sub.add_parser("models", help="List the shipped toy models and the mechanism planted in each.",
+    m = sub.add_parser("models", help="List the shipped toy models, their architecture, whether each meets its "
+                                      "quality targets, and the mechanism planted in each.",
                        description="List the toy models that vf.load and --model accept by name ('toy', 'toy:NAME'): "
-                                   "the folder of each, and the knockouts planted in it, which run whenever the model "
-                                   "runs (plant.json in its folder).")
-    common.add_json_option(m, "one object per model: name, folder, plant knockouts and description")
+                                   "the folder and architecture of each, whether its stored held-out evaluation "
+                                   "(eval.json, `vlmflow toy eval --card`) meets every target of its model card, and "
+                                   "the knockouts planted in it, which run whenever the model runs (plant.json).")
+    common.add_json_option(m, "one object per model: name, folder, architecture, unmet targets (null: never "
+                              "evaluated), plant knockouts and description")
     m.set_defaults(func=_models)
 
 
@@ -390,17 +393,27 @@ def _eval(args) -> int:
 
 
 def _models(args) -> int:
-    from vlmflow.model import toy_models
+    from vlmflow.model import architecture, toy_models
     from vlmflow.plant import read_plant
+    from vlmflow.toy.evaluate import stored_status
 
     rows = []
     for name, folder in toy_models().items():
-        plant = read_plant(folder)
-        rows.append({"name": name, "folder": str(folder), "plant": plant.spec_ids if plant else [],
+        plant, status = read_plant(folder), stored_status(folder)
+        rows.append({"name": name, "folder": str(folder), "architecture": architecture(str(folder)),
+                     "unmet_targets": None if status is None else
+                     [{k: r[k] for k in ("check", "metric", "value", "bound")} for r in status if not r["met"]],
+                     "plant": plant.spec_ids if plant else [],
                      "description": plant.description if plant else "no plant: trained without knockouts"})
     if args.json:
         common.print_json(rows)
-    else:
-        for r in rows:
-            print(f"{r['name']:<16} {' & '.join(r['plant']) or '-':<32} {r['description']}")
+        return 0
+    for r in rows:
+        unmet = r["unmet_targets"]
+        targets = ("not evaluated" if unmet is None else "targets met" if not unmet else
+                   "unmet: " + ", ".join(f"{u['metric']} under knockout {u['value']:.3f} > {u['bound']:g}"
+                                         if u["check"].startswith("knockout") else
+                                         f"{u['metric']} {u['value']:.3f} < {u['bound']:g}" for u in unmet))
+        print(f"{r['name']:<16} {r['architecture']:<10} {' & '.join(r['plant']) or '-':<32} {targets}; "
+              f"{r['description']}")
     return 0

@@ -149,6 +149,15 @@ def target_status(results: dict) -> list[dict]:
     return rows
 
 
+def stored_status(folder: str | os.PathLike) -> list[dict] | None:
+    """:func:`target_status` of the evaluation stored in model ``folder`` (its ``eval.json``, which ``vlmflow toy
+    eval --card`` writes); None for a folder never evaluated."""
+    import json
+
+    path = Path(folder) / "eval.json"
+    return target_status(json.loads(path.read_text())) if path.is_file() else None
+
+
 def evaluate_all(vlm, *, n: int = 200, seed: int = 0, split: str = "test", knockout: bool = True,
                  scene_config: SceneConfig = SceneConfig()) -> dict:
     """The model card's table: plain metrics and, if asked, the same under the full image knockout."""
