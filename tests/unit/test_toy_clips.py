@@ -7,6 +7,7 @@ import pytest
 
 from vlmflow.toy.clips import (
     EVENT_KINDS,
+    FACT_FAMILIES,
     ClipConfig,
     clip_facts,
     clip_questions,
@@ -14,6 +15,7 @@ from vlmflow.toy.clips import (
     make_clip,
     make_clips,
     parse_clip,
+    recall_by_family,
     score_clip,
     write_clips,
 )
@@ -105,6 +107,27 @@ def test_text_round_trip_and_fact_f1_known_answers():
     s = score_clip(truth, (objects, wrong_kind))
     assert (s.tp, s.fp, s.fn) == (4, 1, 1)
     assert score_clip(truth, ([], [])).f1 == 0.0
+
+
+def test_recall_by_family_known_answers():
+    """Recall per fact family, pooled over clips, on hand-made descriptions: one clip told perfectly, one with its
+    events dropped, one with an event's detail wrong; families no clip has are None."""
+    pairs, expected_hits, expected_totals = [], dict.fromkeys(FACT_FAMILIES, 0), dict.fromkeys(FACT_FAMILIES, 0)
+    for i, clip in enumerate(CLIPS[:3]):
+        objects, events = clip_facts(clip)
+        told = {0: events, 1: [], 2: [(k, o, d and "nowhere") for k, o, d in events]}[i]  # i=2: every detail wrong
+        pairs.append(((objects, events), (objects, told)))
+        for family in FACT_FAMILIES:
+            n = len(objects) if family == "object" else sum(e[0] == family for e in events)
+            expected_totals[family] += n
+            expected_hits[family] += n if family == "object" or i == 0 else 0
+    # clip 2: an event kind without a detail (appear, disappear) is still told right
+    for kind, _, detail in clip_facts(CLIPS[2])[1]:
+        expected_hits[kind] += detail is None
+    expected = {f: expected_hits[f] / expected_totals[f] if expected_totals[f] else None for f in FACT_FAMILIES}
+    assert recall_by_family(pairs) == pytest.approx(expected, abs=5e-5)  # rounded to 4 places
+    assert recall_by_family([(clip_facts(c), clip_facts(c)) for c in CLIPS]) == dict.fromkeys(FACT_FAMILIES, 1.0)
+    assert recall_by_family([]) == dict.fromkeys(FACT_FAMILIES)
 
 
 def test_parse_tolerates_paraphrase_and_keeps_unreadable_targets_unmatched():

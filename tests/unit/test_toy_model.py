@@ -470,10 +470,12 @@ def test_model_card_reports_clip_metrics_and_the_clip_command(tmp_path):
     plain = {"describe_f1": 0.9, "exists_acc": 0.9, "count_acc": 0.9, "color_acc": 0.9, "exists_no_shape_acc": 0.25}
     res = {"metrics": {"plain": plain}, "chance": CHANCE, "targets": targets_for("qwen2_vl", planted=False),
            "n_scenes": 5, "seed": 3, "knockout": "-", "versions": {},
-           "clips": {"describe_video_f1": 0.7512, "count_at_end_acc": 0.625, "n_clips": 8}}
+           "clips": {"describe_video_f1": 0.7512, "describe_video_recall_object": 0.96, "describe_video_recall_move": 0.2,
+                     "describe_video_recall_recolor": None, "count_at_end_acc": 0.625, "n_clips": 8}}
     card = write_model_card(tmp_path, res, "vlmflow toy train ...", name="toy:qwen2-vl").read_text()
     assert "--n 5 --seed 3 --knockout --clips 8 --card" in card
     assert "description fact F1 0.751" in card and "object count at the end 0.625" in card
+    assert "recall of each fact family" in card and "kind): object 0.960, move 0.200; object count" in card
     assert "| clips >= target | describe_video_f1 | 0.751 | 0.800 | **no** |" in card
     assert "does **not** meet every quality target" in card
     assert "| - `no`, a present colour on an absent shape | 0.250 | - |" in card  # the yes/no split, when measured

@@ -9,7 +9,7 @@ import torch
 import vlmflow as vf
 from tests.oracles import train_losses
 from vlmflow.toy.architectures import get_arch
-from vlmflow.toy.clips import ClipConfig, make_clip
+from vlmflow.toy.clips import FACT_FAMILIES, ClipConfig, make_clip
 from vlmflow.toy.model import TINY
 from vlmflow.toy.scenes import SceneConfig
 from vlmflow.toy.video import ClipBatcher, clip_eval, make_clip_batch, sample_clip_question
@@ -71,4 +71,5 @@ def test_clip_generation_equals_transformers_generate():
     P = inputs["input_ids"].shape[1]
     assert [g.token_ids for g in gens] == [ref[b, P:].tolist() for b in range(2)]
     metrics = clip_eval(vlm, n=2, split="test", config=CLIPS, max_new_tokens=4)
-    assert set(metrics) == {"describe_video_f1", "count_at_end_acc", "n_clips"} and metrics["n_clips"] == 2
+    recalls = {f"describe_video_recall_{f}" for f in FACT_FAMILIES}
+    assert set(metrics) == {"describe_video_f1", "count_at_end_acc", "n_clips", *recalls} and metrics["n_clips"] == 2

@@ -247,6 +247,26 @@ def clip_facts(clip: Clip) -> tuple[list[ToyObject], list[tuple]]:
     return [t.object for t in clip.frames[0]], [e.fact() for e in clip.events]
 
 
+FACT_FAMILIES = ("object", *EVENT_KINDS)  # what a clip description states: first-frame objects, then each event kind
+
+
+def recall_by_family(pairs) -> dict[str, float | None]:
+    """Pooled recall of each fact family (``FACT_FAMILIES``) over (reference, candidate) fact pairs of many clips
+    (``clip_facts``, ``parse_clip``): the share of the reference's objects, and of its events of each kind, that the
+    candidate states exactly (multisets, as ``score_clip``); None for a family no reference has. Where ``score_clip``
+    gives one F1 per clip, this says which facts a describer misses."""
+    from collections import Counter
+
+    hit, total = Counter(), Counter()
+    for (ref_objects, ref_events), (can_objects, can_events) in pairs:
+        for family in FACT_FAMILIES:
+            ref = Counter(ref_objects if family == "object" else [e for e in ref_events if e[0] == family])
+            can = Counter(can_objects if family == "object" else [e for e in can_events if e[0] == family])
+            total[family] += sum(ref.values())
+            hit[family] += sum((ref & can).values())
+    return {f: round(hit[f] / total[f], 4) if total[f] else None for f in FACT_FAMILIES}
+
+
 def score_clip(reference: tuple[list[ToyObject], list[tuple]], candidate: tuple[list[ToyObject], list[tuple]]) -> Score:
     """Precision, recall and F1 over the multiset of facts (each first-frame object and each event counts once),
     with ``grammar.score``'s conventions for empty sides."""

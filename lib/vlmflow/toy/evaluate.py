@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from vlmflow.toy.clips import FACT_FAMILIES
 from vlmflow.toy.questions import DESCRIBE_PROMPT, color_questions, count_questions, exists_pair, position_questions
 from vlmflow.toy.scenes import SceneConfig, make_scene
 
@@ -268,10 +269,14 @@ def _clip_text(results: dict) -> str:
     clips = results.get("clips")
     if not clips:
         return ""
+    recall = {f: clips.get(f"describe_video_recall_{f}") for f in FACT_FAMILIES}
+    recalls = [f"{family} {value:.3f}" for family, value in recall.items() if value is not None]
+    recall_text = (f"; recall of each fact family (`toy.clips.recall_by_family`: first-frame objects, then each event "
+                   f"kind): {', '.join(recalls)}" if recalls else "")
     return (f"\nHeld-out toy clips ({clips['n_clips']} clips of 2-4 frames, test split, seed {results['seed']}, "
             f"through the video input, greedy): description fact F1 {clips['describe_video_f1']:.3f} "
-            f"(`toy.clips.score_clip`: the first frame's objects and each event), object count at the end "
-            f"{clips['count_at_end_acc']:.3f}.\n")
+            f"(`toy.clips.score_clip`: the first frame's objects and each event){recall_text}; object count at the "
+            f"end {clips['count_at_end_acc']:.3f}.\n")
 
 
 def _status(results: dict) -> tuple[list[str], str]:

@@ -11,7 +11,7 @@ image's place), so a trained model answers through ``vf.load`` with the prompt i
   ``mm_token_type_ids`` and the M-RoPE ``position_ids`` of the full context (``toy/architectures.py`` says why);
   ``train.forward_loss(model, batch, share_prefix=False)`` trains on it;
 - :func:`clip_eval`: greedy clip descriptions of held-out clips through ``VLM.generate_batch``, scored with
-  ``clips.score_clip`` (fact F1), plus the count-at-end accuracy.
+  ``clips.score_clip`` (fact F1) and ``clips.recall_by_family`` (which facts are missed), plus the count-at-end accuracy.
 """
 from __future__ import annotations
 
@@ -25,6 +25,7 @@ from vlmflow.toy.clips import (
     clip_questions,
     make_clip,
     parse_clip,
+    recall_by_family,
     score_clip,
 )
 from vlmflow.toy.questions import QA
@@ -100,11 +101,13 @@ def make_clip_batch(step: int, seed: int, batch_size: int, batcher: ClipBatcher,
 def clip_eval(vlm, n: int = 50, seed: int = 0, split: str = "test", config: ClipConfig | None = None,
               batch_size: int = 8, max_new_tokens: int = 64) -> dict:
     """Held-out clip metrics of a Qwen2-VL toy: ``describe_video_f1`` (mean per-clip fact F1 of the greedy
-    description against the clip's facts, ``clips.score_clip``) and ``count_at_end_acc``; ``n`` clips."""
+    description against the clip's facts, ``clips.score_clip``), ``describe_video_recall_<family>`` (which facts the
+    descriptions miss, ``clips.recall_by_family``: first-frame objects and each event kind) and
+    ``count_at_end_acc``; ``n`` clips."""
     from vlmflow.model import Batch
 
     config = config or ClipConfig()
-    f1, correct = [], []
+    f1, correct, facts = [], [], []
     for start in range(0, n, batch_size):
         clips = [make_clip(seed, split, i, config) for i in range(start, min(n, start + batch_size))]
         for question in (DESCRIBE_VIDEO_PROMPT, COUNT_AT_END_QUESTION):
@@ -113,12 +116,14 @@ def clip_eval(vlm, n: int = 50, seed: int = 0, split: str = "test", config: Clip
             gens = vlm.generate_batch(batch, max_new_tokens=max_new_tokens)
             for clip, gen in zip(clips, gens, strict=True):
                 if question == DESCRIBE_VIDEO_PROMPT:
-                    f1.append(score_clip(clip_facts(clip), parse_clip(gen.text)).f1)
+                    facts.append((clip_facts(clip), parse_clip(gen.text)))
+                    f1.append(score_clip(*facts[-1]).f1)
                 else:
                     answer = next(q["answer"] for q in clip_questions(clip) if q["kind"] == "count_at_end")
                     correct.append(gen.text.strip() == answer)
-    return {"describe_video_f1": round(float(np.mean(f1)), 4), "count_at_end_acc": round(float(np.mean(correct)), 4),
-            "n_clips": n}
+    recalls = {f"describe_video_recall_{k}": v for k, v in recall_by_family(facts).items()}
+    return {"describe_video_f1": round(float(np.mean(f1)), 4), **recalls,
+            "count_at_end_acc": round(float(np.mean(correct)), 4), "n_clips": n}
 
 
 # ---- in the training loop (train.py, TrainConfig.clip_fraction) ---------------------------------------------------
