@@ -661,10 +661,10 @@ def decide_nc_steps(diff: CI, similarity: CI, margin: float = 0.05, min_similari
 # Open question 3 (video): the mechanisms measured on clips of the toy video world (the chapter "Video"). As for the
 # other open questions, the hypothesis is that the paper's mechanism translates; the rules of Finding 1 and Table 1
 # are applied unchanged to clips (the same deciders, so the rule lives in one place).
-# PENDING_CLAIMS: claims whose chapter is not in the book yet (its model, the toy Qwen2-VL clip model, is not shipped):
-# verdicts, criteria and boxes work for them as for CLAIMS, but the opening page's table and the built book's checks
-# (which require every claim of CLAIMS on its page) do not list them until the chapter is registered and they move
-# into CLAIMS.
+# PENDING_CLAIMS: claims whose chapter is not in the book yet (its model, a toy Qwen2-VL that meets its clip bar, is
+# not shipped): verdicts, criteria and boxes work for them as for CLAIMS, but the opening page's table and the built
+# book's checks (which require every claim of CLAIMS on its page) do not list them until the chapter is registered and
+# they move into CLAIMS.
 PENDING_CLAIMS: dict[str, Claim] = {c.id: c for c in (
     Claim(
         id="oq_video_route", title="Open question: do clip descriptions pass through the query tokens?",

@@ -62,7 +62,7 @@ def waiting_overrides(tmp_path_factory) -> dict[str, dict]:
         model, processor = get_arch(arch).build(TINY, seed=0)
         return str(export(model, processor, tmp_path_factory.mktemp(f"tiny_{arch}") / "model", half=False))
 
-    return {"across_architectures": {"others": [tiny("internvl")]}, "video": {"model": tiny("qwen2-vl")}}
+    return {"video": {"model": tiny("qwen2-vl")}}
 
 
 @pytest.fixture
