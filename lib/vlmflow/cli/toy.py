@@ -409,11 +409,17 @@ def _models(args) -> int:
         common.print_json(rows)
         return 0
     for r in rows:
-        unmet = r["unmet_targets"]
-        targets = ("not evaluated" if unmet is None else "targets met" if not unmet else
-                   "unmet: " + ", ".join(f"{u['metric']} under knockout {u['value']:.3f} > {u['bound']:g}"
-                                         if u["check"].startswith("knockout") else
-                                         f"{u['metric']} {u['value']:.3f} < {u['bound']:g}" for u in unmet))
-        print(f"{r['name']:<16} {r['architecture']:<10} {' & '.join(r['plant']) or '-':<32} {targets}; "
-              f"{r['description']}")
+        print(f"{r['name']:<16} {r['architecture']:<10} {' & '.join(r['plant']) or '-':<32} "
+              f"{_targets_text(r['unmet_targets'])}; {r['description']}")
     return 0
+
+
+def _targets_text(unmet: list[dict] | None) -> str:
+    """One line on a model's quality targets: never evaluated, all met, or each unmet check with its value."""
+    if unmet is None:
+        return "not evaluated"
+    if not unmet:
+        return "targets met"
+    return "unmet: " + ", ".join(f"{u['metric']} under knockout {u['value']:.3f} > {u['bound']:g}"
+                                 if u["check"].startswith("knockout") else
+                                 f"{u['metric']} {u['value']:.3f} < {u['bound']:g}" for u in unmet)
