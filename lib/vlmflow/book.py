@@ -204,6 +204,23 @@ def parse_param(text: str) -> tuple[str, Any]:
         return key, raw
 
 
+def parse_params(texts: Iterable[str]) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
+    """``--param`` options -> (parameters of every notebook, parameters of one figure): ``"k=v"`` is for every
+    notebook and ``"figure.k=v"`` for that figure only (``across_architectures.others=["Qwen/Qwen2-VL-2B-Instruct"]``
+    next to ``model=llava-hf/llava-1.5-7b-hf``)."""
+    common: dict[str, Any] = {}
+    per_figure: dict[str, dict[str, Any]] = {}
+    for text in texts:
+        figure, dot, rest = text.partition("=")[0].partition(".")
+        if dot:
+            key, value = parse_param(text.split(".", 1)[1])
+            per_figure.setdefault(figure.strip(), {})[key] = value
+        else:
+            key, value = parse_param(text)
+            common[key] = value
+    return common, per_figure
+
+
 def notebook_parameters(notebook: str | Path) -> list[str]:
     """The names assigned in a notebook's cell tagged "parameters": all that papermill can set. (papermill injects
     any other name without a word, so a mistyped parameter would silently run the defaults.)"""
@@ -339,9 +356,11 @@ def run_notebook(source: str | Path, output: str | Path, parameters: Mapping[str
 
 def run_figures(specs: Sequence[FigureSpec], *, root: str | Path, test: bool = False,
                 overrides: Mapping[str, Any] | None = None, build_dir: str | Path | None = None,
-                progress: bool = True) -> list[RunResult]:
+                progress: bool = True,
+                figure_overrides: Mapping[str, Mapping[str, Any]] | None = None) -> list[RunResult]:
     """Execute each spec's notebook into ``_build/notebooks/<name>.ipynb`` (tqdm over notebooks), stop at the first
-    failure (NotebookFailedError names it), and write ``_build/logs/times.json``."""
+    failure (NotebookFailedError names it), and write ``_build/logs/times.json``. ``figure_overrides[name]`` is
+    applied after ``overrides`` to that figure only."""
     from tqdm.auto import tqdm
 
     root = Path(root)
@@ -350,7 +369,7 @@ def run_figures(specs: Sequence[FigureSpec], *, root: str | Path, test: bool = F
     bar = tqdm(specs, desc="notebooks", unit="nb", disable=not progress)
     for spec in bar:
         bar.set_postfix_str(spec.name)
-        params = spec.parameters(test=test, overrides=overrides)
+        params = spec.parameters(test=test, overrides={**(overrides or {}), **(figure_overrides or {}).get(spec.name, {})})
         res = run_notebook(root / spec.notebook, build / "notebooks" / f"{spec.name}.ipynb", params, cwd=root,
                            log=build / "logs" / f"{spec.name}.log", timeout=spec.timeout, name=spec.name)
         results.append(res)
@@ -545,11 +564,12 @@ class BuildReport:
 
 def build(root: str | Path | None = None, *, only: Sequence[str] | None = None, test: bool = False,
           overrides: Mapping[str, Any] | None = None, skip_notebooks: bool = False, html: bool = True,
-          progress: bool = True) -> BuildReport:
+          progress: bool = True, figure_overrides: Mapping[str, Mapping[str, Any]] | None = None) -> BuildReport:
     """The whole pipeline (``vlmflow book build``): execute the notebooks (all, or ``only``), stage pages, build HTML.
 
     ``test=True`` uses each figure's small test parameters; ``overrides`` replace parameters of every notebook (the
-    tests pass a tiny model this way). ``skip_notebooks`` reuses executed copies already in
+    tests pass a tiny model this way) and ``figure_overrides[name]`` those of one figure after them (the models the
+    architecture chapter compares, or a figure whose model must be of another kind, such as a clip model). ``skip_notebooks`` reuses executed copies already in
     _build/notebooks (e.g. after editing prose only). Every registered figure must have an executed copy before the
     HTML build, so the toc never points at a stale or missing page."""
     start = time.perf_counter()
@@ -561,6 +581,12 @@ def build(root: str | Path | None = None, *, only: Sequence[str] | None = None, 
     if waiting:
         raise RegistryError(f"not in the book yet: {', '.join(waiting)}; run it with `vlmflow figure NAME`")
     specs = {name: spec for name, spec in registered.items() if spec.in_book}
+    unknown_figures = sorted(set(figure_overrides or {}) - set(specs))
+    if unknown_figures:
+        raise RegistryError(f"figure overrides for {', '.join(map(repr, unknown_figures))}: no such figure in the "
+                            f"book; in it: {', '.join(specs)}")
+    for name, params in (figure_overrides or {}).items():
+        check_parameter_names(specs[name], params, root)
     if overrides and not skip_notebooks:  # an override no selected notebook declares is a typo, not a no-op
         check_parameters(overrides, where="--param")
         chosen = select(specs, only)
@@ -569,8 +595,8 @@ def build(root: str | Path | None = None, *, only: Sequence[str] | None = None, 
         if unknown:
             raise RegistryError(f"unknown parameter {', '.join(map(repr, unknown))}: no selected notebook declares "
                                 f"it; their parameters are {', '.join(sorted(declared))}")
-    runs = [] if skip_notebooks else run_figures(select(specs, only), root=root, test=test,
-                                                          overrides=overrides, progress=progress)
+    runs = [] if skip_notebooks else run_figures(select(specs, only), root=root, test=test, overrides=overrides,
+                                                 figure_overrides=figure_overrides, progress=progress)
     out = None
     if html:
         stage_pages(root, list(specs.values()))

@@ -50,10 +50,13 @@ def notebook_model(tmp_path_factory) -> str:
 
 
 @pytest.fixture(scope="session")
-def waiting_overrides(tmp_path_factory) -> dict[str, dict]:
-    """Parameters that let the figures which wait for a toy model (``FigureSpec.waits_for``) run in the tests: a tiny
-    random toy of the architecture they need (``toy/architectures.py`` at the TINY config, toy vocabulary), exported
-    to a folder that `vf.load(folder)` reads as it will read the shipped model."""
+def figure_overrides(tmp_path_factory) -> dict[str, dict]:
+    """Parameters of single figures on top of ``{"model": notebook_model}``: a figure whose default model is a toy
+    of another architecture (``toy:qwen2-vl`` for the video chapter, whose model must read clips) keeps it when
+    it is shipped, and otherwise gets a tiny random toy of that architecture (``toy/architectures.py`` at the TINY
+    config, toy vocabulary), exported to a folder that `vf.load(folder)` reads as it will read the shipped model."""
+    from vlmflow import book
+    from vlmflow.model import toy_models
     from vlmflow.toy.architectures import get_arch
     from vlmflow.toy.model import TINY
     from vlmflow.toy.train import export
@@ -62,7 +65,13 @@ def waiting_overrides(tmp_path_factory) -> dict[str, dict]:
         model, processor = get_arch(arch).build(TINY, seed=0)
         return str(export(model, processor, tmp_path_factory.mktemp(f"tiny_{arch}") / "model", half=False))
 
-    return {"video": {"model": tiny("qwen2-vl")}}
+    shipped = {name for name, folder in toy_models().items() if (folder / "config.json").is_file()}
+    out = {}
+    for name, spec in book.load_registry(REPO).items():
+        default = str(spec.defaults.get("model", ""))
+        if default.startswith("toy:"):
+            out[name] = {"model": default if default in shipped else tiny(default.removeprefix("toy:"))}
+    return out
 
 
 @pytest.fixture
@@ -86,7 +95,7 @@ def copy_book(dest: Path) -> Path:
 
 
 @pytest.fixture(scope="session")
-def built_book(tmp_path_factory, notebook_model):
+def built_book(tmp_path_factory, notebook_model, figure_overrides):
     """The whole pipeline in test mode on a tmp copy of the book: every registered notebook with its small parameter
     set (and the test model), then the strict HTML build. Returns (root, BuildReport)."""
     from vlmflow import book
@@ -95,7 +104,9 @@ def built_book(tmp_path_factory, notebook_model):
     old = os.environ.get("OPENAI_API_KEY")
     os.environ["OPENAI_API_KEY"] = SENTINEL_KEY
     try:
-        report = book.build(root, test=True, overrides={"model": notebook_model}, progress=False)
+        in_book = {name for name, spec in book.load_registry(root).items() if spec.in_book}
+        report = book.build(root, test=True, overrides={"model": notebook_model}, progress=False,
+                            figure_overrides={n: p for n, p in figure_overrides.items() if n in in_book})
     finally:
         if old is None:
             os.environ.pop("OPENAI_API_KEY", None)

@@ -385,17 +385,17 @@ PARAMETER_CHECKS = {"across_architectures": lambda results, p: check_across_arch
 
 @pytest.mark.book
 @pytest.mark.parametrize("name", list(SPECS))
-def test_notebook_runs_with_test_parameters(name, tmp_path, notebook_model, secret_env, waiting_overrides, request):
+def test_notebook_runs_with_test_parameters(name, tmp_path, notebook_model, secret_env, figure_overrides, request):
     spec = SPECS[name]
+    overrides = {"model": notebook_model, **figure_overrides.get(name, {})}
     if spec.in_book:  # the test-mode book build ran it with exactly these parameters: check that run, not a repeat
         cwd, report = request.getfixturevalue("built_book")
         run = next(r for r in report.runs if r.name == name)
         params = run.parameters
-        assert params == spec.parameters(test=True, overrides={"model": notebook_model})
+        assert params == spec.parameters(test=True, overrides=overrides)
     else:  # a figure that waits for its toy model runs here only, on a tiny random toy of its architecture
         cwd = REPO
-        params = spec.parameters(test=True, overrides={"model": notebook_model, **waiting_overrides[name]},
-                                 results_dir=tmp_path / "results")
+        params = spec.parameters(test=True, overrides=overrides, results_dir=tmp_path / "results")
         run = book.run_notebook(REPO / spec.notebook, tmp_path / f"{name}.ipynb", params, cwd=cwd,
                                 log=tmp_path / f"{name}.log", name=name)
     results = Path(cwd) / params["results_dir"]

@@ -49,6 +49,29 @@ def test_parse_param():
         book.parse_param("1x=2")
 
 
+def test_params_for_one_figure_apply_to_it_alone(tmp_path):
+    """`--param FIGURE.NAME=VALUE` (the video chapter's clip model next to another model for the rest of the book)
+    reaches that figure only, after the parameters for every figure; a figure or a name it lacks is refused."""
+    assert book.parse_params(["n=3", "clip.model=org/x.y", "model=llava-hf/llava-1.5-7b-hf"]) == (
+        {"n": 3, "model": "llava-hf/llava-1.5-7b-hf"}, {"clip": {"model": "org/x.y"}})
+    root = tiny_root(tmp_path)
+    make_notebook(root / "notebooks" / "clip.ipynb", ECHO_PARAMS, ECHO_BODY)
+    with open(root / "notebooks" / "figures.toml", "a") as toml:
+        toml.write('[clip]\ntitle = "Clip"\nnotebook = "notebooks/clip.ipynb"\npage = "book/figures/clip.ipynb"\n'
+                   'defaults = { model = "toy:clips" }\n')
+    (root / "_toc.yml").write_text("format: jb-book\nroot: book/index\nchapters:\n  - file: book/figures/echo\n"
+                                   "  - file: book/figures/clip\n")
+    assert main(["book", "build", "--root", str(root), "--no-html", "--param", "n=3",
+                 "--param", "clip.model=org/clip-model"]) == 0
+    seen = {name: json.loads((root / "results" / name / "seen.json").read_text()) for name in ("echo", "clip")}
+    assert (seen["echo"]["model"], seen["echo"]["n"]) == ("toy", 3)
+    assert (seen["clip"]["model"], seen["clip"]["n"]) == ("org/clip-model", 3)
+    with pytest.raises(book.RegistryError, match="'video'.*no such figure"):
+        book.build(root, html=False, figure_overrides={"video": {"model": "x"}}, progress=False)
+    with pytest.raises(book.RegistryError, match="figure clip: unknown parameter 'n_clip'"):
+        book.build(root, html=False, figure_overrides={"clip": {"n_clip": 2}}, progress=False)
+
+
 @pytest.mark.parametrize("name", ["api_key", "OPENAI_API_KEY", "hf_token", "judgeSecret", "password", "apiKey",
                                   "auth"])
 def test_secret_like_parameter_names_are_refused(name):

@@ -27,8 +27,10 @@ def register(subparsers) -> None:
                    help="Execute only these figures; the others reuse their executed copies in _build.")
     b.add_argument("--test", action="store_true", help="Use each figure's small test parameters.")
     b.add_argument("--param", "-p", action="append", default=[], metavar="K=V",
-                   help="Override a parameter of every executed notebook (e.g. model=PATH, device=cuda); a name "
-                        "that no executed notebook declares is an error. Repeat the option for several.")
+                   help="Override a parameter of every executed notebook (e.g. model=PATH, device=cuda), or of one "
+                        "figure with FIGURE.NAME=VALUE (e.g. across_architectures.others='[\"Qwen/Qwen2-VL-2B-Instruct\"]'); "
+                        "a name that no executed notebook declares is an error. Repeat "
+                        "the option for several.")
     b.add_argument("--skip-notebooks", action="store_true",
                    help="Execute nothing; reuse the executed notebooks in _build/notebooks.")
     b.add_argument("--no-html", action="store_true", help="Execute the notebooks only; build no HTML.")
@@ -53,9 +55,10 @@ def register(subparsers) -> None:
 def _build(args) -> int:
     from vlmflow import book
 
-    overrides = dict(book.parse_param(p) for p in args.param)
+    overrides, figure_overrides = book.parse_params(args.param)
     report = book.build(args.root, only=args.only, test=args.test, overrides=overrides,
-                        skip_notebooks=args.skip_notebooks, html=not args.no_html)
+                        figure_overrides=figure_overrides, skip_notebooks=args.skip_notebooks,
+                        html=not args.no_html)
     if args.json:
         common.print_json({"runs": [{"figure": r.name, "seconds": round(r.seconds, 1), "notebook": str(r.output)}
                                     for r in report.runs],
