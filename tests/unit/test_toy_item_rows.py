@@ -32,6 +32,8 @@ def test_rows_are_the_model_cards_questions(plain):
     got = sorted((r["scene"], r["kind"], r["question"], r["truth"]) for r in plain)
     assert got == expected
     assert {r["scene"] for r in plain} == set(range(N))
+    for r in plain:
+        assert r["n_objects"] == len(make_scene(3, "test", r["scene"], SceneConfig()).objects)
 
 
 def test_exists_rows_name_the_rule_of_their_negative(plain):
@@ -86,3 +88,14 @@ def test_full_knockout_makes_answers_independent_of_the_image(vlm):
                                                                                   "how many objects ?")]
         assert len(same_question) == N
         assert len({r["answer"] for r in same_question}) == 1, kind
+
+
+def test_colour_accuracy_of_scenes_that_need_a_lookup():
+    """color_multi_acc counts only the colour questions of scenes with two or more objects (one object needs no
+    lookup): a model right on every single-object scene and on half of the rest."""
+    def row(n_objects, correct):
+        return {"kind": "color", "n_objects": n_objects, "correct": correct}
+
+    m = metrics_of([row(1, True)] * 4 + [row(2, True), row(3, False), row(4, True), row(2, False)], n_scenes=8)
+    assert (m["color_acc"], m["color_multi_acc"], m["color_multi_n"]) == (0.75, 0.5, 4)
+    assert "color_multi_acc" not in metrics_of([row(1, True)], n_scenes=1)

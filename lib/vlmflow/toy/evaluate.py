@@ -34,6 +34,7 @@ class _Item:
     answer: str
     objects: list | None = None
     scene: int = -1  # index of the scene in its split (the cluster of bootstrap CIs)
+    n_objects: int = 0  # objects in the scene
     negative: str | None = None  # exists "no" questions: the hard-negative rule (questions.exists_pair)
 
 
@@ -42,16 +43,19 @@ def _items(n: int, seed: int, split: str, scene_config: SceneConfig) -> list[_It
     for i in range(n):
         sc = make_scene(seed, split, i, scene_config)
         rng = np.random.default_rng(np.random.SeedSequence([*sc.seed, 7]))
-        items.append(_Item("describe", sc.image, DESCRIBE_PROMPT, sc.description, sc.toy_objects, scene=i))
+        n_objects = len(sc.objects)
+        items.append(_Item("describe", sc.image, DESCRIBE_PROMPT, sc.description, sc.toy_objects, scene=i,
+                           n_objects=n_objects))
         if sc.objects:
             for qa in exists_pair(sc, rng):
-                items.append(_Item("exists", sc.image, qa.question, qa.answer, scene=i, negative=qa.negative))
+                items.append(_Item("exists", sc.image, qa.question, qa.answer, scene=i, n_objects=n_objects,
+                                   negative=qa.negative))
         qa = count_questions(sc)[0]  # how many objects ?
-        items.append(_Item("count", sc.image, qa.question, qa.answer, scene=i))
+        items.append(_Item("count", sc.image, qa.question, qa.answer, scene=i, n_objects=n_objects))
         for kind, pool in (("color", color_questions(sc)), ("position", position_questions(sc))):
             if pool:
                 qa = pool[int(rng.integers(len(pool)))]
-                items.append(_Item(kind, sc.image, qa.question, qa.answer, scene=i))
+                items.append(_Item(kind, sc.image, qa.question, qa.answer, scene=i, n_objects=n_objects))
     return items
 
 
@@ -72,7 +76,8 @@ EXISTS_QUESTIONS = {"yes": None, "no_color": "color", "no_shape": "shape", "no_r
 
 
 def metrics_of(rows: list[dict], n_scenes: int) -> dict:
-    """The model card's averages of :func:`item_rows`' rows; exists also split by question (``EXISTS_QUESTIONS``)."""
+    """The model card's averages of :func:`item_rows`' rows; exists also split by question (``EXISTS_QUESTIONS``),
+    colour also on scenes with two or more objects (``color_multi_acc``)."""
     res: dict = {}
     described = [r for r in rows if r["kind"] == "describe"]
     if described:
@@ -88,6 +93,11 @@ def metrics_of(rows: list[dict], n_scenes: int) -> dict:
         correct = [r["correct"] for r in rows if r["kind"] == "exists" and r.get("negative", "-") == rule]
         if correct:
             res[f"exists_{question}_acc"] = round(float(np.mean(correct)), 4)
+    # colour in scenes of 2+ objects: the question must find its object (one object needs no lookup)
+    correct = [r["correct"] for r in rows if r["kind"] == "color" and r.get("n_objects", 0) >= 2]
+    if correct:
+        res["color_multi_acc"] = round(float(np.mean(correct)), 4)
+        res["color_multi_n"] = len(correct)
     res["n_scenes"] = n_scenes
     return res
 
@@ -188,6 +198,7 @@ _CARD_METRICS = [("describe_f1", "description object F1 (exact size-colour-shape
                  ("exists_no_random_acc", "- `no`, any other absent pair"),
                  ("count_acc", "counting accuracy (how many objects ?)"),
                  ("color_acc", "colour accuracy (what color is the SHAPE ?)"),
+                 ("color_multi_acc", "- of which scenes with 2+ objects (the question must find its object)"),
                  ("position_acc", "position accuracy (where is the COLOR SHAPE ?)")]
 
 
@@ -405,7 +416,7 @@ def item_rows(vlm, *, n: int = 100, seed: int = 0, split: str = "test", knockout
     rows rather than :func:`evaluate`'s averages: bootstrap CIs over scenes (``scene``), yes/no answer distributions
     and accuracy by true answer (``vlmflow.scoring``), per-attribute description scores.
 
-    Row: scene, kind, question, truth, answer, parsed (``parse_yes_no(rule="mme")`` for exists, ``normalize_answer``
+    Row: scene, n_objects, kind, question, truth, answer, parsed (``parse_yes_no(rule="mme")`` for exists, ``normalize_answer``
     otherwise; None = unparseable), correct; describe rows add f1 / precision / recall of the exact (size, colour,
     shape) triple, n_matched / n_extra / n_missed (objects matched, named but absent, present but not named),
     f1_shape / f1_color / f1_size (the exact judge's per-attribute matching), n_truth, n_answer and count_equal (as
@@ -433,8 +444,8 @@ def item_rows(vlm, *, n: int = 100, seed: int = 0, split: str = "test", knockout
         gens = vlm.generate([it.image for it in chunk], [it.question for it in chunk], knockout=ko,
                             max_new_tokens=max_new)
         for it, gen in zip(chunk, gens):
-            row = {"scene": it.scene, "kind": it.kind, "question": it.question, "truth": it.answer,
-                   "answer": gen.text}
+            row = {"scene": it.scene, "n_objects": it.n_objects, "kind": it.kind, "question": it.question,
+                   "truth": it.answer, "answer": gen.text}
             if it.kind == "exists":
                 row["negative"] = it.negative
             if it.kind == "describe":
