@@ -32,25 +32,15 @@ import argparse
 
 import numpy as np
 
-ROWS = ("top", "center", "bottom")
-COLUMNS = ("left", "center", "right")
-
-
-def axes_of(word: str | None) -> tuple[str | None, str | None]:
-    """A position word -> (row, column): "top left" -> (top, left), "top" -> (top, center), "left" -> (center, left),
-    "center" -> (center, center); anything else -> (None, None)."""
-    from vlmflow.toy.scenes import POSITIONS
-
-    if word not in POSITIONS:
-        return None, None
-    index = POSITIONS.index(word)
-    return ROWS[index // 3], COLUMNS[index % 3]
-
 
 def axis_accuracy(folder: str, n_scenes: int = 100) -> dict:
     """Position accuracy overall and per axis on the test split (greedy answers through the core library)."""
     import vlmflow as vf
     from vlmflow.toy.evaluate import item_rows
+    from vlmflow.toy.scenes import POSITIONS, position_axes
+
+    def axes_of(word):
+        return position_axes(word) if word in POSITIONS else (None, None)
 
     vlm = vf.load(folder, device="cpu", dtype="float32")
     rows = item_rows(vlm, n=n_scenes, kinds=("position",), split="test", progress=False)
