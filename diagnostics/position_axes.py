@@ -15,14 +15,19 @@ the lowest frequencies. This script measures both halves of that explanation:
 
     .venv/bin/python diagnostics/position_axes.py toy toy:qwen2-vl
 
-Measured 2026-11-30 (2-core CPU, 100 test scenes, 98 position questions; chance per axis about 1/3):
+Measured 2026-11-30 (2-core CPU, 100 test scenes, 98 position questions; a column other than the centre is the
+truth of 56% of them):
 
 - the LLaVA toy (``toy``, learned absolute position embeddings in its vision tower): position 0.78, row 0.88,
-  column 0.83;
-- the shipped toy Qwen2-VL (``toy:qwen2-vl``): position 0.27, row 0.67, column 0.45. Its M-RoPE (head_dim 32, theta
-  10000, sections 4/6/6, 8 x 8 merged grid) turns the height section's fastest frequency 0.70 rad across the image
-  and the width section's 0.022 rad: width is all but invisible to the language model's attention, and the vision
-  tower, with relative (rotary) positions only, did not learn to write it into the tokens either;
+  column 0.83; 47% of its answers name left or right;
+- the shipped toy Qwen2-VL (``toy:qwen2-vl``): position 0.27, row 0.67, column 0.45; 1% of its answers name left or
+  right: it says the row word ("top", "center", "bottom") and stops. Its M-RoPE (head_dim 32, theta 10000, sections
+  4/6/6, 8 x 8 merged grid) turns the height section's fastest frequency 0.70 rad across the image and the width
+  section's 0.022 rad: width is all but invisible to the language model's attention, so only what the vision tower
+  (rotary positions only, no absolute embedding) writes into its tokens can tell left from right;
+- the same model after 600 steps of the token probe's position heads (``--probe-position``; the probe then reads the
+  column from the tokens, 0.90) and 878 main steps (``runs/qwen2vl_c6``): position 0.21, row 0.61, column 0.44, 0% of
+  answers name left or right: the column is in the tokens and the language model still does not say it;
 - Qwen2-VL-7B's own allocation (theta 1e6, sections 16/24/24, 16 x 16 grid) is the same: height 0.47 rad, width
   0.0027 rad, so a real Qwen2-VL too must carry "left" and "right" in its vision tokens.
 """
@@ -32,25 +37,15 @@ import argparse
 
 import numpy as np
 
-ROWS = ("top", "center", "bottom")
-COLUMNS = ("left", "center", "right")
-
-
-def axes_of(word: str | None) -> tuple[str | None, str | None]:
-    """A position word -> (row, column): "top left" -> (top, left), "top" -> (top, center), "left" -> (center, left),
-    "center" -> (center, center); anything else -> (None, None)."""
-    from vlmflow.toy.scenes import POSITIONS
-
-    if word not in POSITIONS:
-        return None, None
-    index = POSITIONS.index(word)
-    return ROWS[index // 3], COLUMNS[index % 3]
-
 
 def axis_accuracy(folder: str, n_scenes: int = 100) -> dict:
     """Position accuracy overall and per axis on the test split (greedy answers through the core library)."""
     import vlmflow as vf
     from vlmflow.toy.evaluate import item_rows
+    from vlmflow.toy.scenes import POSITIONS, position_axes
+
+    def axes_of(word):
+        return position_axes(word) if word in POSITIONS else (None, None)
 
     vlm = vf.load(folder, device="cpu", dtype="float32")
     rows = item_rows(vlm, n=n_scenes, kinds=("position",), split="test", progress=False)
@@ -58,7 +53,10 @@ def axis_accuracy(folder: str, n_scenes: int = 100) -> dict:
     said = [axes_of(r["parsed"]) for r in rows]
     return {"n": len(rows), "position": float(np.mean([r["correct"] for r in rows])),
             "row": float(np.mean([t[0] == s[0] for t, s in zip(truth, said)])),
-            "column": float(np.mean([t[1] == s[1] for t, s in zip(truth, said)]))}
+            "column": float(np.mean([t[1] == s[1] for t, s in zip(truth, said)])),
+            # how often a column other than the centre is the truth, and how often the answer names one
+            "side_truth": float(np.mean([t[1] in ("left", "right") for t in truth])),
+            "side_said": float(np.mean([s[1] in ("left", "right") for s in said]))}
 
 
 def mrope_turns(head_dim: int, theta: float, sections: tuple[int, int, int], grid: tuple[int, int]) -> dict[str, float]:
@@ -100,7 +98,8 @@ def main() -> None:
         folder = str(toy_models().get(name, name))
         acc = axis_accuracy(folder, args.n)
         print(f"{name}: {acc['n']} questions, position {acc['position']:.2f}, row {acc['row']:.2f}, "
-              f"column {acc['column']:.2f}")
+              f"column {acc['column']:.2f}; left or right: {acc['side_truth']:.2f} of the truths, "
+              f"{acc['side_said']:.2f} of the answers")
         if (mrope := model_mrope(folder)) is not None:
             turns = mrope_turns(*mrope, tuple(args.grid))
             print("  M-RoPE fastest turn across the image: " + ", ".join(f"{k} {v:.3f} rad" for k, v in turns.items()))

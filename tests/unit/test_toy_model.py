@@ -1,5 +1,7 @@
 """Toy model build (prompt, tokenizer, processor), training batches, loss, a training smoke test, save/load and the
 evaluation's full knockout (through vf.Knockout) against an explicit-mask oracle. Uses the TINY config (milliseconds per step)."""
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
@@ -113,7 +115,7 @@ def test_train_resume_and_export(tmp_path):
     """`train` runs, checkpoints, resumes at the stored step, and exports a folder Auto* classes load offline."""
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
-    from vlmflow.toy.train import TrainConfig, train
+    from vlmflow.toy.train import TrainConfig, TrainingError, train
 
     cfg = TrainConfig(batch_size=4, model=TINY, scenes=SCENES, steps=2, eval_scenes=2, warmup_steps=1,
                       vision_steps=2)
@@ -125,6 +127,8 @@ def test_train_resume_and_export(tmp_path):
     r = train(cfg, tmp_path / "out", tmp_path / "work", resume=True, log=logs.append)
     assert r["step"] == 3
     assert not any(m.startswith("vision pretraining") for m in logs)  # stage 1 is not repeated on resume
+    with pytest.raises(TrainingError, match=r"heads \['shape', 'color', 'size'\].*--probe-position"):
+        train(replace(cfg, probe_position=True), tmp_path / "out", tmp_path / "work", resume=True, log=logs.append)
     m = AutoModelForImageTextToText.from_pretrained(tmp_path / "out")
     p = AutoProcessor.from_pretrained(tmp_path / "out")
     assert type(m).__name__ == "LlavaForConditionalGeneration" and m.dtype == torch.float16
@@ -154,20 +158,47 @@ def test_token_targets_name_the_object_under_every_token():
         assert (t[0] > 0).sum() >= len(sc.objects)  # every object labels at least one token
 
 
-def test_vision_pretraining_trains_only_tower_projector_and_probe():
-    """Stage 1 must leave the language model exactly as initialised and lower the probe loss on a fixed batch."""
+def test_position_heads_name_the_row_and_column_of_the_object_under_every_token():
+    """With POSITION_HEADS the probe's targets add the row and column word of each object's position word (from its
+    centre), on exactly the tokens that name its shape; a word's axes are known on paper."""
+    from vlmflow.toy.probe import HEADS, POSITION_HEADS, token_targets
+    from vlmflow.toy.scenes import COLUMN_WORDS, ROW_WORDS, position_axes
+
+    assert [position_axes(w) for w in ("top left", "top", "right", "center", "bottom right")] == [
+        ("top", "left"), ("top", "center"), ("center", "right"), ("center", "center"), ("bottom", "right")]
+    with pytest.raises(ValueError):
+        position_axes("middle")
+    cfg = SceneConfig(max_objects=6)
+    for i in range(5):
+        sc = make_scene(0, "train", i, cfg)
+        content, both = token_targets(sc, 8), token_targets(sc, 8, HEADS + POSITION_HEADS)
+        assert both.shape == (5, 64) and (both[:3] == content).all()
+        for o in sc.objects:
+            tokens = o.mask.reshape(8, 16, 8, 16).any(axis=(1, 3)).reshape(-1)
+            row, column = position_axes(o.position)
+            assert (both[3, tokens] == ROW_WORDS.index(row) + 1).all()
+            assert (both[4, tokens] == COLUMN_WORDS.index(column) + 1).all()
+        assert ((both[3:] > 0) == (both[0] > 0)).all()  # background tokens name no position
+
+
+@pytest.mark.parametrize("probe_position", [False, True])
+def test_vision_pretraining_trains_only_tower_projector_and_probe(probe_position):
+    """Stage 1 must leave the language model exactly as initialised and lower the probe loss (position heads
+    included with ``probe_position``) on a fixed batch."""
     import copy
 
     from vlmflow.toy.probe import ProjectorTap, TokenProbe, token_targets
     from vlmflow.toy.train import TrainConfig, pretrain_vision
 
+    cfg = TrainConfig(batch_size=8, model=TINY, scenes=SCENES, vision_steps=40, warmup_steps=1, lr=3e-3,
+                      probe_position=probe_position)
     model, proc = build(TINY, seed=3)
     before = copy.deepcopy(model)
-    probe = TokenProbe(model, proc.tokenizer)
+    probe = TokenProbe(model, proc.tokenizer, heads=cfg.probe_heads)
     assert {n for n, _ in probe.named_parameters()} == {"background", "bias", "log_scale"}  # the LM embedding is read, not owned
     scenes = [make_scene(0, "val", i, SCENES) for i in range(8)]
     pv = proc.image_processor([s.image for s in scenes], return_tensors="pt")["pixel_values"]
-    targets = torch.from_numpy(np.stack([token_targets(s, TINY.grid) for s in scenes]))
+    targets = torch.from_numpy(np.stack([token_targets(s, TINY.grid, cfg.probe_heads) for s in scenes]))
 
     def fixed_batch_loss():
         tap = ProjectorTap(model)
@@ -179,9 +210,9 @@ def test_vision_pretraining_trains_only_tower_projector_and_probe():
         return loss
 
     start = fixed_batch_loss()
-    res = pretrain_vision(model, proc, probe, TrainConfig(batch_size=8, model=TINY, scenes=SCENES, vision_steps=40,
-                                                          warmup_steps=1, lr=3e-3), log=lambda m: None)
+    res = pretrain_vision(model, proc, probe, cfg, log=lambda m: None)
     assert res["steps"] == 40 and fixed_batch_loss() < 0.5 * start
+    assert set(res["object_token_accuracy"]) == {name for name, _ in cfg.probe_heads}
     for (name, a), b in zip(model.named_parameters(), before.parameters()):
         trained = name.startswith(("model.vision_tower", "model.multi_modal_projector"))
         if not trained:

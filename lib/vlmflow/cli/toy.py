@@ -67,6 +67,10 @@ def register(subparsers) -> None:
                         "runs on the machine (a wall-clock stage 1 on a busy machine gets few steps). Default: none.")
     t.add_argument("--aux-weight", type=common.nonnegative_float, default=0.3,
                    help="The weight of the token-probe loss in the main stage. Default: 0.3.")
+    t.add_argument("--probe-position", action="store_true",
+                   help="The token probe also names the row and column word of each token's object, so the vision "
+                        "tower writes where things are into its tokens (for a tower without absolute position "
+                        "embeddings, such as Qwen2-VL's). Default: off.")
     t.add_argument("--hide-until", type=common.fraction, default=0.4,
                    help="Context curriculum: the system prompt and background image tokens are hidden early on, "
                         "less and less until this fraction of the schedule; 0 turns it off. Default: 0.4.")
@@ -284,8 +288,8 @@ def _train(args) -> int:
     cfg = TrainConfig(seed=args.seed, batch_size=args.batch_size, lr=args.lr, steps=args.steps,
                       minutes=args.minutes, threads=args.threads, vision_minutes=args.vision_minutes,
                       vision_steps=args.vision_steps,
-                      aux_weight=args.aux_weight, hide_until=args.hide_until, mimetic=args.mimetic,
-                      fixed_words=args.fixed_words,
+                      aux_weight=args.aux_weight, probe_position=args.probe_position,
+                      hide_until=args.hide_until, mimetic=args.mimetic, fixed_words=args.fixed_words,
                       init=args.init, plant=args.plant, plant_probability=args.plant_probability,
                       **({"kind_mix": args.kind_mix} if args.kind_mix else {}),
                       arch=args.arch, clip_fraction=args.clips,

@@ -14,6 +14,13 @@ the projector met the objective by growing its outputs (norm ~2,600 against word
 *direction* stayed far from the words (cosine with the right shape word 0.11, with any shape word 0.06); with cosines
 the image token of a red circle lies close to ``red`` and ``circle`` (0.52-0.58 after 4 minutes of stage 1, 0.05 for
 the other words), which is what lets a question word find it by similarity (``train.mimetic_init``).
+
+Position heads (``POSITION_HEADS``, ``TrainConfig.probe_position``): the row word and the column word of the object's
+position (``top`` / ``center`` / ``bottom``, ``left`` / ``center`` / ``right``). A tower with learned absolute position
+embeddings (the LLaVA toy's CLIP) writes where a token is into the token; Qwen2-VL's tower has rotary positions only,
+and M-RoPE gives the language model almost no signal across the width (``diagnostics/position_axes.py``), so the toy
+Qwen2-VL barely knows left from right. These heads ask the tower to write the object's place into its tokens, the job
+that grounding data (boxes in text) does for a real Qwen2-VL.
 """
 from __future__ import annotations
 
@@ -21,21 +28,34 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from vlmflow.toy.scenes import COLORS, SHAPES, SIZES
+from vlmflow.toy.scenes import COLORS, COLUMN_WORDS, ROW_WORDS, SHAPES, SIZES, position_axes
 
-HEADS: tuple[tuple[str, tuple[str, ...]], ...] = (("shape", SHAPES), ("color", tuple(COLORS)), ("size", SIZES))
+Heads = tuple[tuple[str, tuple[str, ...]], ...]  # (name, class words) per probe head
+HEADS: Heads = (("shape", SHAPES), ("color", tuple(COLORS)), ("size", SIZES))
+POSITION_HEADS: Heads = (("row", ROW_WORDS), ("column", COLUMN_WORDS))
 
 
-def token_targets(scene, grid: int) -> np.ndarray:
-    """int64[3, grid*grid]: (shape, colour, size) class of the object under each image token, row-major, 0 where no
-    object pixel falls in the token. Scene cells are whole multiples of a token, so at most one object per token."""
+def _head_word(obj, head: str) -> str:
+    """The word that names ``obj`` (a placed SceneObject) for a probe head."""
+    if head == "row":
+        return position_axes(obj.position)[0]
+    if head == "column":
+        return position_axes(obj.position)[1]
+    return getattr(obj.object, head)
+
+
+def token_targets(scene, grid: int, heads: Heads = HEADS) -> np.ndarray:
+    """int64[len(heads), grid*grid]: per head, the class (1-based index of the word) of the object under each image
+    token, row-major, 0 where no object pixel falls in the token: (shape, colour, size) by default, then the row and
+    column words of its position with ``HEADS + POSITION_HEADS``. Scene cells are whole multiples of a token, so at
+    most one object per token."""
     H = scene.image.size[1]
     t = H // grid
-    out = np.zeros((len(HEADS), grid * grid), dtype=np.int64)
+    out = np.zeros((len(heads), grid * grid), dtype=np.int64)
     for o in scene.objects:
         covered = o.mask.reshape(grid, t, grid, t).any(axis=(1, 3)).reshape(-1)
-        for k, (attr, words) in enumerate(HEADS):
-            out[k, covered] = words.index(getattr(o.object, attr)) + 1
+        for k, (head, words) in enumerate(heads):
+            out[k, covered] = words.index(_head_word(o, head)) + 1
     return out
 
 
@@ -46,18 +66,20 @@ class TokenProbe(torch.nn.Module):
     The embedding matrix is read from the model at every call and is *not* a parameter of the probe, so optimising
     ``probe.parameters()`` alone leaves the language model untouched (stage 1) while the joint stage trains both."""
 
-    def __init__(self, model, tokenizer, cosine: bool = True):
+    def __init__(self, model, tokenizer, cosine: bool = True, heads: Heads = HEADS):
         super().__init__()
         self.cosine = cosine
+        self.heads = heads
         hidden = model.get_input_embeddings().weight.shape[1]
         self._model = [model]  # a list: not registered as a submodule
-        ids = [tokenizer.convert_tokens_to_ids(list(words)) for _, words in HEADS]
-        if any(tokenizer.unk_token_id in i for i in ids):
-            raise ValueError("token probe: a shape/colour/size word is missing from the tokenizer's vocabulary")
+        ids = [tokenizer.convert_tokens_to_ids(list(words)) for _, words in heads]
+        missing = [w for (_, words), i in zip(heads, ids) for w, t in zip(words, i) if t == tokenizer.unk_token_id]
+        if missing:
+            raise ValueError(f"token probe: {', '.join(missing)} missing from the tokenizer's vocabulary")
         for k, i in enumerate(ids):
             self.register_buffer(f"word_ids_{k}", torch.tensor(i), persistent=False)
-        self.background = torch.nn.Parameter(torch.zeros(len(HEADS), hidden))
-        self.bias = torch.nn.Parameter(torch.zeros(len(HEADS), 1 + max(len(i) for i in ids)))
+        self.background = torch.nn.Parameter(torch.zeros(len(heads), hidden))
+        self.bias = torch.nn.Parameter(torch.zeros(len(heads), 1 + max(len(i) for i in ids)))
         self.log_scale = torch.nn.Parameter(torch.tensor(float(np.log(10.0))))  # used when cosine
 
     def logits(self, features: torch.Tensor, head: int) -> torch.Tensor:
@@ -70,15 +92,15 @@ class TokenProbe(torch.nn.Module):
         return scores + self.bias[head, :classes.shape[0]]
 
     def loss(self, features: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        """Mean cross-entropy of the heads. features [B, N, hidden], targets [B, len(HEADS), N]."""
+        """Mean cross-entropy of the heads. features [B, N, hidden], targets [B, len(heads), N]."""
         return sum(F.cross_entropy(self.logits(features, k).flatten(0, 1), targets[:, k].flatten())
-                   for k in range(len(HEADS))) / len(HEADS)
+                   for k in range(len(self.heads))) / len(self.heads)
 
     @torch.no_grad()
     def object_token_accuracy(self, features: torch.Tensor, targets: torch.Tensor) -> dict[str, float]:
         on_object = targets[:, 0] > 0
         return {name: float((self.logits(features, k).argmax(-1) == targets[:, k])[on_object].float().mean())
-                for k, (name, _) in enumerate(HEADS)}
+                for k, (name, _) in enumerate(self.heads)}
 
 
 class ProjectorTap:

@@ -145,10 +145,21 @@ def _shape_mask(shape: str, side: int) -> np.ndarray:
     return np.array(canvas, dtype=bool)
 
 
+ROW_WORDS: tuple[str, ...] = ("top", "center", "bottom")  # the two axes of a position word
+COLUMN_WORDS: tuple[str, ...] = ("left", "center", "right")
+
+
 def position_word(cx: float, cy: float, width: int, height: int) -> str:
     col = min(2, int(3 * cx / width))
     row = min(2, int(3 * cy / height))
     return POSITIONS[3 * row + col]
+
+
+def position_axes(word: str) -> tuple[str, str]:
+    """A position word -> (row word, column word): "top left" -> (top, left), "top" -> (top, center), "left" ->
+    (center, left), "center" -> (center, center). ValueError for a word that is not in POSITIONS."""
+    index = POSITIONS.index(word)
+    return ROW_WORDS[index // 3], COLUMN_WORDS[index % 3]
 
 
 def scene_settings_id(config: "SceneConfig" = None) -> str:

@@ -86,6 +86,7 @@ class TrainConfig:
     vision_steps: int | None = None  # fixed stage-1 length instead of vision_minutes (tests)
     aux_weight: float = 0.3  # token-probe loss weight during the main stage (0 = off)
     probe_cosine: bool = True  # the probe scores directions (cosine x learned scale), see probe.py
+    probe_position: bool = False  # the probe also names the row and column of each token's object (probe.py)
     mimetic: bool = True  # mimetic initialisation of the LM's attention (mimetic_init)
     fixed_words: tuple[str, ...] = ()  # answer words whose embedding rows never train (FixedRows)
     hide_until: float = 0.4  # context curriculum (hidden_context) over this fraction of the schedule (0 = off)
@@ -98,6 +99,13 @@ class TrainConfig:
     clip_fraction: float = 0.0  # share of stage-2 steps on toy clips through the video input (qwen2-vl; toy/video.py)
     model: ToyModelConfig = field(default_factory=ToyModelConfig)
     scenes: SceneConfig = field(default_factory=SceneConfig)
+
+    @property
+    def probe_heads(self):
+        """The token probe's heads (``probe.HEADS``, then ``POSITION_HEADS`` with ``probe_position``)."""
+        from vlmflow.toy.probe import HEADS, POSITION_HEADS
+
+        return HEADS + POSITION_HEADS if self.probe_position else HEADS
 
     def scenes_at(self, frac: float) -> SceneConfig:
         """The scene config at ``frac`` (0..1) of the schedule: ``scenes`` with ``max_objects`` capped by the
@@ -324,7 +332,7 @@ def torch_equal_rows(x) -> bool:
 
 def make_batch(step: int, cfg: TrainConfig, batcher: Batcher, split: str = "train",
                scenes: SceneConfig | None = None):
-    """Training batch ``step``: Batcher tensors plus ``token_targets`` [B, 3, grid*grid] for the token probe."""
+    """Training batch ``step``: Batcher tensors plus ``token_targets`` [B, heads, grid*grid] for the token probe."""
     import torch
 
     from vlmflow.toy.probe import token_targets
@@ -339,7 +347,7 @@ def make_batch(step: int, cfg: TrainConfig, batcher: Batcher, split: str = "trai
         qa = sample_question(sc, kinds[int(rng.choice(len(kinds), p=p / p.sum()))], rng)
         images.append(sc.image)
         qas.append(qa)
-        targets.append(token_targets(sc, cfg.model.grid))
+        targets.append(token_targets(sc, cfg.model.grid, cfg.probe_heads))
     batch = batcher(images, qas)
     batch["token_targets"] = torch.from_numpy(np.stack(targets))
     return batch
@@ -373,7 +381,7 @@ def pretrain_vision(model, processor, probe, cfg: TrainConfig, log=print) -> dic
             scenes = [make_scene(cfg.seed, "train", VISION_INDEX_OFFSET + step * cfg.batch_size + i, cfg.scenes)
                       for i in range(cfg.batch_size)]
             image_inputs = arch.image_inputs(processor, [s.image for s in scenes])
-            targets = torch.from_numpy(np.stack([token_targets(s, cfg.model.grid) for s in scenes]))
+            targets = torch.from_numpy(np.stack([token_targets(s, cfg.model.grid, cfg.probe_heads) for s in scenes]))
             arch.image_features(model, image_inputs)
             features = tap.take()
             loss = probe.loss(features, targets)
@@ -509,6 +517,10 @@ def _resume(ckpt_path: Path, cfg: TrainConfig, model, probe, opt, log) -> dict:
         raise TrainingError(f"--resume: {ckpt_path} holds a {state.get('arch', 'llava')} toy, not {cfg.arch}")
     if state["model_config"] != cfg.model.to_dict():
         raise TrainingError(f"--resume: {ckpt_path} was trained with model config {state['model_config']}")
+    heads = [name for name, _ in cfg.probe_heads]
+    if state.get("probe_heads", ["shape", "color", "size"]) != heads:
+        raise TrainingError(f"--resume: {ckpt_path} holds a token probe with heads {state.get('probe_heads')}, this "
+                            f"run's has {heads} (--probe-position must match the run's)")
     model.load_state_dict(state["model"])
     probe.load_state_dict(state["probe"])
     opt.load_state_dict(state["optimizer"])
@@ -626,7 +638,7 @@ def train(cfg: TrainConfig, out: str | os.PathLike, work: str | os.PathLike, res
     prepared = prepare(model, processor, not resume) if prepare is not None else None
     plant = training_plant(cfg)
     adapter = wrap(model, processor).adapter if plant is not None else None  # the "vlmflow" attention on the LM
-    probe = TokenProbe(model, processor.tokenizer, cosine=cfg.probe_cosine)
+    probe = TokenProbe(model, processor.tokenizer, cosine=cfg.probe_cosine, heads=cfg.probe_heads)
     opt = torch.optim.AdamW([*model.parameters(), *probe.parameters()], lr=cfg.lr, weight_decay=cfg.weight_decay,
                             betas=(0.9, 0.98))
     state = {"step": 0, "total": cfg.steps, "elapsed": 0.0, "history": [], "vision": None}
@@ -642,7 +654,8 @@ def train(cfg: TrainConfig, out: str | os.PathLike, work: str | os.PathLike, res
     def checkpoint():
         _atomic_save({"model": model.state_dict(), "probe": probe.state_dict(), "optimizer": opt.state_dict(),
                       "step": step, "total_steps": total, "model_config": cfg.model.to_dict(), "seed": cfg.seed,
-                      "arch": cfg.arch, "elapsed": elapsed_before + clock() - t0, "history": history,
+                      "arch": cfg.arch, "probe_heads": [name for name, _ in cfg.probe_heads],
+                      "elapsed": elapsed_before + clock() - t0, "history": history,
                       "vision": vision, "prepared": prepared}, ckpt_path)
 
     if vision is None and (cfg.vision_minutes > 0 or cfg.vision_steps):
