@@ -784,9 +784,12 @@ def decide_oq_video_frames(losses: Mapping[str, CI], margin: float = 0.05) -> Ve
 
 
 def decide_oq_video_localize(layers: Sequence[tuple[int, CI, float, CI, float]]) -> Verdict:
-    """Open question 3c from, per layer, (layer, object-hit interval, its chance, frame-hit interval, its chance)."""
+    """Open question 3c from, per layer, (layer, object-hit interval, its chance, frame-hit interval, its chance).
+    No layers (no appear / move / recolour event described correctly, so no naming token to read): not reproduced,
+    as Finding 3 without a scored object."""
     if not layers:
-        raise VerdictError("decide_oq_video_localize: no layers (no correctly described event?)")
+        return Verdict("oq_video_localize", NOT_REPRODUCED, "no appear / move / recolour event was described "
+                       "correctly: no naming token to read", "there is nothing to localize", numbers={"layers": []})
     rows = [(int(a), _ci(h), float(hc), _ci(f), float(fc)) for a, h, hc, f, fc in layers]
     both = [r[0] for r in rows if clearly_above(r[1], r[2]) and clearly_above(r[3], r[4])]
     obj = [r[0] for r in rows if clearly_above(r[1], r[2])]

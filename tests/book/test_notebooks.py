@@ -373,7 +373,7 @@ def check_video(results: Path, params: dict) -> None:
         expected = bootstrap_ci(f1.to_numpy(dtype=float), n_resamples=params["n_resamples"], seed=params["seed"])
         np.testing.assert_allclose(route["numbers"][key], list(expected), rtol=0, atol=1e-9)
     assert set(mass.groupby(["image", "position", "layer"]).frame.count()) <= {2, 3, 4}
-    for claim in ("oq_video_route", "oq_video_frames", "oq_video_reprompt"):
+    for claim in ("oq_video_route", "oq_video_frames", "oq_video_localize", "oq_video_reprompt"):
         assert (results / f"verdict-{claim}.json").is_file(), claim
 
 

@@ -184,6 +184,7 @@ def test_video_claims_apply_the_image_rules_and_their_own():
                ).outcome == V.REPRODUCED
     assert loc([(0, CI(.6, .5, .7), .2, CI(.3, .2, .4), .33)]).outcome == V.PARTLY
     assert loc([(0, CI(.05, .0, .1), .2, CI(.1, .05, .2), .33)]).outcome == V.CONTRADICTED
+    assert loc([]).outcome == V.NOT_REPRODUCED and "no naming token" in loc([]).measured  # nothing to localize
     rep = V.decide_oq_video_reprompt(CI(.8, .7, .9), CI(.78, .7, .85), CI(.3, .2, .4), k=10)
     assert rep.outcome == V.REPRODUCED and "top 10%" in rep.measured and "full clip" in rep.measured
     for claim in V.PENDING_CLAIMS.values():
