@@ -26,8 +26,9 @@ truth of 56% of them):
   section's 0.022 rad: width is all but invisible to the language model's attention, so only what the vision tower
   (rotary positions only, no absolute embedding) writes into its tokens can tell left from right;
 - the same model after 600 steps of the token probe's position heads (``--probe-position``; the probe then reads the
-  column from the tokens, 0.90) and 878 main steps (``runs/qwen2vl_c6``): position 0.21, row 0.61, column 0.44, 0% of
-  answers name left or right: the column is in the tokens and the language model still does not say it;
+  column from the tokens, 0.90) and 3000 main steps (``runs/qwen2vl_c6/model``): position 0.32, row 0.70, column
+  0.47, 3% of answers name left or right (after 878 steps: 0%): the column is in the tokens and the language model
+  still does not say it;
 - Qwen2-VL-7B's own allocation (theta 1e6, sections 16/24/24, 16 x 16 grid) is the same: height 0.47 rad, width
   0.0027 rad, so a real Qwen2-VL too must carry "left" and "right" in its vision tokens.
 """
