@@ -211,9 +211,9 @@ def parse_params(texts: Iterable[str]) -> tuple[dict[str, Any], dict[str, dict[s
     common: dict[str, Any] = {}
     per_figure: dict[str, dict[str, Any]] = {}
     for text in texts:
-        figure, dot, rest = text.partition("=")[0].partition(".")
+        figure, dot, _ = text.partition("=")[0].partition(".")
         if dot:
-            key, value = parse_param(text.split(".", 1)[1])
+            key, value = parse_param(text[len(figure) + 1:])
             per_figure.setdefault(figure.strip(), {})[key] = value
         else:
             key, value = parse_param(text)
@@ -369,7 +369,8 @@ def run_figures(specs: Sequence[FigureSpec], *, root: str | Path, test: bool = F
     bar = tqdm(specs, desc="notebooks", unit="nb", disable=not progress)
     for spec in bar:
         bar.set_postfix_str(spec.name)
-        params = spec.parameters(test=test, overrides={**(overrides or {}), **(figure_overrides or {}).get(spec.name, {})})
+        own = (figure_overrides or {}).get(spec.name, {})
+        params = spec.parameters(test=test, overrides={**(overrides or {}), **own})
         res = run_notebook(root / spec.notebook, build / "notebooks" / f"{spec.name}.ipynb", params, cwd=root,
                            log=build / "logs" / f"{spec.name}.log", timeout=spec.timeout, name=spec.name)
         results.append(res)
@@ -569,9 +570,10 @@ def build(root: str | Path | None = None, *, only: Sequence[str] | None = None, 
 
     ``test=True`` uses each figure's small test parameters; ``overrides`` replace parameters of every notebook (the
     tests pass a tiny model this way) and ``figure_overrides[name]`` those of one figure after them (the models the
-    architecture chapter compares, or a figure whose model must be of another kind, such as a clip model). ``skip_notebooks`` reuses executed copies already in
-    _build/notebooks (e.g. after editing prose only). Every registered figure must have an executed copy before the
-    HTML build, so the toc never points at a stale or missing page."""
+    architecture chapter compares, or a figure whose model must be of another kind, such as a clip model).
+    ``skip_notebooks`` reuses executed copies already in _build/notebooks (e.g. after editing prose only). Every
+    registered figure must have an executed copy before the HTML build, so the toc never points at a stale or missing
+    page."""
     start = time.perf_counter()
     root = repo_root(root) if root is None else Path(root)
     registered = load_registry(root)

@@ -195,7 +195,8 @@ def test_vision_pretraining_trains_only_tower_projector_and_probe(probe_position
     model, proc = build(TINY, seed=3)
     before = copy.deepcopy(model)
     probe = TokenProbe(model, proc.tokenizer, heads=cfg.probe_heads)
-    assert {n for n, _ in probe.named_parameters()} == {"background", "bias", "log_scale"}  # the LM embedding is read, not owned
+    # the LM embedding is read, not owned
+    assert {n for n, _ in probe.named_parameters()} == {"background", "bias", "log_scale"}
     scenes = [make_scene(0, "val", i, SCENES) for i in range(8)]
     pv = proc.image_processor([s.image for s in scenes], return_tensors="pt")["pixel_values"]
     targets = torch.from_numpy(np.stack([token_targets(s, TINY.grid, cfg.probe_heads) for s in scenes]))

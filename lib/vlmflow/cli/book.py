@@ -28,9 +28,9 @@ def register(subparsers) -> None:
     b.add_argument("--test", action="store_true", help="Use each figure's small test parameters.")
     b.add_argument("--param", "-p", action="append", default=[], metavar="K=V",
                    help="Override a parameter of every executed notebook (e.g. model=PATH, device=cuda), or of one "
-                        "figure with FIGURE.NAME=VALUE (e.g. across_architectures.others='[\"Qwen/Qwen2-VL-2B-Instruct\"]'); "
-                        "a name that no executed notebook declares is an error. Repeat "
-                        "the option for several.")
+                        "figure with FIGURE.NAME=VALUE (e.g. "
+                        "across_architectures.others='[\"Qwen/Qwen2-VL-2B-Instruct\"]'); a name that no executed "
+                        "notebook declares is an error. Repeat the option for several.")
     b.add_argument("--skip-notebooks", action="store_true",
                    help="Execute nothing; reuse the executed notebooks in _build/notebooks.")
     b.add_argument("--no-html", action="store_true", help="Execute the notebooks only; build no HTML.")
