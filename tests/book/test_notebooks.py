@@ -393,7 +393,7 @@ def test_notebook_runs_with_test_parameters(name, tmp_path, notebook_model, secr
         run = next(r for r in report.runs if r.name == name)
         params = run.parameters
         assert params == spec.parameters(test=True, overrides=overrides)
-    else:  # a figure that waits for its toy model runs here only, on a tiny random toy of its architecture
+    else:  # a figure that waits for its toy model runs here only (figure_overrides: its shipped toy, or a tiny one)
         cwd = REPO
         params = spec.parameters(test=True, overrides=overrides, results_dir=tmp_path / "results")
         run = book.run_notebook(REPO / spec.notebook, tmp_path / f"{name}.ipynb", params, cwd=cwd,

@@ -418,9 +418,9 @@ def item_rows(vlm, *, n: int = 100, seed: int = 0, split: str = "test", knockout
 
     Row: scene, n_objects, kind, question, truth, answer, parsed (``parse_yes_no(rule="mme")`` for exists,
     ``normalize_answer`` otherwise; None = unparseable), correct; describe rows add f1 / precision / recall of the
-    exact (size, colour, shape) triple, n_matched / n_extra / n_missed (objects matched, named but absent, present but not named),
-    f1_shape / f1_color / f1_size (the exact judge's per-attribute matching), n_truth, n_answer and count_equal (as
-    many objects named as there are); exists rows add negative (the rule that drew a ``no`` question:
+    exact (size, colour, shape) triple, n_matched / n_extra / n_missed (objects matched, named but absent, present
+    but not named), f1_shape / f1_color / f1_size (the exact judge's per-attribute matching), n_truth, n_answer and
+    count_equal (as many objects named as there are); exists rows add negative (the rule that drew a ``no`` question:
     ``color``, ``shape`` or ``random``; None for the ``yes`` question).
     """
     from tqdm.auto import tqdm

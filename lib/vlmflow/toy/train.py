@@ -107,6 +107,11 @@ class TrainConfig:
 
         return HEADS + POSITION_HEADS if self.probe_position else HEADS
 
+    @property
+    def probe_head_names(self) -> list[str]:
+        """The names of ``probe_heads`` (a checkpoint records them; ``--resume`` compares them)."""
+        return [name for name, _ in self.probe_heads]
+
     def scenes_at(self, frac: float) -> SceneConfig:
         """The scene config at ``frac`` (0..1) of the schedule: ``scenes`` with ``max_objects`` capped by the
         curriculum (never above the configured ``max_objects``)."""
@@ -342,12 +347,13 @@ def make_batch(step: int, cfg: TrainConfig, batcher: Batcher, split: str = "trai
     kinds = list(cfg.kind_mix)
     p = np.array([cfg.kind_mix[k] for k in kinds])
     images, qas, targets = [], [], []
+    heads = cfg.probe_heads
     for i in range(cfg.batch_size):
         sc = make_scene(cfg.seed, split, step * cfg.batch_size + i, scenes)
         qa = sample_question(sc, kinds[int(rng.choice(len(kinds), p=p / p.sum()))], rng)
         images.append(sc.image)
         qas.append(qa)
-        targets.append(token_targets(sc, cfg.model.grid, cfg.probe_heads))
+        targets.append(token_targets(sc, cfg.model.grid, heads))
     batch = batcher(images, qas)
     batch["token_targets"] = torch.from_numpy(np.stack(targets))
     return batch
@@ -369,6 +375,7 @@ def pretrain_vision(model, processor, probe, cfg: TrainConfig, log=print) -> dic
     params = [*arch.vision_parameters(model), *probe.parameters()]
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.98))
     tap = arch.tap(model, cfg.model.grid ** 2)
+    heads = cfg.probe_heads
     t0 = time.time()
     deadline = t0 + cfg.vision_minutes * 60
     step, ema, acc = 0, None, {}
@@ -381,7 +388,7 @@ def pretrain_vision(model, processor, probe, cfg: TrainConfig, log=print) -> dic
             scenes = [make_scene(cfg.seed, "train", VISION_INDEX_OFFSET + step * cfg.batch_size + i, cfg.scenes)
                       for i in range(cfg.batch_size)]
             image_inputs = arch.image_inputs(processor, [s.image for s in scenes])
-            targets = torch.from_numpy(np.stack([token_targets(s, cfg.model.grid, cfg.probe_heads) for s in scenes]))
+            targets = torch.from_numpy(np.stack([token_targets(s, cfg.model.grid, heads) for s in scenes]))
             arch.image_features(model, image_inputs)
             features = tap.take()
             loss = probe.loss(features, targets)
@@ -517,10 +524,12 @@ def _resume(ckpt_path: Path, cfg: TrainConfig, model, probe, opt, log) -> dict:
         raise TrainingError(f"--resume: {ckpt_path} holds a {state.get('arch', 'llava')} toy, not {cfg.arch}")
     if state["model_config"] != cfg.model.to_dict():
         raise TrainingError(f"--resume: {ckpt_path} was trained with model config {state['model_config']}")
-    heads = [name for name, _ in cfg.probe_heads]
-    if state.get("probe_heads", ["shape", "color", "size"]) != heads:
-        raise TrainingError(f"--resume: {ckpt_path} holds a token probe with heads {state.get('probe_heads')}, this "
-                            f"run's has {heads} (--probe-position must match the run's)")
+    from vlmflow.toy.probe import HEADS
+
+    saved = state.get("probe_heads", [name for name, _ in HEADS])  # checkpoints older than the field: content heads
+    if saved != cfg.probe_head_names:
+        raise TrainingError(f"--resume: {ckpt_path} holds a token probe with heads {saved}, this run's has "
+                            f"{cfg.probe_head_names} (--probe-position must match the run's)")
     model.load_state_dict(state["model"])
     probe.load_state_dict(state["probe"])
     opt.load_state_dict(state["optimizer"])
@@ -654,7 +663,7 @@ def train(cfg: TrainConfig, out: str | os.PathLike, work: str | os.PathLike, res
     def checkpoint():
         _atomic_save({"model": model.state_dict(), "probe": probe.state_dict(), "optimizer": opt.state_dict(),
                       "step": step, "total_steps": total, "model_config": cfg.model.to_dict(), "seed": cfg.seed,
-                      "arch": cfg.arch, "probe_heads": [name for name, _ in cfg.probe_heads],
+                      "arch": cfg.arch, "probe_heads": cfg.probe_head_names,
                       "elapsed": elapsed_before + clock() - t0, "history": history,
                       "vision": vision, "prepared": prepared}, ckpt_path)
 
