@@ -214,3 +214,19 @@ def test_model_card_architecture_lines():
         model, _ = get_arch(name).build(TINY, seed=0)
         card = architecture_card(model.config.to_dict(), 1.0)
         assert "4x4 = 16 image tokens" in card if name == "internvl" else "one image token per 8 px" in card
+
+
+@pytest.mark.parametrize("name", ("llava", *ARCHES))
+def test_rope_theta_sets_the_language_models_rotary_frequencies(name):
+    """``ToyModelConfig.rope_theta`` reaches the language model's rotary frequencies theta^(-2i/d) in every
+    architecture (Qwen2-VL's M-RoPE splits the same frequencies into its time / height / width sections), and the
+    default keeps transformers' base of 10000 that the shipped toys were trained with."""
+    from dataclasses import replace
+
+    head_dim = TINY.text_hidden // TINY.text_heads
+    for theta in (None, 20.0):
+        cfg = TINY if theta is None else replace(TINY, rope_theta=theta)
+        model, _ = get_arch(name).build(cfg, seed=0)
+        expected = 1.0 / (theta or 10000.0) ** (torch.arange(0, head_dim, 2, dtype=torch.float32) / head_dim)
+        inv_freq = model.model.language_model.rotary_emb.inv_freq
+        torch.testing.assert_close(inv_freq, expected)

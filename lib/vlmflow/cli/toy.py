@@ -67,6 +67,10 @@ def register(subparsers) -> None:
                         "runs on the machine (a wall-clock stage 1 on a busy machine gets few steps). Default: none.")
     t.add_argument("--aux-weight", type=common.nonnegative_float, default=0.3,
                    help="The weight of the token-probe loss in the main stage. Default: 0.3.")
+    t.add_argument("--rope-theta", type=float, default=None,
+                   help="The language model's rotary base. Qwen2-VL's M-RoPE gives the width section its slowest "
+                        "frequencies, which barely turn across the toy's 8 x 8 image at 10000 "
+                        "(diagnostics/position_axes.py). Default: 10000.")
     t.add_argument("--probe-position", action="store_true",
                    help="The token probe also names the row and column word of each token's object, so the vision "
                         "tower writes where things are into its tokens (for a tower without absolute position "
@@ -284,7 +288,8 @@ def _train(args) -> int:
     from vlmflow.toy.train import TrainConfig, train
 
     model_overrides = {k: v for k, v in (("vision_layers", args.vision_layers),
-                                         ("vision_feature_layer", args.vision_feature_layer)) if v is not None}
+                                         ("vision_feature_layer", args.vision_feature_layer),
+                                         ("rope_theta", args.rope_theta)) if v is not None}
     cfg = TrainConfig(seed=args.seed, batch_size=args.batch_size, lr=args.lr, steps=args.steps,
                       minutes=args.minutes, threads=args.threads, vision_minutes=args.vision_minutes,
                       vision_steps=args.vision_steps,

@@ -185,8 +185,7 @@ class Qwen2VLArch(ToyArch):
         text = _text_config(cfg, tokenizer)
         half = cfg.text_hidden // cfg.text_heads // 2  # rotary frequencies per head, split time / height / width
         t = half // 4
-        text["rope_parameters"] = {"rope_type": "default", "rope_theta": 10000.0,
-                                   "mrope_section": [t, (half - t) // 2, half - t - (half - t) // 2]}
+        text["rope_parameters"]["mrope_section"] = [t, (half - t) // 2, half - t - (half - t) // 2]
         vision = {"depth": cfg.vision_layers, "embed_dim": cfg.vision_hidden, "hidden_size": cfg.text_hidden,
                   "num_heads": cfg.vision_heads, "mlp_ratio": 4, "patch_size": patch, "spatial_merge_size": 2,
                   "temporal_patch_size": 2}
@@ -293,6 +292,7 @@ def _text_config(cfg: ToyModelConfig, tokenizer) -> dict:
     return {"hidden_size": cfg.text_hidden, "intermediate_size": cfg.text_intermediate,
             "num_hidden_layers": cfg.text_layers, "num_attention_heads": cfg.text_heads,
             "num_key_value_heads": cfg.text_heads, "vocab_size": len(tokenizer), "max_position_embeddings": 512,
+            "rope_parameters": {"rope_type": "default", "rope_theta": cfg.rope_theta},
             "bos_token_id": None, "eos_token_id": tokenizer.eos_token_id, "pad_token_id": tokenizer.pad_token_id,
             "tie_word_embeddings": True}
 

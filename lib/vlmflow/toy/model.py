@@ -48,6 +48,7 @@ class ToyModelConfig:
     text_heads: int = 4
     text_intermediate: int = 512
     vision_feature_layer: int = -1
+    rope_theta: float = 10000.0  # the language model's rotary base; Qwen2-VL's M-RoPE gives width the slowest share
 
     @property
     def grid(self) -> int:
@@ -112,8 +113,8 @@ def build_config(cfg: ToyModelConfig = ToyModelConfig(), tokenizer=None):
         vocab_size=len(tokenizer), hidden_size=cfg.text_hidden, intermediate_size=cfg.text_intermediate,
         num_hidden_layers=cfg.text_layers, num_attention_heads=cfg.text_heads,
         num_key_value_heads=cfg.text_heads, max_position_embeddings=512, tie_word_embeddings=True,
-        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id)
+        rope_parameters={"rope_type": "default", "rope_theta": cfg.rope_theta},
+        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
     config = LlavaConfig(
         vision_config=vision, text_config=text, image_token_id=tokenizer.convert_tokens_to_ids(IMAGE_TOKEN),
         projector_hidden_act="gelu", vision_feature_select_strategy="default",
