@@ -230,3 +230,41 @@ def test_rope_theta_sets_the_language_models_rotary_frequencies(name):
         expected = 1.0 / (theta or 10000.0) ** (torch.arange(0, head_dim, 2, dtype=torch.float32) / head_dim)
         inv_freq = model.model.language_model.rotary_emb.inv_freq
         torch.testing.assert_close(inv_freq, expected)
+
+
+def test_a_continued_run_takes_the_rope_theta_asked_for(tmp_path):
+    """``--init FOLDER --rope-theta 20``: the loaded weights run exactly as a model built at theta 20 with the same
+    weights does, unlike at the folder's own base, and the export keeps the new base. Without the flag the CLI's
+    model config is the one the folder records (an older record without the field: the default it was built with)."""
+    import json
+    from dataclasses import replace
+
+    from vlmflow.cli.toy import _model_config_of
+    from vlmflow.toy.train import TrainConfig, export, initial_model
+
+    arch = get_arch("qwen2-vl")
+    model, processor = arch.build(TINY, seed=0)
+    export(model, processor, tmp_path / "base")
+    at20 = replace(TINY, rope_theta=20.0)
+    continued, _ = initial_model(TrainConfig(init=str(tmp_path / "base"), arch="qwen2-vl", model=at20))
+    same_base, _ = initial_model(TrainConfig(init=str(tmp_path / "base"), arch="qwen2-vl", model=TINY))
+    built20, _ = arch.build(at20, seed=1)
+    built20.load_state_dict(continued.state_dict())
+    ids = torch.tensor([processor.tokenizer("is there a red circle ?")["input_ids"]])
+
+    def logits(m):
+        with torch.no_grad():
+            return m.eval()(input_ids=ids).logits
+
+    torch.testing.assert_close(logits(continued), logits(built20))
+    assert (logits(continued) - logits(same_base)).abs().max() > 1e-4  # float32 noise is ~1e-7
+    export(continued, processor, tmp_path / "continued")
+    saved = json.loads((tmp_path / "continued" / "config.json").read_text())
+    assert saved["text_config"]["rope_parameters"]["rope_theta"] == 20.0
+
+    assert _model_config_of(None) == TINY.__class__()
+    (tmp_path / "base" / "training.json").write_text(json.dumps({"model_config": {**TINY.to_dict(), "rope_theta": 20.0}}))
+    assert _model_config_of(str(tmp_path / "base")) == at20
+    old = {k: v for k, v in TINY.to_dict().items() if k != "rope_theta"}
+    (tmp_path / "base" / "training.json").write_text(json.dumps({"model_config": old}))
+    assert _model_config_of(str(tmp_path / "base")) == TINY

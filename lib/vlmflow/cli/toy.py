@@ -68,9 +68,10 @@ def register(subparsers) -> None:
     t.add_argument("--aux-weight", type=common.nonnegative_float, default=0.3,
                    help="The weight of the token-probe loss in the main stage. Default: 0.3.")
     t.add_argument("--rope-theta", type=float, default=None,
-                   help="The language model's rotary base. Qwen2-VL's M-RoPE gives the width section its slowest "
-                        "frequencies, which barely turn across the toy's 8 x 8 image at 10000 "
-                        "(diagnostics/position_axes.py). Default: 10000.")
+                   help="The language model's rotary base; with --init, the continued model's base changes to it. "
+                        "Qwen2-VL's M-RoPE gives the width section its slowest frequencies, which barely turn "
+                        "across the toy's 8 x 8 image at 10000 (diagnostics/position_axes.py). Default: 10000, or "
+                        "what the --init model's training.json records.")
     t.add_argument("--probe-position", action="store_true",
                    help="The token probe also names the row and column word of each token's object, so the vision "
                         "tower writes where things are into its tokens (for a tower without absolute position "
@@ -284,7 +285,6 @@ def _train(args) -> int:
         return _train_recipe(args)
     from dataclasses import replace
 
-    from vlmflow.toy.model import ToyModelConfig
     from vlmflow.toy.train import TrainConfig, train
 
     model_overrides = {k: v for k, v in (("vision_layers", args.vision_layers),
@@ -298,13 +298,25 @@ def _train(args) -> int:
                       init=args.init, plant=args.plant, plant_probability=args.plant_probability,
                       **({"kind_mix": args.kind_mix} if args.kind_mix else {}),
                       arch=args.arch, clip_fraction=args.clips,
-                      model=replace(ToyModelConfig(), **model_overrides))
+                      model=replace(_model_config_of(args.init), **model_overrides))
     if args.cpu_minutes is not None:
         cfg = replace(cfg, minutes=args.cpu_minutes, clock="process")
     command = "vlmflow toy train " + " ".join(_argv_after("train"))
     train(cfg, args.out, args.work or "runs/toy_train", resume=args.resume, log=lambda m: print(m, flush=True),
           command=command)
     return 0
+
+
+def _model_config_of(init: str | None):
+    """The ToyModelConfig that ``--init``'s folder records in its training.json (fields a newer config adds keep their
+    defaults, which older models were built with); the default config for a new model."""
+    from dataclasses import fields
+
+    from vlmflow.toy.model import ToyModelConfig
+    from vlmflow.toy.train import base_record
+
+    recorded = (base_record(init) or {}).get("model_config", {})
+    return ToyModelConfig(**{f.name: recorded[f.name] for f in fields(ToyModelConfig) if f.name in recorded})
 
 
 def _train_recipe(args) -> int:

@@ -267,6 +267,18 @@ def get_arch(name: str) -> ToyArch:
     return arch
 
 
+def set_rope_theta(model, theta: float) -> None:
+    """Give a built or loaded toy's language model the rotary base ``theta`` (``ToyModelConfig.rope_theta``): the
+    text config, which the export saves, and the rotary embedding computed from it. A continued run
+    (``--init FOLDER --rope-theta``) changes the base of the weights it starts from; nothing else reads it."""
+    text = model.config.get_text_config()
+    if text.rope_parameters.get("rope_theta") == theta:
+        return
+    text.rope_parameters = {**text.rope_parameters, "rope_theta": theta}
+    lm = model.model.language_model
+    lm.rotary_emb = type(lm.rotary_emb)(config=text).to(lm.rotary_emb.inv_freq.device)
+
+
 def vision_patch(cfg: ToyModelConfig) -> int:
     """The vision patch of InternVL and Qwen2-VL: half an image token's side (2 x 2 patches merge into one token)."""
     if cfg.patch_size % 2:

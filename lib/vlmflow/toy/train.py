@@ -593,10 +593,11 @@ def base_record(init: str | None) -> dict | None:
 
 def initial_model(cfg: TrainConfig):
     """(model, processor) to train: ``cfg.init``'s folder in float32, or a new model of ``cfg.arch``
-    (``toy/architectures.py``, mimetic start)."""
+    (``toy/architectures.py``, mimetic start). A continued model takes ``cfg.model.rope_theta`` (the CLI's
+    ``--init`` starts ``cfg.model`` from the folder's recorded model config)."""
     import torch
 
-    from vlmflow.toy.architectures import get_arch
+    from vlmflow.toy.architectures import get_arch, set_rope_theta
 
     if cfg.init:
         from transformers import AutoModelForImageTextToText
@@ -606,6 +607,7 @@ def initial_model(cfg: TrainConfig):
         if not (Path(cfg.init) / "config.json").is_file():
             raise TrainingError(f"--init {cfg.init}: no model folder there (no config.json)")
         model = AutoModelForImageTextToText.from_pretrained(cfg.init, dtype=torch.float32, local_files_only=True)
+        set_rope_theta(model, cfg.model.rope_theta)
         return model, load_processor(cfg.init, local_files_only=True)
     model, processor = get_arch(cfg.arch).build(cfg.model, seed=cfg.seed)
     if cfg.mimetic:
