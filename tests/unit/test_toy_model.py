@@ -213,7 +213,7 @@ def test_vision_pretraining_trains_only_tower_projector_and_probe(probe_position
     start = fixed_batch_loss()
     res = pretrain_vision(model, proc, probe, cfg, log=lambda m: None)
     assert res["steps"] == 40 and fixed_batch_loss() < 0.5 * start
-    assert set(res["object_token_accuracy"]) == {name for name, _ in cfg.probe_heads}
+    assert set(res["object_token_accuracy"]) == set(res["object_token_cosine"]) == {n for n, _ in cfg.probe_heads}
     for (name, a), b in zip(model.named_parameters(), before.parameters()):
         trained = name.startswith(("model.vision_tower", "model.multi_modal_projector"))
         if not trained:
@@ -256,6 +256,32 @@ def test_token_probe_classes_are_the_word_embeddings(tiny):
             assert logits.shape == (1 + len(words),)
             assert torch.allclose(logits[1 + j], cosine.log_scale.exp()) and int(logits.argmax()) == 1 + j
             assert torch.allclose(dot.logits(row[None], k)[0, 1 + j], row @ row)
+
+
+def test_token_probe_cosine_is_each_object_tokens_cosine_with_its_own_words(tiny):
+    """``object_token_cosine``: per head, the mean over object tokens of the cosine with the word naming the token's
+    object. A token equal to (a multiple of) the ``circle`` row has cosine 1 with its shape word and, with its colour
+    word, the cosine of the two embedding rows; background tokens (target 0) do not count, whatever they hold."""
+    import torch.nn.functional as F
+
+    from vlmflow.toy.probe import HEADS, TokenProbe
+
+    model, proc = tiny
+    emb = model.get_input_embeddings().weight.detach()
+    row = {w: emb[proc.tokenizer.convert_tokens_to_ids(w)] for w in ("circle", "square", "red", "blue", "large")}
+    words = dict(HEADS)
+    features = torch.stack([3.0 * row["circle"], row["square"], torch.randn_like(row["red"])])[None]  # [1, 3, hidden]
+    targets = torch.tensor([[[1 + words["shape"].index("circle"), 1 + words["shape"].index("square"), 0],
+                             [1 + words["color"].index("red"), 1 + words["color"].index("blue"), 0],
+                             [1 + words["size"].index("large")] * 2 + [0]]])  # [1, heads, 3]
+    cos = TokenProbe(model, proc.tokenizer).object_token_cosine(features, targets)
+    assert cos["shape"] == pytest.approx(1.0, abs=1e-5)
+    expected_color = (F.cosine_similarity(row["circle"], row["red"], dim=0)
+                      + F.cosine_similarity(row["square"], row["blue"], dim=0)) / 2
+    assert cos["color"] == pytest.approx(float(expected_color), abs=1e-5)
+    assert cos["size"] == pytest.approx(float((F.cosine_similarity(row["circle"], row["large"], dim=0)
+                                               + F.cosine_similarity(row["square"], row["large"], dim=0)) / 2),
+                                        abs=1e-5)
 
 
 def test_mimetic_init_makes_queries_prefer_keys_like_themselves():

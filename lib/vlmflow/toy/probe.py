@@ -102,6 +102,21 @@ class TokenProbe(torch.nn.Module):
         return {name: float((self.logits(features, k).argmax(-1) == targets[:, k])[on_object].float().mean())
                 for k, (name, _) in enumerate(self.heads)}
 
+    @torch.no_grad()
+    def object_token_cosine(self, features: torch.Tensor, targets: torch.Tensor) -> dict[str, float]:
+        """Per head, the mean cosine of each object token with the embedding of the word that names its object
+        (``circle``, ``red``, ...): how strongly a question word can find the token by similarity. Accuracy alone
+        hides a weak alignment (the learned scale makes a small margin enough for the argmax)."""
+        emb = self._model[0].get_input_embeddings().weight
+        on_object = targets[:, 0] > 0
+        unit = F.normalize(features[on_object], dim=-1)  # [n_object_tokens, hidden]
+        out = {}
+        for k, (name, _) in enumerate(self.heads):
+            words = F.normalize(emb[getattr(self, f"word_ids_{k}")], dim=-1).to(unit.dtype)  # [n_words, hidden]
+            own = targets[:, k][on_object] - 1
+            out[name] = float((unit * words[own]).sum(-1).mean())
+        return out
+
 
 class ProjectorTap:
     """Keeps the last output of the projector (the image tokens as the LM receives them), with gradients: LLaVA's

@@ -364,7 +364,8 @@ VISION_INDEX_OFFSET = 2 ** 40  # stage-1 scenes come from the train split far pa
 
 def pretrain_vision(model, processor, probe, cfg: TrainConfig, log=print) -> dict:
     """Stage 1: train the CLIP tower + projector + probe on token targets for ``cfg.vision_minutes`` (or
-    ``cfg.vision_steps``). Returns the final running loss and the probe's per-head accuracy on object tokens."""
+    ``cfg.vision_steps``). Returns the final running loss and the probe's per-head accuracy and word cosine on object
+    tokens (the last batch)."""
     import torch
     from tqdm import tqdm
 
@@ -378,7 +379,7 @@ def pretrain_vision(model, processor, probe, cfg: TrainConfig, log=print) -> dic
     heads = cfg.probe_heads
     t0 = time.time()
     deadline = t0 + cfg.vision_minutes * 60
-    step, ema, acc = 0, None, {}
+    step, ema, acc, cosine = 0, None, {}, {}
     bar = tqdm(total=cfg.vision_steps, desc="toy vision pretrain", mininterval=10)
     try:
         while (step < cfg.vision_steps) if cfg.vision_steps is not None else (time.time() < deadline):
@@ -395,13 +396,15 @@ def pretrain_vision(model, processor, probe, cfg: TrainConfig, log=print) -> dic
             ema = optimizer_step(opt, loss, params, ema)
             step += 1
             acc = probe.object_token_accuracy(features, targets)
+            cosine = probe.object_token_cosine(features, targets)
             bar.update(1)
             bar.set_postfix(loss=f"{ema:.3f}", shape=f"{acc['shape']:.2f}", refresh=False)
     finally:
         tap.remove()
         bar.close()
     result = {"steps": step, "loss": round(ema or float("nan"), 4),
-              "object_token_accuracy": {k: round(a, 3) for k, a in acc.items()}}
+              "object_token_accuracy": {k: round(a, 3) for k, a in acc.items()},
+              "object_token_cosine": {k: round(c, 3) for k, c in cosine.items()}}
     log("vision pretraining " + json.dumps(result))
     return result
 
