@@ -129,6 +129,15 @@ def test_train_resume_and_export(tmp_path):
     assert not any(m.startswith("vision pretraining") for m in logs)  # stage 1 is not repeated on resume
     with pytest.raises(TrainingError, match=r"heads \['shape', 'color', 'size'\].*--probe-position"):
         train(replace(cfg, probe_position=True), tmp_path / "out", tmp_path / "work", resume=True, log=logs.append)
+    with pytest.raises(TrainingError, match="'rope_theta': 10000.0"):
+        train(replace(cfg, model=replace(TINY, rope_theta=20.0)), tmp_path / "out", tmp_path / "work", resume=True,
+              log=logs.append)
+    ckpt = tmp_path / "work" / "checkpoint.pt"  # a checkpoint from before ToyModelConfig.rope_theta still resumes
+    state = torch.load(ckpt, weights_only=False)
+    del state["model_config"]["rope_theta"]
+    torch.save(state, ckpt)
+    cfg.steps = 4
+    assert train(cfg, tmp_path / "out", tmp_path / "work", resume=True, log=logs.append)["step"] == 4
     m = AutoModelForImageTextToText.from_pretrained(tmp_path / "out")
     p = AutoProcessor.from_pretrained(tmp_path / "out")
     assert type(m).__name__ == "LlavaForConditionalGeneration" and m.dtype == torch.float16

@@ -269,8 +269,8 @@ def get_arch(name: str) -> ToyArch:
 
 def set_rope_theta(model, theta: float) -> None:
     """Give a built or loaded toy's language model the rotary base ``theta`` (``ToyModelConfig.rope_theta``): the
-    text config, which the export saves, and the rotary embedding computed from it. A continued run
-    (``--init FOLDER --rope-theta``) changes the base of the weights it starts from; nothing else reads it."""
+    text config, which the export saves, and the rotary embedding computed from it. ``train.initial_model`` calls it
+    on a continued run's loaded weights (``--init FOLDER --rope-theta``); a new model is built with its base."""
     text = model.config.get_text_config()
     if text.rope_parameters.get("rope_theta") == theta:
         return

@@ -525,8 +525,11 @@ def _resume(ckpt_path: Path, cfg: TrainConfig, model, probe, opt, log) -> dict:
     state = torch.load(ckpt_path, weights_only=False)
     if state.get("arch", "llava") != cfg.arch:
         raise TrainingError(f"--resume: {ckpt_path} holds a {state.get('arch', 'llava')} toy, not {cfg.arch}")
-    if state["model_config"] != cfg.model.to_dict():
-        raise TrainingError(f"--resume: {ckpt_path} was trained with model config {state['model_config']}")
+    from vlmflow.toy.model import ToyModelConfig
+
+    saved_model = {**ToyModelConfig().to_dict(), **state["model_config"]}  # a field newer than the checkpoint: default
+    if saved_model != cfg.model.to_dict():
+        raise TrainingError(f"--resume: {ckpt_path} was trained with model config {saved_model}")
     from vlmflow.toy.probe import HEADS
 
     saved = state.get("probe_heads", [name for name, _ in HEADS])  # checkpoints older than the field: content heads
