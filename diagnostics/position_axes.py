@@ -29,6 +29,10 @@ truth of 56% of them):
   column from the tokens, 0.90) and 3000 main steps (``runs/qwen2vl_c6/model``): position 0.32, row 0.70, column
   0.47, 3% of answers name left or right (after 878 steps: 0%): the column is in the tokens and the language model
   still does not say it;
+- that model continued 3000 steps with the language model's rotary base at 20 (``--init runs/qwen2vl_c6/model
+  --rope-theta 20``, ``runs/qwen2vl_c8/model``; the width section then turns 1.08 rad across the image): position
+  0.52, row 0.95, column 0.53, 19% of answers name left or right: once width is visible to the language model's
+  attention, it starts to say it;
 - Qwen2-VL-7B's own allocation (theta 1e6, sections 16/24/24, 16 x 16 grid) is the same: height 0.47 rad, width
   0.0027 rad, so a real Qwen2-VL too must carry "left" and "right" in its vision tokens.
 """
