@@ -168,3 +168,6 @@ def test_export_checkpoint_records_the_cpu_time_the_checkpoint_used(source, tmp_
         assert torch.equal(v, state["model"][k].half().float()), k
     with pytest.raises(TrainingError, match="not recipe 'deep'"):
         export_checkpoint("deep", 3, work, tmp_path / "x", base=_base(steps=2))
+    del state["model_config"]["rope_theta"]  # a checkpoint from before ToyModelConfig.rope_theta still exports
+    torch.save(state, work / "checkpoint.pt")
+    assert export_checkpoint("text-first", 3, work, tmp_path / "old", base=_base(steps=2)) == record

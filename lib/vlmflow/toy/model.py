@@ -57,6 +57,13 @@ class ToyModelConfig:
     def to_dict(self) -> dict:
         return asdict(self)
 
+    @staticmethod
+    def recorded(record: dict) -> dict:
+        """A stored ``model_config`` (a checkpoint's, training.json's) in this version's fields, to compare with
+        ``to_dict()``: a field newer than the record takes its default, which older models were built with; a field
+        this version lacks stays, so the comparison refuses it."""
+        return {**asdict(ToyModelConfig()), **record}
+
 
 TINY = ToyModelConfig(image_size=32, patch_size=8, vision_hidden=32, vision_layers=1, vision_heads=2,
                       text_hidden=32, text_layers=2, text_heads=2, text_intermediate=64)

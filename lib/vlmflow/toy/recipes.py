@@ -248,7 +248,7 @@ def export_checkpoint(name: str, planned_cpu_minutes: float, work: str | os.Path
     checkpoint had used (its main stage plus the recipe's own stage), next to the planned one. -> the recipe record."""
     import torch
 
-    from vlmflow.toy.model import build
+    from vlmflow.toy.model import ToyModelConfig, build
     from vlmflow.toy.train import KIND_MIX as MIX
     from vlmflow.toy.train import export
 
@@ -257,8 +257,9 @@ def export_checkpoint(name: str, planned_cpu_minutes: float, work: str | os.Path
         raise TrainingError(f"no checkpoint at {path}")
     state = torch.load(path, weights_only=False, map_location="cpu")
     cfg = config(name, planned_cpu_minutes, seed=seed, base=base)
-    if state["model_config"] != cfg.model.to_dict():
-        raise TrainingError(f"{path} holds a model of config {state['model_config']}, not recipe {name!r}'s")
+    saved_model = ToyModelConfig.recorded(state["model_config"])
+    if saved_model != cfg.model.to_dict():
+        raise TrainingError(f"{path} holds a model of config {saved_model}, not recipe {name!r}'s")
     model, processor = build(cfg.model, seed=seed)
     model.load_state_dict(state["model"])
     prepared = state.get("prepared") or {}

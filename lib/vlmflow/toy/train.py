@@ -379,7 +379,7 @@ def pretrain_vision(model, processor, probe, cfg: TrainConfig, log=print) -> dic
     heads = cfg.probe_heads
     t0 = time.time()
     deadline = t0 + cfg.vision_minutes * 60
-    step, ema, acc, cosine = 0, None, {}, {}
+    step, ema, acc = 0, None, {}
     bar = tqdm(total=cfg.vision_steps, desc="toy vision pretrain", mininterval=10)
     try:
         while (step < cfg.vision_steps) if cfg.vision_steps is not None else (time.time() < deadline):
@@ -396,12 +396,12 @@ def pretrain_vision(model, processor, probe, cfg: TrainConfig, log=print) -> dic
             ema = optimizer_step(opt, loss, params, ema)
             step += 1
             acc = probe.object_token_accuracy(features, targets)
-            cosine = probe.object_token_cosine(features, targets)
             bar.update(1)
             bar.set_postfix(loss=f"{ema:.3f}", shape=f"{acc['shape']:.2f}", refresh=False)
     finally:
         tap.remove()
         bar.close()
+    cosine = probe.object_token_cosine(features, targets) if step else {}  # the last batch, as acc
     result = {"steps": step, "loss": round(ema or float("nan"), 4),
               "object_token_accuracy": {k: round(a, 3) for k, a in acc.items()},
               "object_token_cosine": {k: round(c, 3) for k, c in cosine.items()}}
@@ -527,7 +527,7 @@ def _resume(ckpt_path: Path, cfg: TrainConfig, model, probe, opt, log) -> dict:
         raise TrainingError(f"--resume: {ckpt_path} holds a {state.get('arch', 'llava')} toy, not {cfg.arch}")
     from vlmflow.toy.model import ToyModelConfig
 
-    saved_model = {**ToyModelConfig().to_dict(), **state["model_config"]}  # a field newer than the checkpoint: default
+    saved_model = ToyModelConfig.recorded(state["model_config"])
     if saved_model != cfg.model.to_dict():
         raise TrainingError(f"--resume: {ckpt_path} was trained with model config {saved_model}")
     from vlmflow.toy.probe import HEADS
