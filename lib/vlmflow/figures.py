@@ -11,6 +11,8 @@ vs measured" annotation here means every figure of the book reads the same way:
 - :func:`peak_centre`: where to mark a token heatmap's peak: the centre of the peak token's box, not its corner;
 - :func:`paper_vs_measured`: the paper's number (marked unverified where it is) beside the one measured here;
 - :func:`role_strip`: the token-role layout of a prompt as coloured strips (the "Token groups" page);
+- :func:`glue_markdown`: a computed Markdown statement shown on the figure's page and glued (as HTML) for a chapter
+  page that pastes it with ``{glue:any}``;
 - :func:`save`: writes a figure as PNG into a results folder and returns the path, after :func:`smallest_tick_px`
   checked that its tick labels stay legible at the book's column width.
 
@@ -80,6 +82,22 @@ def start(results_dir: str | Path, *, device: str = "cpu", cpu_threads: int | No
     results = Path(results_dir)
     results.mkdir(parents=True, exist_ok=True)
     return results
+
+
+def glue_markdown(key: str, text: str):
+    """Glue ``text`` (Markdown computed by the notebook) under ``key`` for another page of the book, as HTML: a
+    ``{glue:any}`` paste renders no Markdown. Outside the book's environment (no myst_nb) nothing is glued.
+    -> the Markdown object, for the notebook to display."""
+    from IPython.display import HTML, Markdown
+
+    try:
+        from myst_nb import glue
+    except ImportError:
+        return Markdown(text)
+    from markdown_it import MarkdownIt  # the book's own Markdown parser (myst-parser's)
+
+    glue(key, HTML(MarkdownIt().render(text)), display=False)
+    return Markdown(text)
 
 
 def model_label(model: str, width: int = 28) -> str:
