@@ -221,14 +221,14 @@ class Verdict:
     notes: list[str] = field(default_factory=list)  # further findings of the run the claim's reader should know
 
     def __post_init__(self):
-        if self.claim not in CLAIMS and self.claim not in PENDING_CLAIMS:
-            raise VerdictError(f"unknown claim {self.claim!r}; known: {', '.join([*CLAIMS, *PENDING_CLAIMS])}")
+        if self.claim not in CLAIMS and self.claim not in CLIP_MODEL_CLAIMS:
+            raise VerdictError(f"unknown claim {self.claim!r}; known: {', '.join([*CLAIMS, *CLIP_MODEL_CLAIMS])}")
         if self.outcome not in OUTCOMES:
             raise VerdictError(f"unknown outcome {self.outcome!r}; one of {', '.join(OUTCOMES)}")
 
     @property
     def spec(self) -> Claim:
-        return CLAIMS.get(self.claim) or PENDING_CLAIMS[self.claim]
+        return CLAIMS.get(self.claim) or CLIP_MODEL_CLAIMS[self.claim]
 
     @property
     def meaning(self) -> str:
@@ -310,9 +310,9 @@ _COLOURS = {REPRODUCED: "#009E73", PARTLY: "#E69F00", NOT_REPRODUCED: "#999999",
 
 def criterion_markdown(claim: str) -> str:
     """The claim and its criterion as a Markdown block, for a notebook to show *before* its numbers."""
-    c = CLAIMS.get(claim) or PENDING_CLAIMS.get(claim)
+    c = CLAIMS.get(claim) or CLIP_MODEL_CLAIMS.get(claim)
     if c is None:
-        raise VerdictError(f"unknown claim {claim!r}; known: {', '.join([*CLAIMS, *PENDING_CLAIMS])}")
+        raise VerdictError(f"unknown claim {claim!r}; known: {', '.join([*CLAIMS, *CLIP_MODEL_CLAIMS])}")
     return (f"**The claim.** {c.statement} *Paper (unverified):* {c.paper}.\n\n"
             f"**The criterion, fixed before the numbers.** {c.criterion}")
 
@@ -661,11 +661,10 @@ def decide_nc_steps(diff: CI, similarity: CI, margin: float = 0.05, min_similari
 # Open question 3 (video): the mechanisms measured on clips of the toy video world (the chapter "Video"). As for the
 # other open questions, the hypothesis is that the paper's mechanism translates; the rules of Finding 1 and Table 1
 # are applied unchanged to clips (the same deciders, so the rule lives in one place).
-# PENDING_CLAIMS: claims whose chapter is not in the book yet (its model, a toy Qwen2-VL that meets its clip bar, is
-# not shipped): verdicts, criteria and boxes work for them as for CLAIMS, but the opening page's table and the built
-# book's checks (which require every claim of CLAIMS on its page) do not list them until the chapter is registered and
-# they move into CLAIMS.
-PENDING_CLAIMS: dict[str, Claim] = {c.id: c for c in (
+# CLIP_MODEL_CLAIMS: claims decided on the video chapter's clip model (a toy Qwen2-VL), not on the book's model:
+# verdicts, criteria and boxes work for them as for CLAIMS, and the chapter's page shows them, but the opening page's
+# table, which gives the verdicts on the book's model (and the built book's checks of that table), does not list them.
+CLIP_MODEL_CLAIMS: dict[str, Claim] = {c.id: c for c in (
     Claim(
         id="oq_video_route", title="Open question: do clip descriptions pass through the query tokens?",
         statement="Finding 1 on video: with the generated tokens cut off from every frame (KO video→generated) the "

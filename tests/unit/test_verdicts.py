@@ -168,8 +168,8 @@ def test_a_tagged_verdict_is_another_model_s_and_never_the_book_s(tmp_path):
 
 
 def test_video_claims_apply_the_image_rules_and_their_own():
-    """The video chapter's verdicts: Finding 1's and Table 1's rules unchanged under their own claims (pending:
-    not on the opening page until the chapter is in the book), and the per-frame and localization rules."""
+    """The video chapter's verdicts: Finding 1's and Table 1's rules unchanged under their own claims (decided on the
+    clip model, so not in the opening page's table of the book's model), and the per-frame and localization rules."""
     route = V.decide_oq_video_route(CI(0.5, 0.4, 0.6), CI(0.1, 0.05, 0.2), CI(0.0, 0.0, 0.05))
     assert route.claim == "oq_video_route" and route.outcome == V.REPRODUCED and "video→generated" in route.measured
     assert "oq_video_route" not in V.CLAIMS and "figures/video" == route.spec.page
@@ -187,5 +187,5 @@ def test_video_claims_apply_the_image_rules_and_their_own():
     assert loc([]).outcome == V.NOT_REPRODUCED and "no naming token" in loc([]).measured  # nothing to localize
     rep = V.decide_oq_video_reprompt(CI(.8, .7, .9), CI(.78, .7, .85), CI(.3, .2, .4), k=10)
     assert rep.outcome == V.REPRODUCED and "top 10%" in rep.measured and "full clip" in rep.measured
-    for claim in V.PENDING_CLAIMS.values():
+    for claim in V.CLIP_MODEL_CLAIMS.values():
         assert set(claim.meaning) == set(V.OUTCOMES) and claim.criterion in V.criterion_markdown(claim.id)
