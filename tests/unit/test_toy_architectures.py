@@ -3,6 +3,7 @@ says, the training prompt equal to the core adapter's after a save and `vf.load`
 context-curriculum forward equal to the plain one, a few steps lowering the loss, and `train` exporting a folder that
 loads and answers. The LLaVA toy's own tests are in test_toy_model.py."""
 import copy
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -174,8 +175,16 @@ def test_exported_folder_loads_and_prompts_as_training_did(tmp_path, name):
     if name == "qwen2-vl":
         clips, seed = 0.5, 4  # seed 4 draws clip, image, clip for steps 0-2
         cfg = TrainConfig(seed=seed, batch_size=4, model=TINY, scenes=SCENES, steps=3, eval_scenes=1,
-                          warmup_steps=1, vision_steps=1, arch=name, clip_fraction=clips, threads=1)
+                          warmup_steps=1, vision_steps=1, arch=name, clip_fraction=clips, threads=1, probe_events=0)
         history = train(cfg, tmp_path / "out", tmp_path / "work", log=lambda m: None)["history"]
+        assert torch.load(tmp_path / "work" / "checkpoint.pt", weights_only=False)["event_probe"]["bias"].any()
+        with pytest.raises(TrainingError, match="trained with the event probe"):
+            train(replace(cfg, probe_events=None), tmp_path / "out", tmp_path / "work", resume=True,
+                  log=lambda m: None)
+        with pytest.raises(TrainingError, match=r"--probe-events 2: no such language-model layer \(0\.\.1\)"):
+            train(replace(cfg, probe_events=2), tmp_path / "o4", tmp_path / "w4", log=lambda m: None)
+        with pytest.raises(TrainingError, match="--probe-events 0 reads clips"):
+            train(replace(cfg, clip_fraction=0.0), tmp_path / "o5", tmp_path / "w5", log=lambda m: None)
         assert "describe_video_f1" in history[-1] and "exists_acc" in history[-1]
         from vlmflow.toy.video import is_clip_step
         assert [is_clip_step(seed, s, clips) for s in range(3)] == [True, False, True]  # both kinds ran

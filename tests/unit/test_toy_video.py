@@ -1,6 +1,6 @@
 """Clip training plumbing for the toy Qwen2-VL (toy/video.py) on the TINY config: clip batches feed the adapter's
 inference prompt through Qwen2-VL's video input, explicit M-RoPE positions equal the model's own, a few steps lower
-the loss, and greedy clip generation through vlmflow equals transformers' own generate."""
+the loss, the event probe's targets are where consecutive frames differ, and greedy clip generation through vlmflow equals transformers' own generate."""
 import copy
 
 import numpy as np
@@ -12,7 +12,16 @@ from vlmflow.toy.architectures import get_arch
 from vlmflow.toy.clips import FACT_FAMILIES, ClipConfig, make_clip
 from vlmflow.toy.model import TINY
 from vlmflow.toy.scenes import SceneConfig
-from vlmflow.toy.video import ClipBatcher, clip_eval, make_clip_batch, sample_clip_question
+from vlmflow.toy.video import (
+    EVENT_HEADS,
+    IGNORED,
+    ClipBatcher,
+    EventTap,
+    clip_eval,
+    event_token_targets,
+    make_clip_batch,
+    sample_clip_question,
+)
 
 CLIPS = ClipConfig(2, 3, SceneConfig(image_size=TINY.image_size, cells=TINY.grid // 2, max_objects=3))
 
@@ -39,7 +48,7 @@ def test_clip_batch_is_the_inference_prompt_plus_answer_and_positions_are_the_mo
         assert target == tok(qa.answer, add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
         assert n == len(prompt) + len(target)
         assert roles.count("image") == len(clip.images) * TINY.grid ** 2  # one temporal patch per frame
-    feed = {k: v for k, v in batch.items() if k != "labels"}
+    feed = {k: v for k, v in batch.items() if k not in ("labels", "event_targets")}
     with torch.no_grad():
         explicit = model(**feed).logits
         model.model.rope_deltas = None
@@ -73,3 +82,67 @@ def test_clip_generation_equals_transformers_generate():
     metrics = clip_eval(vlm, n=2, split="test", config=CLIPS, max_new_tokens=4)
     recalls = {f"describe_video_recall_{f}" for f in FACT_FAMILIES}
     assert set(metrics) == {"describe_video_f1", "count_at_end_acc", "n_clips", *recalls} and metrics["n_clips"] == 2
+
+
+def _changed_tokens(before, after, grid: int) -> np.ndarray:
+    """bool[grid * grid]: the tokens (row-major) where two rendered frames differ in any pixel."""
+    diff = (np.asarray(before, dtype=np.int16) != np.asarray(after, dtype=np.int16)).any(-1)
+    side = diff.shape[0] // grid
+    return diff.reshape(grid, side, grid, side).any(axis=(1, 3)).reshape(-1)
+
+
+def test_event_targets_are_the_tokens_where_consecutive_frames_differ():
+    """Independent oracle: the rendered frames share one background, so the tokens whose pixels change from frame
+    k-1 to k are exactly the changed object's tokens; each carries the event's kind, every other token of frame k
+    is 0, and frame 0 (nothing before it) is ignored."""
+    from vlmflow.toy.clips import EVENT_KINDS
+
+    grid = 8
+    seen = set()
+    for i in range(40):
+        clip = make_clip(0, "train", i)
+        targets = event_token_targets(clip, grid).reshape(len(clip.frames), grid * grid)
+        assert (targets[0] == IGNORED).all()
+        for event in clip.events:
+            changed = _changed_tokens(clip.images[event.frame - 1], clip.images[event.frame], grid)
+            assert changed.any()
+            np.testing.assert_array_equal(targets[event.frame] > 0, changed)
+            assert set(targets[event.frame][changed]) == {EVENT_KINDS.index(event.kind) + 1}
+            seen.add(event.kind)
+    assert seen == set(EVENT_KINDS)
+    assert EVENT_HEADS[0][1] == ("appears", "disappears", "moves", "turns")
+
+
+def test_event_tap_keeps_the_layers_output_at_the_video_tokens_and_the_event_probe_learns():
+    from vlmflow.toy.probe import TokenProbe
+    from vlmflow.toy.train import forward_loss
+
+    model, processor = _toy()
+    batch = make_clip_batch(0, 0, 3, ClipBatcher(model, processor), config=CLIPS)
+    assert batch["event_targets"].shape[1] == int((batch["input_ids"] == model.config.video_token_id).sum(1).max())
+    tap = EventTap(model, 0)
+    feed = {k: v for k, v in batch.items() if k not in ("labels", "event_targets")}
+    with torch.no_grad():
+        hidden = model(**feed, output_hidden_states=True).hidden_states[1]  # [0] is the embeddings
+    kept = tap.take(batch["input_ids"], model.config.video_token_id)
+    for row in range(3):
+        video = batch["input_ids"][row] == model.config.video_token_id
+        torch.testing.assert_close(kept[row, :int(video.sum())], hidden[row, video])
+        assert (batch["event_targets"][row, int(video.sum()):] == IGNORED).all()
+    probe = TokenProbe(model, processor.tokenizer, heads=EVENT_HEADS)
+    model.train()
+
+    def event_loss():
+        with_events = forward_loss(model, batch, share_prefix=False, events=(probe, tap), event_weight=1.0)
+        return with_events - forward_loss(model, batch, share_prefix=False)
+
+    opt = torch.optim.AdamW([*model.parameters(), *probe.parameters()], lr=3e-3)
+    losses = []
+    for _ in range(12):
+        loss = event_loss()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.5 * losses[0]
+    tap.remove()

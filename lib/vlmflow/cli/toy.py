@@ -103,6 +103,13 @@ def register(subparsers) -> None:
     t.add_argument("--clips", type=common.fraction, default=0.0,
                    help="The share of main-stage steps that train on toy video clips through Qwen2-VL's video "
                         "input (--arch qwen2-vl only); 0 trains on still scenes only. Default: 0.")
+    t.add_argument("--probe-events", type=common.nonnegative_int, default=None, metavar="LAYER",
+                   help="On clip steps, the output of this language-model layer at every video token of frame k "
+                        "must name the change from frame k-1 there (appears, disappears, moves, turns; "
+                        "vlmflow.toy.video.event_token_targets): the vision tower sees one frame at a time, so "
+                        "frames can be compared only in the language model. Needs --clips. Default: off.")
+    t.add_argument("--event-weight", type=common.positive_float, default=1.0,
+                   help="The event probe's loss weight on clip steps. Default: 1.0.")
     t.add_argument("--vision-layers", type=common.positive_int, default=None,
                    help="The depth of the CLIP vision tower. Default: ToyModelConfig's.")
     t.add_argument("--vision-feature-layer", type=int, default=None,
@@ -297,7 +304,8 @@ def _train(args) -> int:
                       hide_until=args.hide_until, mimetic=args.mimetic, fixed_words=args.fixed_words,
                       init=args.init, plant=args.plant, plant_probability=args.plant_probability,
                       **({"kind_mix": args.kind_mix} if args.kind_mix else {}),
-                      arch=args.arch, clip_fraction=args.clips,
+                      arch=args.arch, clip_fraction=args.clips, probe_events=args.probe_events,
+                      event_weight=args.event_weight,
                       model=replace(_model_config_of(args.init), **model_overrides))
     if args.cpu_minutes is not None:
         cfg = replace(cfg, minutes=args.cpu_minutes, clock="process")

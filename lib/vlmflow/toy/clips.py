@@ -65,7 +65,7 @@ EVENT_QUESTIONS = {
     "recolor": "what changed color ?",
 }
 COUNT_AT_END_QUESTION = "how many objects at the end ?"
-_VERBS = {"appear": "appears", "disappear": "disappears", "move": "moves", "recolor": "turns"}
+EVENT_VERBS = {"appear": "appears", "disappear": "disappears", "move": "moves", "recolor": "turns"}
 
 
 @dataclass(frozen=True)
@@ -117,7 +117,7 @@ class Event:
     def clause(self) -> str:
         o = self.object
         article = "a" if self.kind == "appear" else "the"
-        words = [article, o.size, o.color, o.shape, _VERBS[self.kind]]
+        words = [article, o.size, o.color, o.shape, EVENT_VERBS[self.kind]]
         if self.kind == "recolor":
             words.append(self.new_color)
         elif self.kind == "move":
@@ -227,10 +227,10 @@ def parse_clip(text: str) -> tuple[list[ToyObject], list[tuple]]:
     first = parse(parts[0])
     facts = []
     for part in parts[1:]:
-        verb = next((k for k, v in _VERBS.items() if re.search(rf"\b{v}\b", part)), None)
+        verb = next((k for k, v in EVENT_VERBS.items() if re.search(rf"\b{v}\b", part)), None)
         if verb is None:
             continue
-        before, _, after = part.partition(_VERBS[verb])
+        before, _, after = part.partition(EVENT_VERBS[verb])
         named = parse(before)
         if not named:
             continue
@@ -294,7 +294,7 @@ def clip_questions(clip: Clip) -> list[dict]:
 def vocabulary() -> list[str]:
     """Words the clip texts and questions use beyond the scene grammar's (a video toy model's tokenizer adds
     them)."""
-    words = {"then", ".", "a", "the", "to", "video", *_VERBS.values(), *" ".join(POSITIONS).split()}
+    words = {"then", ".", "a", "the", "to", "video", *EVENT_VERBS.values(), *" ".join(POSITIONS).split()}
     for q in (DESCRIBE_VIDEO_PROMPT, COUNT_AT_END_QUESTION, *EVENT_QUESTIONS.values()):
         words.update(q.split())
     return sorted(words)

@@ -50,7 +50,7 @@ from vlmflow.toy.architectures import split_extras
 from vlmflow.toy.model import ToyModelConfig
 from vlmflow.toy.questions import sample_question
 from vlmflow.toy.scenes import SceneConfig, make_scene
-from vlmflow.toy.video import clip_batch_size, clip_training, is_clip_step, make_clip_batch
+from vlmflow.toy.video import EventTap, clip_batch_size, clip_training, is_clip_step, make_clip_batch
 
 if TYPE_CHECKING:
     import torch
@@ -97,6 +97,8 @@ class TrainConfig:
     kind_mix: dict = field(default_factory=lambda: dict(KIND_MIX))  # question kind -> share of the samples
     arch: str = "llava"  # toy architecture (toy/architectures.py): llava, internvl, qwen2-vl
     clip_fraction: float = 0.0  # share of stage-2 steps on toy clips through the video input (qwen2-vl; toy/video.py)
+    probe_events: int | None = None  # LM layer whose video tokens name each frame's change (video.py; None = off)
+    event_weight: float = 1.0  # the event probe's loss weight on clip steps
     model: ToyModelConfig = field(default_factory=ToyModelConfig)
     scenes: SceneConfig = field(default_factory=SceneConfig)
 
@@ -233,9 +235,10 @@ def per_sample_loss(logits, labels):
 
 
 def forward_loss(model, batch, share_prefix: bool = True, probe=None, tap=None,
-                 aux_weight: float = 0.0, knockouts=None):
+                 aux_weight: float = 0.0, knockouts=None, events=None, event_weight: float = 0.0):
     """Per-sample loss of a training batch (``labels`` inside ``batch``), plus ``aux_weight`` times the token-probe
-    loss when ``probe`` and ``tap`` are given. ``knockouts`` (per-row lists, ``vlmflow.plant.sample_rows``) apply
+    loss when ``probe`` and ``tap`` are given, plus ``event_weight`` times the event probe's loss on a clip batch
+    when ``events`` = (event probe, ``video.EventTap``) is given. ``knockouts`` (per-row lists, ``vlmflow.plant.sample_rows``) apply
     through the registered attention function over the batch's ``roles``; the model's language model must run the
     ``"vlmflow"`` attention (``vlmflow.model.wrap`` sets it).
 
@@ -248,7 +251,12 @@ def forward_loss(model, batch, share_prefix: bool = True, probe=None, tap=None,
     targets = batch.pop("token_targets", None)
     hidden = batch.pop("hidden", None)
     roles = batch.pop("roles", None)
+    event_targets = batch.pop("event_targets", None)
     lm_loss = _lm_loss(model, batch, labels, share_prefix, hidden, roles, knockouts)
+    if events is not None and event_weight and event_targets is not None:
+        event_probe, event_tap = events
+        features = event_tap.take(batch["input_ids"], model.config.video_token_id)
+        lm_loss = lm_loss + event_weight * event_probe.loss(features, event_targets[:, None, :features.shape[1]])
     if probe is None or tap is None or aux_weight == 0 or targets is None:
         return lm_loss
     return lm_loss + aux_weight * probe.loss(tap.take(), targets)
@@ -515,9 +523,9 @@ def export(model, processor, out: str | os.PathLike, *, half: bool = True, extra
     return out
 
 
-def _resume(ckpt_path: Path, cfg: TrainConfig, model, probe, opt, log) -> dict:
-    """Load a checkpoint into model, probe and optimizer; -> the loop state it saved (step, total_steps, elapsed,
-    history, vision)."""
+def _resume(ckpt_path: Path, cfg: TrainConfig, model, probe, opt, log, event_probe=None) -> dict:
+    """Load a checkpoint into model, probe (and event probe) and optimizer; -> the loop state it saved (step,
+    total_steps, elapsed, history, vision)."""
     import torch
 
     if not ckpt_path.exists():
@@ -536,8 +544,13 @@ def _resume(ckpt_path: Path, cfg: TrainConfig, model, probe, opt, log) -> dict:
     if saved != cfg.probe_head_names:
         raise TrainingError(f"--resume: {ckpt_path} holds a token probe with heads {saved}, this run's has "
                             f"{cfg.probe_head_names} (--probe-position must match the run's)")
+    if (state.get("event_probe") is None) != (event_probe is None):
+        raise TrainingError(f"--resume: {ckpt_path} was trained {'without' if event_probe else 'with'} the event "
+                            f"probe (--probe-events must match the run's)")
     model.load_state_dict(state["model"])
     probe.load_state_dict(state["probe"])
+    if event_probe is not None:
+        event_probe.load_state_dict(state["event_probe"])
     opt.load_state_dict(state["optimizer"])
     log(f"resumed from {ckpt_path} at step {state['step']} / {state['total_steps']}")
     return {"step": state["step"], "total": state["total_steps"], "elapsed": state.get("elapsed", 0.0),
@@ -595,6 +608,23 @@ def base_record(init: str | None) -> dict | None:
     if init is None or not (Path(init) / "training.json").is_file():
         return None
     return json.loads((Path(init) / "training.json").read_text())
+
+
+def event_probe_of(cfg: TrainConfig, model, processor):
+    """The event probe of a run with ``cfg.probe_events`` (a ``TokenProbe`` with ``video.EVENT_HEADS``: the verbs'
+    own embeddings as class vectors, as the token probe uses the object words), None otherwise; it reads clips, so
+    it needs clip steps."""
+    if cfg.probe_events is None:
+        return None
+    if cfg.clip_fraction <= 0:
+        raise TrainingError(f"--probe-events {cfg.probe_events} reads clips: it needs --clips above 0")
+    n_layers = len(model.model.language_model.layers)
+    if not 0 <= cfg.probe_events < n_layers:
+        raise TrainingError(f"--probe-events {cfg.probe_events}: no such language-model layer (0..{n_layers - 1})")
+    from vlmflow.toy.probe import TokenProbe
+    from vlmflow.toy.video import EVENT_HEADS
+
+    return TokenProbe(model, processor.tokenizer, cosine=cfg.probe_cosine, heads=EVENT_HEADS)
 
 
 def initial_model(cfg: TrainConfig):
@@ -656,11 +686,13 @@ def train(cfg: TrainConfig, out: str | os.PathLike, work: str | os.PathLike, res
     plant = training_plant(cfg)
     adapter = wrap(model, processor).adapter if plant is not None else None  # the "vlmflow" attention on the LM
     probe = TokenProbe(model, processor.tokenizer, cosine=cfg.probe_cosine, heads=cfg.probe_heads)
-    opt = torch.optim.AdamW([*model.parameters(), *probe.parameters()], lr=cfg.lr, weight_decay=cfg.weight_decay,
-                            betas=(0.9, 0.98))
+    event_probe = event_probe_of(cfg, model, processor)
+    opt = torch.optim.AdamW([*model.parameters(), *probe.parameters(),
+                             *(event_probe.parameters() if event_probe is not None else [])],
+                            lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.98))
     state = {"step": 0, "total": cfg.steps, "elapsed": 0.0, "history": [], "vision": None}
     if resume:
-        state = _resume(ckpt_path, cfg, model, probe, opt, log)
+        state = _resume(ckpt_path, cfg, model, probe, opt, log, event_probe)
         prepared = state.get("prepared")
     step, total, elapsed_before, history, vision = (state[k] for k in ("step", "total", "elapsed", "history", "vision"))
     batcher = Batcher(processor, arch, model, adapter=adapter)
@@ -670,6 +702,7 @@ def train(cfg: TrainConfig, out: str | os.PathLike, work: str | os.PathLike, res
 
     def checkpoint():
         _atomic_save({"model": model.state_dict(), "probe": probe.state_dict(), "optimizer": opt.state_dict(),
+                      "event_probe": None if event_probe is None else event_probe.state_dict(),
                       "step": step, "total_steps": total, "model_config": cfg.model.to_dict(), "seed": cfg.seed,
                       "arch": cfg.arch, "probe_heads": cfg.probe_head_names,
                       "elapsed": elapsed_before + clock() - t0, "history": history,
@@ -683,6 +716,7 @@ def train(cfg: TrainConfig, out: str | os.PathLike, work: str | os.PathLike, res
         t0 = clock()
         checkpoint()  # nor is a recipe's own stage
     tap = arch.tap(model, cfg.model.grid ** 2)
+    events = None if event_probe is None else (event_probe, EventTap(model, cfg.probe_events))
     t0 = clock()
     deadline = t0 + cfg.minutes * 60
     last_ckpt = last_eval = t0
@@ -713,7 +747,8 @@ def train(cfg: TrainConfig, out: str | os.PathLike, work: str | os.PathLike, res
         if plant is not None and not clips:  # clip batches carry no roles; a plant trains on still scenes
             knockouts = sample_rows(plant, cfg.batch_size, torch.Generator().manual_seed(cfg.seed * 1_000_033 + step))
         loss = forward_loss(model, batch, share_prefix=cfg.share_prefix and not clips, probe=probe, tap=tap,
-                            aux_weight=cfg.aux_weight, knockouts=knockouts)
+                            aux_weight=cfg.aux_weight, knockouts=knockouts, events=events if clips else None,
+                            event_weight=cfg.event_weight)
         ema = optimizer_step(opt, loss, model.parameters(), ema)
         if fixed is not None:
             fixed.restore()
@@ -737,6 +772,8 @@ def train(cfg: TrainConfig, out: str | os.PathLike, work: str | os.PathLike, res
             last_ckpt = clock()
     bar.close()
     tap.remove()
+    if events is not None:
+        events[1].remove()
     checkpoint()
     history.append(_held_out(model, processor, cfg, step=step, loss=round(ema or float("nan"), 4),
                              minutes=round((elapsed_before + clock() - t0) / 60, 1)))

@@ -10,16 +10,24 @@ image's place), so a trained model answers through ``vf.load`` with the prompt i
 - :class:`ClipBatcher`: clips + questions -> right-padded training tensors (labels = answer + EOS), with
   ``mm_token_type_ids`` and the M-RoPE ``position_ids`` of the full context (``toy/architectures.py`` says why);
   ``train.forward_loss(model, batch, share_prefix=False)`` trains on it;
+- :func:`event_token_targets` and :class:`EventTap`: the event probe (``TrainConfig.probe_events``), which asks a
+  middle layer of the language model to name, at every video token of frame ``k``, the change that frame ``k - 1``
+  -> ``k`` made there (``appears`` ... ``turns``); the vision tower attends within one frame only (Qwen2-VL's
+  ``cu_seqlens`` split the video per temporal patch), so frames can be compared only in the language model;
 - :func:`clip_eval`: greedy clip descriptions of held-out clips through ``VLM.generate_batch``, scored with
   ``clips.score_clip`` (fact F1) and ``clips.recall_by_family`` (which facts are missed), plus the count-at-end accuracy.
 """
 from __future__ import annotations
+
+import math
 
 import numpy as np
 
 from vlmflow.toy.clips import (
     COUNT_AT_END_QUESTION,
     DESCRIBE_VIDEO_PROMPT,
+    EVENT_KINDS,
+    EVENT_VERBS,
     ClipConfig,
     clip_facts,
     clip_questions,
@@ -44,10 +52,67 @@ def sample_clip_question(clip, rng: np.random.Generator) -> QA:
     return QA(kind, qa["question"], qa["answer"])
 
 
+# The event probe's one head: the verb of each event kind, in EVENT_KINDS order (class k + 1 = EVENT_KINDS[k]).
+EVENT_HEADS = (("event", tuple(EVENT_VERBS[k] for k in EVENT_KINDS)),)
+IGNORED = -100  # cross-entropy's ignore index: first-frame tokens (nothing before them) and padding
+
+
+def event_token_targets(clip, grid: int) -> np.ndarray:
+    """int64[n_frames * grid * grid]: per video token (frame-major, row-major within a frame, the order of the video
+    tokens), the class of the event that made frame ``k`` differ from frame ``k - 1`` at that token (1-based index
+    in ``EVENT_KINDS``), 0 where nothing changed, ``IGNORED`` on frame 0. The event's cells are the changed object's
+    tokens in frame ``k`` (appear, recolour, move's destination) and in frame ``k - 1`` (disappear, move's origin)."""
+    n = grid * grid
+    out = np.zeros((len(clip.frames), n), dtype=np.int64)
+    out[0] = IGNORED
+    for event in clip.events:
+        label = EVENT_KINDS.index(event.kind) + 1
+        for frame in (event.frame - 1, event.frame):
+            for t in clip.frames[frame]:
+                if t.track == event.track:
+                    out[event.frame, _covered(t.placed.mask, grid)] = label
+    return out.reshape(-1)
+
+
+def _covered(mask: np.ndarray, grid: int) -> np.ndarray:
+    """bool[grid * grid]: the tokens (row-major) that any pixel of ``mask`` [H, H] falls in."""
+    side = mask.shape[0] // grid
+    return mask.reshape(grid, side, grid, side).any(axis=(1, 3)).reshape(-1)
+
+
+class EventTap:
+    """Keeps the output of language-model layer ``layer`` at the video tokens, with gradients, for the event probe:
+    ``take(input_ids, video_token_id)`` -> [B, N, hidden], row ``i`` holding its video tokens in order and zeros
+    after them (their targets are ``IGNORED``)."""
+
+    def __init__(self, model, layer: int):
+        self.hidden = None
+        self._handle = model.model.language_model.layers[layer].register_forward_hook(self._keep)
+
+    def _keep(self, module, inputs, output):
+        self.hidden = output[0] if isinstance(output, tuple) else output
+
+    def take(self, input_ids, video_token_id: int):
+        import torch
+
+        hidden, self.hidden = self.hidden, None
+        is_video = input_ids == video_token_id
+        n = int(is_video.sum(1).max())
+        out = hidden.new_zeros(hidden.shape[0], n, hidden.shape[-1])
+        for i in range(hidden.shape[0]):
+            rows = hidden[i, is_video[i]]
+            out[i, :rows.shape[0]] = rows
+        return out if n else torch.empty(0)
+
+    def remove(self):
+        self._handle.remove()
+
+
 class ClipBatcher:
     """Clips + QAs -> right-padded training tensors for a Qwen2-VL toy: ``input_ids``, ``attention_mask``,
-    ``labels`` (-100 outside the answer + EOS), ``pixel_values_videos``, ``video_grid_thw``, ``mm_token_type_ids``
-    and ``position_ids`` [3, B, T]."""
+    ``labels`` (-100 outside the answer + EOS), ``pixel_values_videos``, ``video_grid_thw``, ``mm_token_type_ids``,
+    ``position_ids`` [3, B, T] and ``event_targets`` [B, N] (``event_token_targets`` of each clip, right-padded with
+    ``IGNORED``)."""
 
     def __init__(self, model, processor, config: ClipConfig | None = None):
         from vlmflow.adapters import adapter_for
@@ -84,7 +149,12 @@ class ClipBatcher:
         with torch.no_grad():
             positions, _ = self.model.model.get_rope_index(input_ids, mm_token_type_ids=types, video_grid_thw=grid,
                                                            attention_mask=attn)
-        return {"input_ids": input_ids, "attention_mask": attn, "labels": label_t,
+        per_frame = [int((input_ids[i] == video_id).sum()) // len(c.frames) for i, c in enumerate(clips)]
+        events = [event_token_targets(c, math.isqrt(n)) for c, n in zip(clips, per_frame)]
+        event_t = torch.full((B, max(len(e) for e in events)), IGNORED, dtype=torch.long)
+        for i, e in enumerate(events):
+            event_t[i, :len(e)] = torch.from_numpy(e)
+        return {"event_targets": event_t,"input_ids": input_ids, "attention_mask": attn, "labels": label_t,
                 "pixel_values_videos": torch.cat([v["pixel_values_videos"] for v in videos]),
                 "video_grid_thw": grid, "mm_token_type_ids": types, "position_ids": positions}
 
