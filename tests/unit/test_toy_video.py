@@ -146,3 +146,23 @@ def test_event_tap_keeps_the_layers_output_at_the_video_tokens_and_the_event_pro
         losses.append(loss.item())
     assert losses[-1] < 0.5 * losses[0]
     tap.remove()
+
+
+def test_the_vision_tower_sees_one_frame_at_a_time():
+    """Why the event probe reads the language model (video.py): a frame's video tokens out of the tower (merger
+    output) do not change when another frame of the clip does; only the language model can compare frames."""
+    model, processor = _toy()
+    vlm = vf.wrap(model, processor)
+    clip = make_clip(0, "train", 1, CLIPS)
+    other = [clip.images[0], make_clip(0, "train", 2, CLIPS).images[0], *clip.images[2:]]  # frame 1 replaced
+
+    def tokens(frames):
+        inputs, _ = vlm.adapter.prepare_video([frames], ["describe the video"])
+        with torch.no_grad():
+            out = model.model.get_video_features(pixel_values_videos=inputs["pixel_values_videos"],
+                                                 video_grid_thw=inputs["video_grid_thw"])
+        return torch.cat(out.pooler_output).reshape(len(frames), TINY.grid ** 2, -1)  # merger output, per frame
+
+    a, b = tokens(clip.images), tokens(other)
+    torch.testing.assert_close(a[0], b[0], rtol=0, atol=1e-6)
+    assert not torch.allclose(a[1], b[1])
