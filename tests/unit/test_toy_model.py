@@ -293,6 +293,24 @@ def test_token_probe_cosine_is_each_object_tokens_cosine_with_its_own_words(tiny
                                         abs=1e-5)
 
 
+def test_balanced_token_probe_loss_is_the_mean_of_the_class_means(tiny):
+    """``balanced``: per head, each present class's mean cross-entropy, averaged over the classes (ignored tokens,
+    -100, nowhere): one rare class counts as much as the background; plain: the mean over tokens."""
+    import torch.nn.functional as F
+
+    from vlmflow.toy.probe import TokenProbe
+
+    model, proc = tiny
+    heads = (("event", ("circle", "square")),)
+    plain = TokenProbe(model, proc.tokenizer, heads=heads)
+    balanced = TokenProbe(model, proc.tokenizer, heads=heads, balanced=True)
+    features = torch.randn(1, 6, model.get_input_embeddings().weight.shape[1])
+    targets = torch.tensor([[[0, 0, 0, 0, 2, -100]]])
+    ce = F.cross_entropy(plain.logits(features, 0)[0, :5], targets[0, 0, :5], reduction="none")
+    assert torch.allclose(plain.loss(features, targets), ce.mean())
+    assert torch.allclose(balanced.loss(features, targets), (ce[:4].mean() + ce[4]) / 2)
+
+
 def test_mimetic_init_makes_queries_prefer_keys_like_themselves():
     """After mimetic_init every head's W_k ~ W_q, so a token's pre-softmax score against itself (no rotary shift)
     is about the requested self_score on average, and far above its score against unrelated tokens."""

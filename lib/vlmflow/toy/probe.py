@@ -66,9 +66,10 @@ class TokenProbe(torch.nn.Module):
     The embedding matrix is read from the model at every call and is *not* a parameter of the probe, so optimising
     ``probe.parameters()`` alone leaves the language model untouched (stage 1) while the joint stage trains both."""
 
-    def __init__(self, model, tokenizer, cosine: bool = True, heads: Heads = HEADS):
+    def __init__(self, model, tokenizer, cosine: bool = True, heads: Heads = HEADS, balanced: bool = False):
         super().__init__()
         self.cosine = cosine
+        self.balanced = balanced
         self.heads = heads
         hidden = model.get_input_embeddings().weight.shape[1]
         self._model = [model]  # a list: not registered as a submodule
@@ -92,9 +93,19 @@ class TokenProbe(torch.nn.Module):
         return scores + self.bias[head, :classes.shape[0]]
 
     def loss(self, features: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        """Mean cross-entropy of the heads. features [B, N, hidden], targets [B, len(heads), N]."""
-        return sum(F.cross_entropy(self.logits(features, k).flatten(0, 1), targets[:, k].flatten())
+        """Mean cross-entropy of the heads. features [B, N, hidden], targets [B, len(heads), N] (-100: ignored).
+        ``balanced``: per head, the mean over the classes present of each class's mean cross-entropy, so a rare
+        class (the few tokens where a clip changed) weighs as much as the background."""
+        return sum(self._head_loss(self.logits(features, k).flatten(0, 1), targets[:, k].flatten())
                    for k in range(len(self.heads))) / len(self.heads)
+
+    def _head_loss(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        if not self.balanced:
+            return F.cross_entropy(logits, target)
+        ce = F.cross_entropy(logits, target, reduction="none")  # 0 at ignored tokens
+        present = target.unique()
+        present = present[present >= 0]
+        return torch.stack([ce[target == c].mean() for c in present]).mean()
 
     @torch.no_grad()
     def object_token_accuracy(self, features: torch.Tensor, targets: torch.Tensor) -> dict[str, float]:

@@ -624,7 +624,9 @@ def event_probe_of(cfg: TrainConfig, model, processor):
     from vlmflow.toy.probe import TokenProbe
     from vlmflow.toy.video import EVENT_HEADS
 
-    return TokenProbe(model, processor.tokenizer, cosine=cfg.probe_cosine, heads=EVENT_HEADS)
+    # balanced: a changed object covers a few of a frame's tokens, and a plain mean let the probe answer "nothing
+    # changed" everywhere (1.00 / 0.02 on unchanged / changed tokens after 370 steps)
+    return TokenProbe(model, processor.tokenizer, cosine=cfg.probe_cosine, heads=EVENT_HEADS, balanced=True)
 
 
 def initial_model(cfg: TrainConfig):
