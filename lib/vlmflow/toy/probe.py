@@ -28,7 +28,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from vlmflow.toy.scenes import COLORS, COLUMN_WORDS, ROW_WORDS, SHAPES, SIZES, position_axes
+from vlmflow.toy.scenes import COLORS, COLUMN_WORDS, ROW_WORDS, SHAPES, SIZES, covered_tokens, position_axes
 
 Heads = tuple[tuple[str, tuple[str, ...]], ...]  # (name, class words) per probe head
 HEADS: Heads = (("shape", SHAPES), ("color", tuple(COLORS)), ("size", SIZES))
@@ -49,11 +49,9 @@ def token_targets(scene, grid: int, heads: Heads = HEADS) -> np.ndarray:
     token, row-major, 0 where no object pixel falls in the token: (shape, colour, size) by default, then the row and
     column words of its position with ``HEADS + POSITION_HEADS``. Scene cells are whole multiples of a token, so at
     most one object per token."""
-    H = scene.image.size[1]
-    t = H // grid
     out = np.zeros((len(heads), grid * grid), dtype=np.int64)
     for o in scene.objects:
-        covered = o.mask.reshape(grid, t, grid, t).any(axis=(1, 3)).reshape(-1)
+        covered = covered_tokens(o.mask, grid)
         for k, (head, words) in enumerate(heads):
             out[k, covered] = words.index(_head_word(o, head)) + 1
     return out

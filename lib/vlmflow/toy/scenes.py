@@ -314,3 +314,10 @@ def write_coco(out_dir: str | os.PathLike, seed: int, n: int, split: str = "test
             "config": config.__dict__, "overlap_tolerance_px": OVERLAP_TOLERANCE_PX}
     coco = to_coco(scenes, file_names=names, info=info)
     return atomic_write_json(out / "instances.json", coco)
+
+
+def covered_tokens(mask: np.ndarray, grid: int) -> np.ndarray:
+    """bool[grid * grid]: the image tokens (row-major, ``grid`` per side) that any pixel of an object's ``mask``
+    [H, H] falls in (the token probe's and the event probe's targets)."""
+    side = mask.shape[0] // grid
+    return mask.reshape(grid, side, grid, side).any(axis=(1, 3)).reshape(-1)

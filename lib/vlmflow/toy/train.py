@@ -238,9 +238,9 @@ def forward_loss(model, batch, share_prefix: bool = True, probe=None, tap=None,
                  aux_weight: float = 0.0, knockouts=None, events=None, event_weight: float = 0.0):
     """Per-sample loss of a training batch (``labels`` inside ``batch``), plus ``aux_weight`` times the token-probe
     loss when ``probe`` and ``tap`` are given, plus ``event_weight`` times the event probe's loss on a clip batch
-    when ``events`` = (event probe, ``video.EventTap``) is given. ``knockouts`` (per-row lists, ``vlmflow.plant.sample_rows``) apply
-    through the registered attention function over the batch's ``roles``; the model's language model must run the
-    ``"vlmflow"`` attention (``vlmflow.model.wrap`` sets it).
+    when ``events`` = (event probe, ``video.EventTap``) is given. ``knockouts`` (per-row lists,
+    ``vlmflow.plant.sample_rows``) apply through the registered attention function over the batch's ``roles``; the
+    model's language model must run the ``"vlmflow"`` attention (``vlmflow.model.wrap`` sets it).
 
     With ``share_prefix`` the text before the image (BOS + system prompt + ``USER:``, ~30% of every sequence and
     identical across the batch) runs once, and its keys/values are broadcast to the batch as a DynamicCache

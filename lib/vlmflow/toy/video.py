@@ -37,6 +37,7 @@ from vlmflow.toy.clips import (
     score_clip,
 )
 from vlmflow.toy.questions import QA
+from vlmflow.toy.scenes import covered_tokens
 
 # The question kinds of clip training and how often each is drawn (describing carries most of the facts).
 CLIP_KIND_MIX = {"describe_video": 0.5, "appear": 0.1, "disappear": 0.1, "move": 0.1, "recolor": 0.1,
@@ -70,14 +71,8 @@ def event_token_targets(clip, grid: int) -> np.ndarray:
         for frame in (event.frame - 1, event.frame):
             for t in clip.frames[frame]:
                 if t.track == event.track:
-                    out[event.frame, _covered(t.placed.mask, grid)] = label
+                    out[event.frame, covered_tokens(t.placed.mask, grid)] = label
     return out.reshape(-1)
-
-
-def _covered(mask: np.ndarray, grid: int) -> np.ndarray:
-    """bool[grid * grid]: the tokens (row-major) that any pixel of ``mask`` [H, H] falls in."""
-    side = mask.shape[0] // grid
-    return mask.reshape(grid, side, grid, side).any(axis=(1, 3)).reshape(-1)
 
 
 class EventTap:
@@ -93,16 +88,13 @@ class EventTap:
         self.hidden = output[0] if isinstance(output, tuple) else output
 
     def take(self, input_ids, video_token_id: int):
-        import torch
-
         hidden, self.hidden = self.hidden, None
         is_video = input_ids == video_token_id
-        n = int(is_video.sum(1).max())
-        out = hidden.new_zeros(hidden.shape[0], n, hidden.shape[-1])
+        out = hidden.new_zeros(hidden.shape[0], int(is_video.sum(1).max()), hidden.shape[-1])
         for i in range(hidden.shape[0]):
             rows = hidden[i, is_video[i]]
             out[i, :rows.shape[0]] = rows
-        return out if n else torch.empty(0)
+        return out
 
     def remove(self):
         self._handle.remove()
