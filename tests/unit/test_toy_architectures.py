@@ -178,6 +178,7 @@ def test_exported_folder_loads_and_prompts_as_training_did(tmp_path, name):
                           warmup_steps=1, vision_steps=1, arch=name, clip_fraction=clips, threads=1, probe_events=0)
         history = train(cfg, tmp_path / "out", tmp_path / "work", log=lambda m: None)["history"]
         assert torch.load(tmp_path / "work" / "checkpoint.pt", weights_only=False)["event_probe"]["bias"].any()
+        assert {"event_recall_none", "event_recall_appears"} <= set(history[-1])  # the event probe, held out
         with pytest.raises(TrainingError, match="trained with the event probe"):
             train(replace(cfg, probe_events=None), tmp_path / "out", tmp_path / "work", resume=True,
                   log=lambda m: None)

@@ -18,6 +18,7 @@ from vlmflow.toy.video import (
     ClipBatcher,
     EventTap,
     clip_eval,
+    event_probe_recall,
     event_token_targets,
     make_clip_batch,
     sample_clip_question,
@@ -166,3 +167,23 @@ def test_the_vision_tower_sees_one_frame_at_a_time():
     a, b = tokens(clip.images), tokens(other)
     torch.testing.assert_close(a[0], b[0], rtol=0, atol=1e-6)
     assert not torch.allclose(a[1], b[1])
+
+
+def test_event_probe_recall_per_class_of_a_probe_that_always_names_one_class():
+    """Known answers: a probe whose bias always wins names every token ``none`` (recall 1 there, 0 for every event)
+    or every token ``appears`` (the reverse)."""
+    from vlmflow.toy.probe import TokenProbe
+
+    model, processor = _toy()
+    model.eval()
+    tap = EventTap(model, 0)
+    probe = TokenProbe(model, processor.tokenizer, heads=EVENT_HEADS)
+    batcher = ClipBatcher(model, processor, CLIPS)
+    for favoured, name in ((0, "none"), (1, "appears")):
+        with torch.no_grad():
+            probe.bias.zero_()
+            probe.bias[0, favoured] = 1e4
+        recall = event_probe_recall(model, (probe, tap), batcher, n=6, batch_size=4)
+        assert recall.pop(f"event_recall_{name}") == 1.0
+        assert recall and set(recall.values()) == {0.0}  # the other classes present in these clips
+    tap.remove()

@@ -569,9 +569,9 @@ def _schedule(cfg: TrainConfig, step: int, total: int | None, elapsed: float,
     return step / total, lr_factor(step, total, cfg.warmup_steps, cfg.min_lr_ratio)
 
 
-def _held_out(model, processor, cfg: TrainConfig, **extra) -> dict:
-    """Greedy held-out metrics on the val split (``quick_eval``; under the plant as it will ship), the model back in
-    training mode afterwards."""
+def _held_out(model, processor, cfg: TrainConfig, events=None, **extra) -> dict:
+    """Greedy held-out metrics on the val split (``quick_eval``; under the plant as it will ship; with ``events``,
+    the event probe's recall per class, ``video.event_probe_recall``), the model back in training mode afterwards."""
     from vlmflow.toy.evaluate import quick_eval
 
     model.eval()
@@ -584,6 +584,11 @@ def _held_out(model, processor, cfg: TrainConfig, **extra) -> dict:
 
         metrics.update(clip_eval(wrap(model, processor), n=cfg.eval_scenes, seed=cfg.seed, split="val",
                                  config=ClipConfig(scene=cfg.scenes)))
+        if events is not None:
+            from vlmflow.toy.video import ClipBatcher, event_probe_recall
+
+            batcher = ClipBatcher(model, processor, ClipConfig(scene=cfg.scenes))
+            metrics.update(event_probe_recall(model, events, batcher, n=cfg.eval_scenes, seed=cfg.seed))
     model.train()
     metrics.update(extra)
     return metrics
@@ -764,7 +769,7 @@ def train(cfg: TrainConfig, out: str | os.PathLike, work: str | os.PathLike, res
             log(f"{rate:.3f} s/step -> about {total} steps in {cfg.minutes} min (time-based cosine schedule)")
         now = clock()
         if now - last_eval > cfg.eval_minutes * 60:
-            history.append(_held_out(model, processor, cfg, step=step, loss=round(ema, 4),
+            history.append(_held_out(model, processor, cfg, events, step=step, loss=round(ema, 4),
                                      minutes=round((elapsed_before + now - t0) / 60, 1)))
             log("eval " + json.dumps(history[-1]))
             last_eval = clock()
@@ -774,11 +779,11 @@ def train(cfg: TrainConfig, out: str | os.PathLike, work: str | os.PathLike, res
             last_ckpt = clock()
     bar.close()
     tap.remove()
+    checkpoint()
+    history.append(_held_out(model, processor, cfg, events, step=step, loss=round(ema or float("nan"), 4),
+                             minutes=round((elapsed_before + clock() - t0) / 60, 1)))
     if events is not None:
         events[1].remove()
-    checkpoint()
-    history.append(_held_out(model, processor, cfg, step=step, loss=round(ema or float("nan"), 4),
-                             minutes=round((elapsed_before + clock() - t0) / 60, 1)))
     model.eval()
     log("final eval " + json.dumps(history[-1]))
     export(model, processor, out, half=True,

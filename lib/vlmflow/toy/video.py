@@ -100,6 +100,31 @@ class EventTap:
         self._handle.remove()
 
 
+def event_probe_recall(model, events, batcher: "ClipBatcher", n: int = 32, seed: int = 0, split: str = "val",
+                       batch_size: int = 8) -> dict[str, float]:
+    """Per class of the event probe (``none`` for unchanged tokens, then ``appears`` ... ``turns``), the share of
+    frame-k video tokens of ``n`` held-out clips (one question each, as in training) that the probe names right:
+    ``events`` = (event probe, ``EventTap``). A probe that says "nothing changed" everywhere scores 1.0 / 0.0."""
+    import torch
+
+    probe, tap = events
+    n_classes = 1 + len(EVENT_HEADS[0][1])
+    correct, total = torch.zeros(n_classes), torch.zeros(n_classes)
+    with torch.no_grad():
+        for step in range(-(-n // batch_size)):
+            batch = make_clip_batch(step, seed, min(batch_size, n - step * batch_size), batcher, split=split)
+            targets = batch.pop("event_targets")
+            batch.pop("labels")
+            model(**batch)
+            predicted = probe.logits(tap.take(batch["input_ids"], model.config.video_token_id), 0).argmax(-1)
+            for c in range(n_classes):
+                on = targets[:, :predicted.shape[1]] == c
+                correct[c] += (predicted[on] == c).sum()
+                total[c] += on.sum()
+    names = ("none", *EVENT_HEADS[0][1])
+    return {f"event_recall_{name}": round(float(correct[c] / total[c]), 4) for c, name in enumerate(names) if total[c]}
+
+
 class ClipBatcher:
     """Clips + QAs -> right-padded training tensors for a Qwen2-VL toy: ``input_ids``, ``attention_mask``,
     ``labels`` (-100 outside the answer + EOS), ``pixel_values_videos``, ``video_grid_thw``, ``mm_token_type_ids``,
