@@ -187,3 +187,19 @@ def test_event_probe_recall_per_class_of_a_probe_that_always_names_one_class():
         assert recall.pop(f"event_recall_{name}") == 1.0
         assert recall and set(recall.values()) == {0.0}  # the other classes present in these clips
     tap.remove()
+
+
+def test_export_works_while_the_event_tap_holds_a_training_graph(tmp_path):
+    """Regression (a training run died at an export after a still-scene step): the layer hook fires on every
+    forward, export deep-copies the model and reaches the tap through the hook; the copy must keep nothing."""
+    from vlmflow.toy.train import export
+
+    model, processor = _toy()
+    tap = EventTap(model, 0)
+    batch = make_clip_batch(0, 0, 2, ClipBatcher(model, processor), config=CLIPS)
+    model(**{k: v for k, v in batch.items() if k not in ("labels", "event_targets")})
+    assert tap.hidden is not None and tap.hidden.grad_fn is not None
+    export(model, processor, tmp_path / "out")
+    assert (tmp_path / "out" / "config.json").exists()
+    assert tap.hidden is not None  # the original tap is untouched by the copy
+    tap.remove()

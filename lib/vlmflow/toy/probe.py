@@ -127,7 +127,18 @@ class TokenProbe(torch.nn.Module):
         return out
 
 
-class ProjectorTap:
+class ForgetfulTap:
+    """A forward-hook holder whose deep copy keeps nothing: ``copy.deepcopy(model)`` (export) reaches the holder
+    through the hook, and what it holds may carry the autograd graph of the last step (non-leaf tensors cannot be
+    deep-copied). Every attribute of the copy is None."""
+
+    def __deepcopy__(self, memo):
+        empty = type(self).__new__(type(self))
+        empty.__dict__.update(dict.fromkeys(self.__dict__))
+        return empty
+
+
+class ProjectorTap(ForgetfulTap):
     """Keeps the last output of the projector (the image tokens as the LM receives them), with gradients: LLaVA's
     ``multi_modal_projector`` by default, or ``module`` (``toy/architectures.py``: Qwen2-VL's merger, whose output
     [B * N, hidden] is reshaped to [B, N, hidden] with ``tokens_per_image``)."""
@@ -148,12 +159,6 @@ class ProjectorTap:
             features = features.reshape(-1, self.tokens_per_image, features.shape[-1])
         return features
 
-    def __deepcopy__(self, memo):
-        # copy.deepcopy(model) (export) reaches the tap through the hook; a copy must not drag the autograd graph
-        # of the last step along (non-leaf tensors cannot be deep-copied), and it keeps nothing.
-        empty = ProjectorTap.__new__(ProjectorTap)
-        empty.features, empty._handle, empty.tokens_per_image = None, None, None
-        return empty
 
     def remove(self):
         if self._handle is not None:

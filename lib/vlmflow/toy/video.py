@@ -36,6 +36,7 @@ from vlmflow.toy.clips import (
     recall_by_family,
     score_clip,
 )
+from vlmflow.toy.probe import ForgetfulTap
 from vlmflow.toy.questions import QA
 from vlmflow.toy.scenes import covered_tokens
 
@@ -75,10 +76,11 @@ def event_token_targets(clip, grid: int) -> np.ndarray:
     return out.reshape(-1)
 
 
-class EventTap:
+class EventTap(ForgetfulTap):
     """Keeps the output of language-model layer ``layer`` at the video tokens, with gradients, for the event probe:
     ``take(input_ids, video_token_id)`` -> [B, N, hidden], row ``i`` holding its video tokens in order and zeros
-    after them (their targets are ``IGNORED``)."""
+    after them (their targets are ``IGNORED``). The hook fires on every forward, still scenes too, so an export
+    between steps meets a held tensor: a copy keeps nothing (``ForgetfulTap``)."""
 
     def __init__(self, model, layer: int):
         self.hidden = None
