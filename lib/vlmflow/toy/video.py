@@ -105,8 +105,9 @@ class EventTap(ForgetfulTap):
 def event_probe_recall(model, events, batcher: "ClipBatcher", n: int = 32, seed: int = 0, split: str = "val",
                        batch_size: int = 8) -> dict[str, float]:
     """Per class of the event probe (``none`` for unchanged tokens, then ``appears`` ... ``turns``), the share of
-    frame-k video tokens of ``n`` held-out clips (one question each, as in training) that the probe names right:
-    ``events`` = (event probe, ``EventTap``). A probe that says "nothing changed" everywhere scores 1.0 / 0.0."""
+    frame-k video tokens of ``n`` held-out clips (rounded up to whole batches; one question each, as in training)
+    that the probe names right; ``events`` = (event probe, ``EventTap``). A probe that says "nothing changed"
+    everywhere scores 1.0 / 0.0."""
     import torch
 
     probe, tap = events
@@ -114,7 +115,7 @@ def event_probe_recall(model, events, batcher: "ClipBatcher", n: int = 32, seed:
     correct, total = torch.zeros(n_classes), torch.zeros(n_classes)
     with torch.no_grad():
         for step in range(-(-n // batch_size)):
-            batch = make_clip_batch(step, seed, min(batch_size, n - step * batch_size), batcher, split=split)
+            batch = make_clip_batch(step, seed, batch_size, batcher, split=split)
             targets = batch.pop("event_targets")
             batch.pop("labels")
             model(**batch)
@@ -173,7 +174,7 @@ class ClipBatcher:
         event_t = torch.full((B, max(len(e) for e in events)), IGNORED, dtype=torch.long)
         for i, e in enumerate(events):
             event_t[i, :len(e)] = torch.from_numpy(e)
-        return {"event_targets": event_t,"input_ids": input_ids, "attention_mask": attn, "labels": label_t,
+        return {"event_targets": event_t, "input_ids": input_ids, "attention_mask": attn, "labels": label_t,
                 "pixel_values_videos": torch.cat([v["pixel_values_videos"] for v in videos]),
                 "video_grid_thw": grid, "mm_token_type_ids": types, "position_ids": positions}
 
