@@ -182,6 +182,12 @@ def test_exported_folder_loads_and_prompts_as_training_did(tmp_path, name):
         with pytest.raises(TrainingError, match="trained with the event probe"):
             train(replace(cfg, probe_events=None), tmp_path / "out", tmp_path / "work", resume=True,
                   log=lambda m: None)
+        with pytest.raises(TrainingError, match=r"event probe with 1 heads, this run's has 4 \(--event-attributes"):
+            train(replace(cfg, event_attributes=True), tmp_path / "out", tmp_path / "work", resume=True,
+                  log=lambda m: None)
+        with pytest.raises(TrainingError, match="--event-attributes .* needs --probe-events"):
+            train(replace(cfg, probe_events=None, event_attributes=True), tmp_path / "o6", tmp_path / "w6",
+                  log=lambda m: None)
         with pytest.raises(TrainingError, match=r"--probe-events 2: no such language-model layer \(0\.\.1\)"):
             train(replace(cfg, probe_events=2), tmp_path / "o4", tmp_path / "w4", log=lambda m: None)
         with pytest.raises(TrainingError, match="--probe-events 0 reads clips"):

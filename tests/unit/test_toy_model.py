@@ -309,6 +309,10 @@ def test_balanced_token_probe_loss_is_the_mean_of_the_class_means(tiny):
     ce = F.cross_entropy(plain.logits(features, 0)[0, :5], targets[0, 0, :5], reduction="none")
     assert torch.allclose(plain.loss(features, targets), ce.mean())
     assert torch.allclose(balanced.loss(features, targets), (ce[:4].mean() + ce[4]) / 2)
+    # a head whose every token is ignored (attribute heads on a clip batch without changes) adds nothing
+    two = TokenProbe(model, proc.tokenizer, heads=heads * 2, balanced=True)
+    both = torch.cat([targets, torch.full_like(targets, -100)], dim=1)
+    assert torch.allclose(two.loss(features, both), (ce[:4].mean() + ce[4]) / 2 / 2)
 
 
 def test_mimetic_init_makes_queries_prefer_keys_like_themselves():

@@ -4,12 +4,13 @@ the loss, the event probe's targets are where consecutive frames differ, and gre
 import copy
 
 import numpy as np
+import pytest
 import torch
 
 import vlmflow as vf
 from tests.oracles import train_losses
 from vlmflow.toy.architectures import get_arch
-from vlmflow.toy.clips import FACT_FAMILIES, ClipConfig, make_clip
+from vlmflow.toy.clips import EVENT_VERBS, FACT_FAMILIES, ClipConfig, make_clip
 from vlmflow.toy.model import TINY
 from vlmflow.toy.scenes import SceneConfig
 from vlmflow.toy.video import (
@@ -18,6 +19,7 @@ from vlmflow.toy.video import (
     ClipBatcher,
     EventTap,
     clip_eval,
+    event_heads,
     event_probe_recall,
     event_token_targets,
     make_clip_batch,
@@ -95,32 +97,42 @@ def _changed_tokens(before, after, grid: int) -> np.ndarray:
 def test_event_targets_are_the_tokens_where_consecutive_frames_differ():
     """Independent oracle: the rendered frames share one background, so the tokens whose pixels change from frame
     k-1 to k are exactly the changed object's tokens; each carries the event's kind, every other token of frame k
-    is 0, and frame 0 (nothing before it) is ignored."""
+    is 0, and frame 0 (nothing before it) is ignored. The attribute rows name the changed object as the event's
+    clause does (its words before the change) on exactly those tokens and ignore every other token."""
     from vlmflow.toy.clips import EVENT_KINDS
 
     grid = 8
     seen = set()
     for i in range(40):
         clip = make_clip(0, "train", i)
-        targets = event_token_targets(clip, grid).reshape(len(clip.frames), grid * grid)
-        assert (targets[0] == IGNORED).all()
+        all_targets = event_token_targets(clip, grid).reshape(-1, len(clip.frames), grid * grid)
+        targets, attributes = all_targets[0], all_targets[1:]
+        assert [name for name, _ in event_heads(True)] == ["event", "shape", "color", "size"]
+        assert (targets[0] == IGNORED).all() and (attributes[:, 0] == IGNORED).all()
         for event in clip.events:
             changed = _changed_tokens(clip.images[event.frame - 1], clip.images[event.frame], grid)
             assert changed.any()
             np.testing.assert_array_equal(targets[event.frame] > 0, changed)
             assert set(targets[event.frame][changed]) == {EVENT_KINDS.index(event.kind) + 1}
+            first_changed = attributes[:, event.frame, changed][:, 0]
+            words = [words[c - 1] for (_, words), c in zip(event_heads(True)[1:], first_changed)]
+            assert words == [event.object.shape, event.object.color, event.object.size]
+            assert clip.description.count(f"{' '.join(reversed(words))} {EVENT_VERBS[event.kind]}") >= 1
+            assert (attributes[:, event.frame, changed] == attributes[:, event.frame, changed][:, :1]).all()
+            assert (attributes[:, event.frame, ~changed] == IGNORED).all()
             seen.add(event.kind)
     assert seen == set(EVENT_KINDS)
     assert EVENT_HEADS[0][1] == ("appears", "disappears", "moves", "turns")
 
 
-def test_event_tap_keeps_the_layers_output_at_the_video_tokens_and_the_event_probe_learns():
+@pytest.mark.parametrize("attributes", [False, True])
+def test_event_tap_keeps_the_layers_output_at_the_video_tokens_and_the_event_probe_learns(attributes):
     from vlmflow.toy.probe import TokenProbe
     from vlmflow.toy.train import forward_loss
 
     model, processor = _toy()
     batch = make_clip_batch(0, 0, 3, ClipBatcher(model, processor), config=CLIPS)
-    assert batch["event_targets"].shape[1] == int((batch["input_ids"] == model.config.video_token_id).sum(1).max())
+    assert batch["event_targets"].shape[1:] == (4, int((batch["input_ids"] == model.config.video_token_id).sum(1).max()))
     tap = EventTap(model, 0)
     feed = {k: v for k, v in batch.items() if k not in ("labels", "event_targets")}
     with torch.no_grad():
@@ -129,8 +141,8 @@ def test_event_tap_keeps_the_layers_output_at_the_video_tokens_and_the_event_pro
     for row in range(3):
         video = batch["input_ids"][row] == model.config.video_token_id
         torch.testing.assert_close(kept[row, :int(video.sum())], hidden[row, video])
-        assert (batch["event_targets"][row, int(video.sum()):] == IGNORED).all()
-    probe = TokenProbe(model, processor.tokenizer, heads=EVENT_HEADS)
+        assert (batch["event_targets"][row, :, int(video.sum()):] == IGNORED).all()
+    probe = TokenProbe(model, processor.tokenizer, heads=event_heads(attributes), balanced=True)
     model.train()
 
     def event_loss():
@@ -186,6 +198,34 @@ def test_event_probe_recall_per_class_of_a_probe_that_always_names_one_class():
         recall = event_probe_recall(model, (probe, tap), batcher, n=6, batch_size=4)
         assert recall.pop(f"event_recall_{name}") == 1.0
         assert recall and set(recall.values()) == {0.0}  # the other classes present in these clips
+    tap.remove()
+
+
+def test_event_attribute_accuracy_of_a_probe_that_always_names_one_word():
+    """Known answer: attribute heads whose bias always picks word 1 (``circle``, ``red``, ``small``) are right on
+    exactly the event tokens whose changed object has that word, counted here from the batches' own clips."""
+    from vlmflow.toy.probe import TokenProbe
+
+    model, processor = _toy()
+    model.eval()
+    tap = EventTap(model, 0)
+    probe = TokenProbe(model, processor.tokenizer, heads=event_heads(True))
+    batcher = ClipBatcher(model, processor, CLIPS)
+    with torch.no_grad():
+        probe.bias.zero_()
+        probe.bias[1:, 1] = 1e4
+    accuracy = event_probe_recall(model, (probe, tap), batcher, n=6, batch_size=4)
+    hits, total = np.zeros(3), 0
+    for step in range(2):  # the batches event_probe_recall draws: 6 clips rounded up to 2 batches of 4
+        targets = make_clip_batch(step, 0, 4, batcher, split="val")["event_targets"].numpy()
+        changed = targets[:, 0] > 0
+        total += changed.sum()
+        hits += [(targets[:, k][changed] == 1).sum() for k in (1, 2, 3)]
+    assert total > 0
+    expected = {f"event_attribute_acc_{name}": round(float(h / total), 4)
+                for (name, _), h in zip(event_heads(True)[1:], hits)}
+    assert {k: v for k, v in accuracy.items() if k.startswith("event_attribute")} == expected
+    assert 0 < sum(hits) < 3 * total  # not all right or all wrong: the count tells them apart
     tap.remove()
 
 

@@ -110,6 +110,10 @@ def register(subparsers) -> None:
                         "frames can be compared only in the language model. Needs --clips. Default: off.")
     t.add_argument("--event-weight", type=common.positive_float, default=1.0,
                    help="The event probe's loss weight on clip steps. Default: 1.0.")
+    t.add_argument("--event-attributes", action="store_true",
+                   help="The event probe also names the changed object (its shape, colour and size before the "
+                        "change, the words of the event's clause) at the event's tokens. Needs --probe-events. "
+                        "Default: off.")
     t.add_argument("--vision-layers", type=common.positive_int, default=None,
                    help="The depth of the CLIP vision tower. Default: ToyModelConfig's.")
     t.add_argument("--vision-feature-layer", type=int, default=None,
@@ -305,7 +309,7 @@ def _train(args) -> int:
                       init=args.init, plant=args.plant, plant_probability=args.plant_probability,
                       **({"kind_mix": args.kind_mix} if args.kind_mix else {}),
                       arch=args.arch, clip_fraction=args.clips, probe_events=args.probe_events,
-                      event_weight=args.event_weight,
+                      event_weight=args.event_weight, event_attributes=args.event_attributes,
                       model=replace(_model_config_of(args.init), **model_overrides))
     if args.cpu_minutes is not None:
         cfg = replace(cfg, minutes=args.cpu_minutes, clock="process")

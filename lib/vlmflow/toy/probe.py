@@ -103,6 +103,8 @@ class TokenProbe(torch.nn.Module):
         ce = F.cross_entropy(logits, target, reduction="none")  # 0 at ignored tokens
         present = target.unique()
         present = present[present >= 0]
+        if not len(present):  # every token ignored (an attribute head on a batch without changes)
+            return logits.sum() * 0
         return torch.stack([ce[target == c].mean() for c in present]).mean()
 
     @torch.no_grad()

@@ -99,6 +99,7 @@ class TrainConfig:
     clip_fraction: float = 0.0  # share of stage-2 steps on toy clips through the video input (qwen2-vl; toy/video.py)
     probe_events: int | None = None  # LM layer whose video tokens name each frame's change (video.py; None = off)
     event_weight: float = 1.0  # the event probe's loss weight on clip steps
+    event_attributes: bool = False  # the event probe also names the changed object's shape, colour, size (video.py)
     model: ToyModelConfig = field(default_factory=ToyModelConfig)
     scenes: SceneConfig = field(default_factory=SceneConfig)
 
@@ -256,7 +257,8 @@ def forward_loss(model, batch, share_prefix: bool = True, probe=None, tap=None,
     if events is not None and event_weight and event_targets is not None:
         event_probe, event_tap = events
         features = event_tap.take(batch["input_ids"], model.config.video_token_id)
-        lm_loss = lm_loss + event_weight * event_probe.loss(features, event_targets[:, None, :features.shape[1]])
+        targets_of_heads = event_targets[:, :len(event_probe.heads), :features.shape[1]]
+        lm_loss = lm_loss + event_weight * event_probe.loss(features, targets_of_heads)
     if probe is None or tap is None or aux_weight == 0 or targets is None:
         return lm_loss
     return lm_loss + aux_weight * probe.loss(tap.take(), targets)
@@ -547,6 +549,9 @@ def _resume(ckpt_path: Path, cfg: TrainConfig, model, probe, opt, log, event_pro
     if (state.get("event_probe") is None) != (event_probe is None):
         raise TrainingError(f"--resume: {ckpt_path} was trained {'without' if event_probe else 'with'} the event "
                             f"probe (--probe-events must match the run's)")
+    if event_probe is not None and len(state["event_probe"]["background"]) != len(event_probe.heads):
+        raise TrainingError(f"--resume: {ckpt_path} holds an event probe with {len(state['event_probe']['background'])} "
+                            f"heads, this run's has {len(event_probe.heads)} (--event-attributes must match the run's)")
     model.load_state_dict(state["model"])
     probe.load_state_dict(state["probe"])
     if event_probe is not None:
@@ -616,10 +621,12 @@ def base_record(init: str | None) -> dict | None:
 
 
 def event_probe_of(cfg: TrainConfig, model, processor):
-    """The event probe of a run with ``cfg.probe_events`` (a ``TokenProbe`` with ``video.EVENT_HEADS``: the verbs'
-    own embeddings as class vectors, as the token probe uses the object words), None otherwise; it reads clips, so
-    it needs clip steps."""
+    """The event probe of a run with ``cfg.probe_events`` (a ``TokenProbe`` with ``video.event_heads``: the verbs'
+    own embeddings as class vectors, as the token probe uses the object words; with ``cfg.event_attributes`` also
+    the changed object's words), None otherwise; it reads clips, so it needs clip steps."""
     if cfg.probe_events is None:
+        if cfg.event_attributes:
+            raise TrainingError("--event-attributes adds heads to the event probe: it needs --probe-events LAYER")
         return None
     if cfg.clip_fraction <= 0:
         raise TrainingError(f"--probe-events {cfg.probe_events} reads clips: it needs --clips above 0")
@@ -627,11 +634,12 @@ def event_probe_of(cfg: TrainConfig, model, processor):
     if not 0 <= cfg.probe_events < n_layers:
         raise TrainingError(f"--probe-events {cfg.probe_events}: no such language-model layer (0..{n_layers - 1})")
     from vlmflow.toy.probe import TokenProbe
-    from vlmflow.toy.video import EVENT_HEADS
+    from vlmflow.toy.video import event_heads
 
     # balanced: a changed object covers a few of a frame's tokens, and a plain mean let the probe answer "nothing
     # changed" everywhere (1.00 / 0.02 on unchanged / changed tokens after 370 steps)
-    return TokenProbe(model, processor.tokenizer, cosine=cfg.probe_cosine, heads=EVENT_HEADS, balanced=True)
+    return TokenProbe(model, processor.tokenizer, cosine=cfg.probe_cosine, heads=event_heads(cfg.event_attributes),
+                      balanced=True)
 
 
 def initial_model(cfg: TrainConfig):

@@ -13,7 +13,9 @@ image's place), so a trained model answers through ``vf.load`` with the prompt i
 - :func:`event_token_targets` and :class:`EventTap`: the event probe (``TrainConfig.probe_events``), which asks a
   middle layer of the language model to name, at every video token of frame ``k``, the change that frame ``k - 1``
   -> ``k`` made there (``appears`` ... ``turns``); the vision tower attends within one frame only (Qwen2-VL's
-  ``cu_seqlens`` split the video per temporal patch), so frames can be compared only in the language model;
+  ``cu_seqlens`` split the video per temporal patch), so frames can be compared only in the language model. With
+  ``TrainConfig.event_attributes`` the same tokens must also name the changed object (its shape, colour and size
+  before the change: the words of the event's clause), so a clause can find the changed object by its words;
 - :func:`clip_eval`: greedy clip descriptions of held-out clips through ``VLM.generate_batch``, scored with
   ``clips.score_clip`` (fact F1) and ``clips.recall_by_family`` (which facts are missed), plus the count-at-end accuracy.
 """
@@ -36,7 +38,7 @@ from vlmflow.toy.clips import (
     recall_by_family,
     score_clip,
 )
-from vlmflow.toy.probe import ForgetfulTap
+from vlmflow.toy.probe import HEADS, ForgetfulTap
 from vlmflow.toy.questions import QA
 from vlmflow.toy.scenes import covered_tokens
 
@@ -54,26 +56,42 @@ def sample_clip_question(clip, rng: np.random.Generator) -> QA:
     return QA(kind, qa["question"], qa["answer"])
 
 
-# The event probe's one head: the verb of each event kind, in EVENT_KINDS order (class k + 1 = EVENT_KINDS[k]).
+# The event probe's first head: the verb of each event kind, in EVENT_KINDS order (class k + 1 = EVENT_KINDS[k]).
 EVENT_HEADS = (("event", tuple(EVENT_VERBS[k] for k in EVENT_KINDS)),)
-IGNORED = -100  # cross-entropy's ignore index: first-frame tokens (nothing before them) and padding
+# With TrainConfig.event_attributes, the changed object's words as the clause names them (``Event.object``: as it
+# was before the change), at the event's tokens only: the token probe's heads (shape, colour, size).
+EVENT_ATTRIBUTE_HEADS = HEADS
+IGNORED = -100  # cross-entropy's ignore index: first-frame tokens (nothing before them), padding, unchanged tokens
+
+
+def event_heads(attributes: bool = False):
+    """The event probe's heads: ``EVENT_HEADS``, then ``EVENT_ATTRIBUTE_HEADS`` with ``attributes``."""
+    return EVENT_HEADS + EVENT_ATTRIBUTE_HEADS if attributes else EVENT_HEADS
 
 
 def event_token_targets(clip, grid: int) -> np.ndarray:
-    """int64[n_frames * grid * grid]: per video token (frame-major, row-major within a frame, the order of the video
-    tokens), the class of the event that made frame ``k`` differ from frame ``k - 1`` at that token (1-based index
-    in ``EVENT_KINDS``), 0 where nothing changed, ``IGNORED`` on frame 0. The event's cells are the changed object's
-    tokens in frame ``k`` (appear, recolour, move's destination) and in frame ``k - 1`` (disappear, move's origin)."""
+    """int64[1 + len(EVENT_ATTRIBUTE_HEADS), n_frames * grid * grid], one row per head of ``event_heads(True)``;
+    columns are the video tokens (frame-major, row-major within a frame, the order of the video tokens).
+    Row 0: the class of the event that made frame ``k`` differ from frame ``k - 1`` at that token (1-based index in
+    ``EVENT_KINDS``), 0 where nothing changed, ``IGNORED`` on frame 0. The event's cells are the changed object's
+    tokens in frame ``k`` (appear, recolour, move's destination) and in frame ``k - 1`` (disappear, move's origin).
+    The other rows: the class of the changed object's shape / colour / size (1-based word index, as the token
+    probe's) on the event's cells, ``IGNORED`` everywhere else."""
     n = grid * grid
-    out = np.zeros((len(clip.frames), n), dtype=np.int64)
-    out[0] = IGNORED
+    out = np.zeros((1 + len(EVENT_ATTRIBUTE_HEADS), len(clip.frames), n), dtype=np.int64)
+    out[0, 0] = IGNORED
+    out[1:] = IGNORED
     for event in clip.events:
         label = EVENT_KINDS.index(event.kind) + 1
+        words = [words.index(getattr(event.object, head)) + 1 for head, words in EVENT_ATTRIBUTE_HEADS]
         for frame in (event.frame - 1, event.frame):
             for t in clip.frames[frame]:
                 if t.track == event.track:
-                    out[event.frame, covered_tokens(t.placed.mask, grid)] = label
-    return out.reshape(-1)
+                    cells = covered_tokens(t.placed.mask, grid)
+                    out[0, event.frame, cells] = label
+                    for k, word in enumerate(words, start=1):
+                        out[k, event.frame, cells] = word
+    return out.reshape(out.shape[0], -1)
 
 
 class EventTap(ForgetfulTap):
@@ -107,31 +125,44 @@ def event_probe_recall(model, events, batcher: "ClipBatcher", n: int = 32, seed:
     """Per class of the event probe (``none`` for unchanged tokens, then ``appears`` ... ``turns``), the share of
     frame-k video tokens of ``n`` held-out clips (rounded up to whole batches; one question each, as in training)
     that the probe names right; ``events`` = (event probe, ``EventTap``). A probe that says "nothing changed"
-    everywhere scores 1.0 / 0.0."""
+    everywhere scores 1.0 / 0.0. A probe with attribute heads (``event_heads(True)``) also gets
+    ``event_attribute_acc_<head>``: the share of the event tokens whose changed object it names right."""
     import torch
 
     probe, tap = events
     n_classes = 1 + len(EVENT_HEADS[0][1])
     correct, total = torch.zeros(n_classes), torch.zeros(n_classes)
+    attribute_heads = [name for name, _ in probe.heads[1:]]
+    attr_correct, attr_total = torch.zeros(len(attribute_heads)), 0
     with torch.no_grad():
         for step in range(-(-n // batch_size)):
             batch = make_clip_batch(step, seed, batch_size, batcher, split=split)
             targets = batch.pop("event_targets")
             batch.pop("labels")
             model(**batch)
-            predicted = probe.logits(tap.take(batch["input_ids"], model.config.video_token_id), 0).argmax(-1)
+            features = tap.take(batch["input_ids"], model.config.video_token_id)
+            targets = targets[:, :, :features.shape[1]]
+            predicted = probe.logits(features, 0).argmax(-1)
             for c in range(n_classes):
-                on = targets[:, :predicted.shape[1]] == c
+                on = targets[:, 0] == c
                 correct[c] += (predicted[on] == c).sum()
                 total[c] += on.sum()
+            changed = targets[:, 0] > 0
+            attr_total += int(changed.sum())
+            for k in range(len(attribute_heads)):
+                attr_correct[k] += (probe.logits(features, k + 1).argmax(-1) == targets[:, k + 1])[changed].sum()
     names = ("none", *EVENT_HEADS[0][1])
-    return {f"event_recall_{name}": round(float(correct[c] / total[c]), 4) for c, name in enumerate(names) if total[c]}
+    out = {f"event_recall_{name}": round(float(correct[c] / total[c]), 4) for c, name in enumerate(names) if total[c]}
+    if attr_total:
+        out.update({f"event_attribute_acc_{name}": round(float(attr_correct[k] / attr_total), 4)
+                    for k, name in enumerate(attribute_heads)})
+    return out
 
 
 class ClipBatcher:
     """Clips + QAs -> right-padded training tensors for a Qwen2-VL toy: ``input_ids``, ``attention_mask``,
     ``labels`` (-100 outside the answer + EOS), ``pixel_values_videos``, ``video_grid_thw``, ``mm_token_type_ids``,
-    ``position_ids`` [3, B, T] and ``event_targets`` [B, N] (``event_token_targets`` of each clip, right-padded with
+    ``position_ids`` [3, B, T] and ``event_targets`` [B, heads, N] (``event_token_targets`` of each clip, right-padded with
     ``IGNORED``)."""
 
     def __init__(self, model, processor, config: ClipConfig | None = None):
@@ -171,9 +202,9 @@ class ClipBatcher:
                                                            attention_mask=attn)
         per_frame = [int((input_ids[i] == video_id).sum()) // len(c.frames) for i, c in enumerate(clips)]
         events = [event_token_targets(c, math.isqrt(n)) for c, n in zip(clips, per_frame)]
-        event_t = torch.full((B, max(len(e) for e in events)), IGNORED, dtype=torch.long)
+        event_t = torch.full((B, events[0].shape[0], max(e.shape[1] for e in events)), IGNORED, dtype=torch.long)
         for i, e in enumerate(events):
-            event_t[i, :len(e)] = torch.from_numpy(e)
+            event_t[i, :, :e.shape[1]] = torch.from_numpy(e)
         return {"event_targets": event_t, "input_ids": input_ids, "attention_mask": attn, "labels": label_t,
                 "pixel_values_videos": torch.cat([v["pixel_values_videos"] for v in videos]),
                 "video_grid_thw": grid, "mm_token_type_ids": types, "position_ids": positions}
