@@ -24,8 +24,9 @@ LINTED := lib tests benchmarks assignments diagnostics notebooks book/_ext
 lint: install
 	$(VENV)/bin/ruff check $(LINTED)
 
+# Two workers, one per core; tests/conftest.py keeps each file on one worker and the book-build tests together.
 test: install browser lint
-	$(PY) -m pytest tests
+	$(PY) -m pytest -n 2 --dist loadfile tests
 
 # The book: every figure notebook executed with papermill (one process each, toy defaults, CPU), then the HTML
 # (Jupyter Book 1, warnings as errors, internal links checked) into _build/html. See lib/vlmflow/book.py.
