@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -55,12 +54,10 @@ _IRREGULAR_PLURALS = {
 
 
 def chair_dir() -> Path:
-    """The folder with the CHAIR files: `vlmflow.data.fetch("chair")` (checksums verified) when the data layer is
-    present, else $VLMFLOW_DATA/chair or /work/shared/data/chair."""
-    try:
-        from vlmflow.data import fetch
-    except ImportError:
-        return Path(os.environ.get("VLMFLOW_DATA", "/work/shared/data")) / "chair"
+    """The folder with the CHAIR files, from the one data resolver (``vlmflow.data.fetch("chair")``: ../shared beside
+    the checkout, $VLMFLOW_DATA, or the user cache filled from the public sources, checksums verified)."""
+    from vlmflow.data import fetch
+
     return Path(fetch("chair", progress=False))
 
 
