@@ -1,5 +1,5 @@
 """Shared test set-up: CPU, deterministic, few threads (the toy-model training and other jobs share 2 cores), and
-the grouping of tests onto pytest-xdist workers (``make test`` runs ``-n 2 --dist loadgroup``: one worker per core)."""
+the grouping of tests onto pytest-xdist workers (``make test`` runs ``-n 2 --dist loadfile``: one worker per core)."""
 import os
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")

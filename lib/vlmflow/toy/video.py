@@ -83,14 +83,14 @@ def event_token_targets(clip, grid: int) -> np.ndarray:
     out[1:] = IGNORED
     for event in clip.events:
         label = EVENT_KINDS.index(event.kind) + 1
-        words = [words.index(getattr(event.object, head)) + 1 for head, words in EVENT_ATTRIBUTE_HEADS]
+        word_classes = [words.index(getattr(event.object, head)) + 1 for head, words in EVENT_ATTRIBUTE_HEADS]
         for frame in (event.frame - 1, event.frame):
             for t in clip.frames[frame]:
                 if t.track == event.track:
                     cells = covered_tokens(t.placed.mask, grid)
                     out[0, event.frame, cells] = label
-                    for k, word in enumerate(words, start=1):
-                        out[k, event.frame, cells] = word
+                    for k, word_class in enumerate(word_classes, start=1):
+                        out[k, event.frame, cells] = word_class
     return out.reshape(out.shape[0], -1)
 
 
@@ -162,8 +162,8 @@ def event_probe_recall(model, events, batcher: "ClipBatcher", n: int = 32, seed:
 class ClipBatcher:
     """Clips + QAs -> right-padded training tensors for a Qwen2-VL toy: ``input_ids``, ``attention_mask``,
     ``labels`` (-100 outside the answer + EOS), ``pixel_values_videos``, ``video_grid_thw``, ``mm_token_type_ids``,
-    ``position_ids`` [3, B, T] and ``event_targets`` [B, heads, N] (``event_token_targets`` of each clip, right-padded with
-    ``IGNORED``)."""
+    ``position_ids`` [3, B, T] and ``event_targets`` [B, heads, N] (``event_token_targets`` of each clip,
+    right-padded with ``IGNORED``)."""
 
     def __init__(self, model, processor, config: ClipConfig | None = None):
         from vlmflow.adapters import adapter_for
