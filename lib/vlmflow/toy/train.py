@@ -549,10 +549,11 @@ def _resume(ckpt_path: Path, cfg: TrainConfig, model, probe, opt, log, event_pro
     if (state.get("event_probe") is None) != (event_probe is None):
         raise TrainingError(f"--resume: {ckpt_path} was trained {'without' if event_probe else 'with'} the event "
                             f"probe (--probe-events must match the run's)")
-    saved_heads = None if event_probe is None else len(state["event_probe"]["background"])
-    if event_probe is not None and saved_heads != len(event_probe.heads):
-        raise TrainingError(f"--resume: {ckpt_path} holds an event probe with {saved_heads} heads, this run's has "
-                            f"{len(event_probe.heads)} (--event-attributes must match the run's)")
+    if event_probe is not None:
+        saved_heads = len(state["event_probe"]["background"])
+        if saved_heads != len(event_probe.heads):
+            raise TrainingError(f"--resume: {ckpt_path} holds an event probe with {saved_heads} heads, this run's "
+                                f"has {len(event_probe.heads)} (--event-attributes must match the run's)")
     model.load_state_dict(state["model"])
     probe.load_state_dict(state["probe"])
     if event_probe is not None:
