@@ -142,6 +142,7 @@ def test_toy_registry_lists_loads_and_names_the_valid_models(tiny, tmp_path, mon
     from vlmflow.cli import main
     from vlmflow.errors import WeightsNotAvailableError
     from vlmflow.model import toy_models
+    from vlmflow.toy.evaluate import model_status, status_text
 
     _planted_folder(tiny, tmp_path / "registry", "compress")
     monkeypatch.setenv("VLMFLOW_TOY_MODELS", str(tmp_path / "registry"))
@@ -165,6 +166,13 @@ def test_toy_registry_lists_loads_and_names_the_valid_models(tiny, tmp_path, mon
                                                                      ("knockout <= chance", "count_acc", 0.6)]
     assert main(["toy", "models"]) == 0
     assert "unmet: count_acc 0.840 < 0.85, count_acc under knockout 0.600 > 0.3366" in capsys.readouterr().out
+    # the chapters read the same status by the name they were given, a toy name or a folder; a hub id has none
+    by_name, by_folder = model_status("toy:compress"), model_status(str(tmp_path / "registry" / "compress"))
+    assert by_name == by_folder and [r["metric"] for r in by_name if not r["met"]] == ["count_acc", "count_acc"]
+    assert status_text(by_name).startswith("unmet: count_acc 0.840 < 0.85")
+    assert model_status("llava-hf/llava-1.5-7b-hf") is None and status_text(None) == "not evaluated"
+    with pytest.raises(WeightsNotAvailableError, match="'toy:compres'"):
+        model_status("toy:compres")
 
 
 def test_presets_and_broken_plant_files(tmp_path):

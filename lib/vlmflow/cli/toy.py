@@ -428,11 +428,12 @@ def _eval(args) -> int:
 def _models(args) -> int:
     from vlmflow.model import architecture, toy_models
     from vlmflow.plant import read_plant
-    from vlmflow.toy.evaluate import stored_status
+    from vlmflow.toy.evaluate import status_text, stored_status
 
-    rows = []
+    rows, statuses = [], []
     for name, folder in toy_models().items():
         plant, status = read_plant(folder), stored_status(folder)
+        statuses.append(status)
         rows.append({"name": name, "folder": str(folder), "architecture": architecture(str(folder)),
                      "unmet_targets": None if status is None else
                      [{k: r[k] for k in ("check", "metric", "value", "bound")} for r in status if not r["met"]],
@@ -441,18 +442,7 @@ def _models(args) -> int:
     if args.json:
         common.print_json(rows)
         return 0
-    for r in rows:
+    for r, status in zip(rows, statuses):
         print(f"{r['name']:<16} {r['architecture']:<10} {' & '.join(r['plant']) or '-':<32} "
-              f"{_targets_text(r['unmet_targets'])}; {r['description']}")
+              f"{status_text(status)}; {r['description']}")
     return 0
-
-
-def _targets_text(unmet: list[dict] | None) -> str:
-    """One line on a model's quality targets: never evaluated, all met, or each unmet check with its value."""
-    if unmet is None:
-        return "not evaluated"
-    if not unmet:
-        return "targets met"
-    return "unmet: " + ", ".join(f"{u['metric']} under knockout {u['value']:.3f} > {u['bound']:g}"
-                                 if u["check"].startswith("knockout") else
-                                 f"{u['metric']} {u['value']:.3f} < {u['bound']:g}" for u in unmet)

@@ -169,6 +169,28 @@ def stored_status(folder: str | os.PathLike) -> list[dict] | None:
     return target_status(json.loads(path.read_text())) if path.is_file() else None
 
 
+def model_status(name_or_path: str) -> list[dict] | None:
+    """:func:`stored_status` of a toy model by name ("toy", "toy:NAME") or of a local folder; None for a hub id or a
+    folder never evaluated (the toy world's bars do not apply to a real checkpoint)."""
+    from vlmflow.model import is_toy_name, toy_model_folder
+
+    folder = toy_model_folder(name_or_path) if is_toy_name(name_or_path) else Path(name_or_path)
+    return stored_status(folder) if folder.is_dir() else None
+
+
+def status_text(status: list[dict] | None) -> str:
+    """One line on a model's quality targets (:func:`target_status` rows): never evaluated, all met, or each unmet
+    check with its value and bound."""
+    if status is None:
+        return "not evaluated"
+    unmet = [r for r in status if not r["met"]]
+    if not unmet:
+        return "targets met"
+    return "unmet: " + ", ".join(f"{u['metric']} under knockout {u['value']:.3f} > {u['bound']:g}"
+                                 if u["check"].startswith("knockout") else
+                                 f"{u['metric']} {u['value']:.3f} < {u['bound']:g}" for u in unmet)
+
+
 def evaluate_all(vlm, *, n: int = 200, seed: int = 0, split: str = "test", knockout: bool = True,
                  scene_config: SceneConfig = SceneConfig()) -> dict:
     """The model card's table: plain metrics and, if asked, the same under the full image knockout."""
