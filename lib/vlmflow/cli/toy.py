@@ -67,6 +67,11 @@ def register(subparsers) -> None:
                         "runs on the machine (a wall-clock stage 1 on a busy machine gets few steps). Default: none.")
     t.add_argument("--aux-weight", type=common.nonnegative_float, default=0.3,
                    help="The weight of the token-probe loss in the main stage. Default: 0.3.")
+    t.add_argument("--probe-scale", type=common.positive_float, default=None,
+                   help="Fix the token probe's cosine scale at this value instead of learning it. A learned scale "
+                        "grows until a small margin between an image token's cosine with its own word and with the "
+                        "others is enough; a fixed one keeps asking for a margin, so the words a question uses "
+                        "keep finding their tokens (diagnostics/token_alignment.py). Default: learned.")
     t.add_argument("--rope-theta", type=float, default=None,
                    help="The language model's rotary base; with --init, the continued model's base changes to it. "
                         "Qwen2-VL's M-RoPE gives the width section its slowest frequencies, which barely turn "
@@ -304,7 +309,7 @@ def _train(args) -> int:
     cfg = TrainConfig(seed=args.seed, batch_size=args.batch_size, lr=args.lr, steps=args.steps,
                       minutes=args.minutes, threads=args.threads, vision_minutes=args.vision_minutes,
                       vision_steps=args.vision_steps,
-                      aux_weight=args.aux_weight, probe_position=args.probe_position,
+                      aux_weight=args.aux_weight, probe_position=args.probe_position, probe_scale=args.probe_scale,
                       hide_until=args.hide_until, mimetic=args.mimetic, fixed_words=args.fixed_words,
                       init=args.init, plant=args.plant, plant_probability=args.plant_probability,
                       **({"kind_mix": args.kind_mix} if args.kind_mix else {}),

@@ -59,12 +59,15 @@ def token_targets(scene, grid: int, heads: Heads = HEADS) -> np.ndarray:
 
 class TokenProbe(torch.nn.Module):
     """Per head: logits [.., 1 + n_words] = scale * cos(features, [background; embedding(words)]) + bias
-    (``cosine=False``: the plain dot product instead of scale * cosine).
+    (``cosine=False``: the plain dot product instead of scale * cosine). The scale is learned, or fixed by ``scale``:
+    a learned scale grows until a small margin of cosine between a token's own word and the others is enough, a fixed
+    one keeps the loss asking for a margin (``TrainConfig.probe_scale``).
 
     The embedding matrix is read from the model at every call and is *not* a parameter of the probe, so optimising
     ``probe.parameters()`` alone leaves the language model untouched (stage 1) while the joint stage trains both."""
 
-    def __init__(self, model, tokenizer, cosine: bool = True, heads: Heads = HEADS, balanced: bool = False):
+    def __init__(self, model, tokenizer, cosine: bool = True, heads: Heads = HEADS, balanced: bool = False,
+                 scale: float | None = None):
         super().__init__()
         self.cosine = cosine
         self.balanced = balanced
@@ -79,7 +82,12 @@ class TokenProbe(torch.nn.Module):
             self.register_buffer(f"word_ids_{k}", torch.tensor(i), persistent=False)
         self.background = torch.nn.Parameter(torch.zeros(len(heads), hidden))
         self.bias = torch.nn.Parameter(torch.zeros(len(heads), 1 + max(len(i) for i in ids)))
-        self.log_scale = torch.nn.Parameter(torch.tensor(float(np.log(10.0))))  # used when cosine
+        if scale is None:
+            self.log_scale = torch.nn.Parameter(torch.tensor(float(np.log(10.0))))  # used when cosine
+        else:
+            if not cosine or scale <= 0:
+                raise ValueError(f"token probe: a fixed scale needs cosine scores and a positive value, got {scale}")
+            self.register_buffer("log_scale", torch.tensor(float(np.log(scale))))
 
     def logits(self, features: torch.Tensor, head: int) -> torch.Tensor:
         emb = self._model[0].get_input_embeddings().weight

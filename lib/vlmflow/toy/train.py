@@ -86,6 +86,7 @@ class TrainConfig:
     vision_steps: int | None = None  # fixed stage-1 length instead of vision_minutes (tests)
     aux_weight: float = 0.3  # token-probe loss weight during the main stage (0 = off)
     probe_cosine: bool = True  # the probe scores directions (cosine x learned scale), see probe.py
+    probe_scale: float | None = None  # the token probe's cosine scale fixed at this value (None: learned)
     probe_position: bool = False  # the probe also names the row and column of each token's object (probe.py)
     mimetic: bool = True  # mimetic initialisation of the LM's attention (mimetic_init)
     fixed_words: tuple[str, ...] = ()  # answer words whose embedding rows never train (FixedRows)
@@ -546,6 +547,10 @@ def _resume(ckpt_path: Path, cfg: TrainConfig, model, probe, opt, log, event_pro
     if saved != cfg.probe_head_names:
         raise TrainingError(f"--resume: {ckpt_path} holds a token probe with heads {saved}, this run's has "
                             f"{cfg.probe_head_names} (--probe-position must match the run's)")
+    if state.get("probe_scale") != cfg.probe_scale:
+        raise TrainingError(f"--resume: {ckpt_path} was trained with the token probe's scale "
+                            f"{state.get('probe_scale') or 'learned'}, this run's is {cfg.probe_scale or 'learned'} "
+                            f"(--probe-scale must match the run's)")
     if (state.get("event_probe") is None) != (event_probe is None):
         raise TrainingError(f"--resume: {ckpt_path} was trained {'without' if event_probe else 'with'} the event "
                             f"probe (--probe-events must match the run's)")
@@ -702,7 +707,8 @@ def train(cfg: TrainConfig, out: str | os.PathLike, work: str | os.PathLike, res
     prepared = prepare(model, processor, not resume) if prepare is not None else None
     plant = training_plant(cfg)
     adapter = wrap(model, processor).adapter if plant is not None else None  # the "vlmflow" attention on the LM
-    probe = TokenProbe(model, processor.tokenizer, cosine=cfg.probe_cosine, heads=cfg.probe_heads)
+    probe = TokenProbe(model, processor.tokenizer, cosine=cfg.probe_cosine, heads=cfg.probe_heads,
+                       scale=cfg.probe_scale)
     event_probe = event_probe_of(cfg, model, processor)
     opt = torch.optim.AdamW([*model.parameters(), *probe.parameters(),
                              *(event_probe.parameters() if event_probe is not None else [])],
@@ -721,7 +727,7 @@ def train(cfg: TrainConfig, out: str | os.PathLike, work: str | os.PathLike, res
         _atomic_save({"model": model.state_dict(), "probe": probe.state_dict(), "optimizer": opt.state_dict(),
                       "event_probe": None if event_probe is None else event_probe.state_dict(),
                       "step": step, "total_steps": total, "model_config": cfg.model.to_dict(), "seed": cfg.seed,
-                      "arch": cfg.arch, "probe_heads": cfg.probe_head_names,
+                      "arch": cfg.arch, "probe_heads": cfg.probe_head_names, "probe_scale": cfg.probe_scale,
                       "elapsed": elapsed_before + clock() - t0, "history": history,
                       "vision": vision, "prepared": prepared}, ckpt_path)
 
