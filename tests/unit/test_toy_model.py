@@ -129,6 +129,8 @@ def test_train_resume_and_export(tmp_path):
     assert not any(m.startswith("vision pretraining") for m in logs)  # stage 1 is not repeated on resume
     with pytest.raises(TrainingError, match=r"heads \['shape', 'color', 'size'\].*--probe-position"):
         train(replace(cfg, probe_position=True), tmp_path / "out", tmp_path / "work", resume=True, log=logs.append)
+    with pytest.raises(TrainingError, match="scale learned, this run's is 10.0 .--probe-scale must match"):
+        train(replace(cfg, probe_scale=10.0), tmp_path / "out", tmp_path / "work", resume=True, log=logs.append)
     with pytest.raises(TrainingError, match="'rope_theta': 10000.0"):
         train(replace(cfg, model=replace(TINY, rope_theta=20.0)), tmp_path / "out", tmp_path / "work", resume=True,
               log=logs.append)
@@ -265,6 +267,25 @@ def test_token_probe_classes_are_the_word_embeddings(tiny):
             assert logits.shape == (1 + len(words),)
             assert torch.allclose(logits[1 + j], cosine.log_scale.exp()) and int(logits.argmax()) == 1 + j
             assert torch.allclose(dot.logits(row[None], k)[0, 1 + j], row @ row)
+
+
+def test_a_fixed_probe_scale_is_not_trained_and_scales_the_cosine(tiny):
+    """``scale=S``: a feature along a word's row scores that word's class by exactly S (cosine 1 times S, bias 0),
+    the scale is a buffer the optimiser never sees, and it survives a state-dict round trip; a fixed scale without
+    cosine scores, or a non-positive one, is refused."""
+    from vlmflow.toy.probe import HEADS, TokenProbe
+
+    model, proc = tiny
+    probe = TokenProbe(model, proc.tokenizer, scale=4.0)
+    assert {n for n, _ in probe.named_parameters()} == {"background", "bias"}
+    row = model.get_input_embeddings().weight[proc.tokenizer.convert_tokens_to_ids(HEADS[0][1][2])]
+    assert torch.allclose(probe.logits(5.0 * row[None], 0)[0, 3], torch.tensor(4.0), atol=1e-5)
+    again = TokenProbe(model, proc.tokenizer, scale=4.0)
+    again.load_state_dict(probe.state_dict())
+    assert torch.allclose(again.log_scale.exp(), torch.tensor(4.0))
+    for bad in ({"scale": 4.0, "cosine": False}, {"scale": 0.0}):
+        with pytest.raises(ValueError, match="fixed scale"):
+            TokenProbe(model, proc.tokenizer, **bad)
 
 
 def test_token_probe_cosine_is_each_object_tokens_cosine_with_its_own_words(tiny):
