@@ -224,7 +224,8 @@ def test_vision_pretraining_trains_only_tower_projector_and_probe(probe_position
     start = fixed_batch_loss()
     res = pretrain_vision(model, proc, probe, cfg, log=lambda m: None)
     assert res["steps"] == 40 and fixed_batch_loss() < 0.5 * start
-    assert set(res["object_token_accuracy"]) == set(res["object_token_cosine"]) == {n for n, _ in cfg.probe_heads}
+    assert (set(res["object_token_accuracy"]) == set(res["object_token_cosine"]) == set(res["object_token_margin"])
+            == {n for n, _ in cfg.probe_heads})
     for (name, a), b in zip(model.named_parameters(), before.parameters()):
         trained = name.startswith(("model.vision_tower", "model.multi_modal_projector"))
         if not trained:
@@ -312,6 +313,16 @@ def test_token_probe_cosine_is_each_object_tokens_cosine_with_its_own_words(tiny
     assert cos["size"] == pytest.approx(float((F.cosine_similarity(row["circle"], row["large"], dim=0)
                                                + F.cosine_similarity(row["square"], row["large"], dim=0)) / 2),
                                         abs=1e-5)
+    # the margin: own word's cosine minus the mean cosine with the head's other words, by a loop over the words
+    margin = TokenProbe(model, proc.tokenizer).object_token_margin(features, targets)
+    for head, owns in (("shape", ("circle", "square")), ("color", ("red", "blue"))):
+        expected = []
+        for token, own in zip(features[0, :2], owns):
+            others = [w for w in words[head] if w != own]
+            cos_with = {w: float(F.cosine_similarity(token, emb[proc.tokenizer.convert_tokens_to_ids(w)], dim=0))
+                        for w in (own, *others)}
+            expected.append(cos_with[own] - sum(cos_with[w] for w in others) / len(others))
+        assert margin[head] == pytest.approx(sum(expected) / 2, abs=1e-5), head
 
 
 def test_balanced_token_probe_loss_is_the_mean_of_the_class_means(tiny):

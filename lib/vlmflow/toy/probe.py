@@ -136,6 +136,23 @@ class TokenProbe(torch.nn.Module):
             out[name] = float((unit * words[own]).sum(-1).mean())
         return out
 
+    @torch.no_grad()
+    def object_token_margin(self, features: torch.Tensor, targets: torch.Tensor) -> dict[str, float]:
+        """Per head, the mean over object tokens of the cosine with the word naming the token's object minus the mean
+        cosine with the head's other words: what a question word's similarity can tell apart. A token can lie close
+        to its own word and almost as close to the others (the words drawn together), which the cosine alone hides."""
+        emb = self._model[0].get_input_embeddings().weight
+        on_object = targets[:, 0] > 0
+        unit = F.normalize(features[on_object], dim=-1)  # [n_object_tokens, hidden]
+        out = {}
+        for k, (name, _) in enumerate(self.heads):
+            words = F.normalize(emb[getattr(self, f"word_ids_{k}")], dim=-1).to(unit.dtype)  # [n_words, hidden]
+            cos = unit @ words.T  # [n_object_tokens, n_words]
+            own = cos.gather(1, (targets[:, k][on_object] - 1)[:, None])[:, 0]
+            others = (cos.sum(1) - own) / (cos.shape[1] - 1)
+            out[name] = float((own - others).mean())
+        return out
+
 
 class ForgetfulTap:
     """A forward-hook holder whose deep copy keeps nothing: ``copy.deepcopy(model)`` (export) reaches the holder

@@ -413,9 +413,11 @@ def pretrain_vision(model, processor, probe, cfg: TrainConfig, log=print) -> dic
         tap.remove()
         bar.close()
     cosine = probe.object_token_cosine(features, targets) if step else {}  # the last batch, as acc
+    margin = probe.object_token_margin(features, targets) if step else {}
     result = {"steps": step, "loss": round(ema or float("nan"), 4),
               "object_token_accuracy": {k: round(a, 3) for k, a in acc.items()},
-              "object_token_cosine": {k: round(c, 3) for k, c in cosine.items()}}
+              "object_token_cosine": {k: round(c, 3) for k, c in cosine.items()},
+              "object_token_margin": {k: round(m, 3) for k, m in margin.items()}}
     log("vision pretraining " + json.dumps(result))
     return result
 
