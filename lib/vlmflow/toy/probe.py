@@ -122,36 +122,29 @@ class TokenProbe(torch.nn.Module):
                 for k, (name, _) in enumerate(self.heads)}
 
     @torch.no_grad()
+    def _object_token_cosines(self, features: torch.Tensor, targets: torch.Tensor):
+        """Per head: (name, cosine [n_object_tokens, n_words] of every object token with each of the head's words,
+        own cosine [n_object_tokens] with the word naming the token's object). Background tokens are left out."""
+        emb = self._model[0].get_input_embeddings().weight
+        on_object = targets[:, 0] > 0
+        unit = F.normalize(features[on_object], dim=-1)  # [n_object_tokens, hidden]
+        for k, (name, _) in enumerate(self.heads):
+            words = F.normalize(emb[getattr(self, f"word_ids_{k}")], dim=-1).to(unit.dtype)  # [n_words, hidden]
+            cos = unit @ words.T
+            yield name, cos, cos.gather(1, (targets[:, k][on_object] - 1)[:, None])[:, 0]
+
     def object_token_cosine(self, features: torch.Tensor, targets: torch.Tensor) -> dict[str, float]:
         """Per head, the mean cosine of each object token with the embedding of the word that names its object
         (``circle``, ``red``, ...): how strongly a question word can find the token by similarity. Accuracy alone
         hides a weak alignment (the learned scale makes a small margin enough for the argmax)."""
-        emb = self._model[0].get_input_embeddings().weight
-        on_object = targets[:, 0] > 0
-        unit = F.normalize(features[on_object], dim=-1)  # [n_object_tokens, hidden]
-        out = {}
-        for k, (name, _) in enumerate(self.heads):
-            words = F.normalize(emb[getattr(self, f"word_ids_{k}")], dim=-1).to(unit.dtype)  # [n_words, hidden]
-            own = targets[:, k][on_object] - 1
-            out[name] = float((unit * words[own]).sum(-1).mean())
-        return out
+        return {name: float(own.mean()) for name, _, own in self._object_token_cosines(features, targets)}
 
-    @torch.no_grad()
     def object_token_margin(self, features: torch.Tensor, targets: torch.Tensor) -> dict[str, float]:
         """Per head, the mean over object tokens of the cosine with the word naming the token's object minus the mean
         cosine with the head's other words: what a question word's similarity can tell apart. A token can lie close
         to its own word and almost as close to the others (the words drawn together), which the cosine alone hides."""
-        emb = self._model[0].get_input_embeddings().weight
-        on_object = targets[:, 0] > 0
-        unit = F.normalize(features[on_object], dim=-1)  # [n_object_tokens, hidden]
-        out = {}
-        for k, (name, _) in enumerate(self.heads):
-            words = F.normalize(emb[getattr(self, f"word_ids_{k}")], dim=-1).to(unit.dtype)  # [n_words, hidden]
-            cos = unit @ words.T  # [n_object_tokens, n_words]
-            own = cos.gather(1, (targets[:, k][on_object] - 1)[:, None])[:, 0]
-            others = (cos.sum(1) - own) / (cos.shape[1] - 1)
-            out[name] = float((own - others).mean())
-        return out
+        return {name: float((own - (cos.sum(1) - own) / (cos.shape[1] - 1)).mean())
+                for name, cos, own in self._object_token_cosines(features, targets)}
 
 
 class ForgetfulTap:
