@@ -12,6 +12,7 @@ import json
 import os
 import re
 import threading
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
@@ -69,41 +70,81 @@ def context_free_url(browser, url: str) -> str:
     return final
 
 
-def test_every_page_loads_cleanly_and_images_decode(server, browser, built_book):
+# tqdm's text bar: "desc:  40%|████      | 2/5 [00:01<00:02, 1.2it/s]"
+PROGRESS_BAR = re.compile(r"\d+%\|.*\|\s*\d+/\d+|\d+/\d+ \[\d\d:\d\d")
+MIN_WIDTH_RATIO = 0.6
+# The prose pages that show a claim's verdict box (pasted from the claim's notebook), beside the notebooks' own pages.
+PROSE_BOXES = {"book/finding1_query_tokens.html": {"finding1", "fig1"}, "book/finding2_middle_layers.html": {"finding2"},
+               "book/finding3_localized.html": {"finding3"}, "book/reprompting.html": {"table1"}}
+
+
+@dataclass
+class Visit:
+    """What one page showed in the browser: ``load_problems`` (console and page errors, failed or external requests,
+    HTTP errors, images that did not decode), ``n_images``, ``outputs`` (the cells' output texts), ``figures`` ([src,
+    shown width, natural width, zoomable] per cell image), ``boxes`` ({claim: outcome} of its verdict boxes) and,
+    on the opening page, the verdict ``table``'s rows."""
+    load_problems: list[str] = field(default_factory=list)
+    n_images: int = 0
+    outputs: list[str] = field(default_factory=list)
+    figures: list = field(default_factory=list)
+    boxes: dict[str, str] = field(default_factory=dict)
+    table: list | None = None
+
+
+@pytest.fixture(scope="module")
+def visits(server, browser) -> dict[str, Visit]:
+    """Every built page visited once (the two page tests below read the same visit, so the walk over ~40 pages runs
+    once): loaded over HTTP, then left until the network is idle, as a reader's browser would."""
     base, html = server
     pages = sorted(p.relative_to(html).as_posix() for p in html.rglob("*.html") if "_static" not in p.parts)
-    assert "index.html" in pages and "book/figures/token_roles.html" in pages
-    redirect = context_free_url(browser, f"{base}/index.html")
-    assert redirect == f"{base}/book/index.html", f"the root index.html leads to {redirect}"
     context = browser.new_context(viewport={"width": 1280, "height": 900})
-    problems: list[str] = []
-    n_images = 0
+    out: dict[str, Visit] = {}
     for rel in pages:
+        visit = out[rel] = Visit()
+        problems = visit.load_problems
         page = context.new_page()
-        page.on("console", lambda m, rel=rel: problems.append(f"{rel}: console {m.type}: {m.text}")
+        page.on("console", lambda m, rel=rel, ps=problems: ps.append(f"{rel}: console {m.type}: {m.text}")
                 if m.type == "error" else None)
-        page.on("pageerror", lambda e, rel=rel: problems.append(f"{rel}: page error: {e}"))
-        page.on("requestfailed", lambda r, rel=rel: problems.append(f"{rel}: request failed: {r.url} {r.failure}"))
-        page.on("response", lambda r, rel=rel: problems.append(f"{rel}: HTTP {r.status} for {r.url}")
+        page.on("pageerror", lambda e, rel=rel, ps=problems: ps.append(f"{rel}: page error: {e}"))
+        page.on("requestfailed", lambda r, rel=rel, ps=problems: ps.append(f"{rel}: request failed: {r.url} "
+                                                                           f"{r.failure}"))
+        page.on("response", lambda r, rel=rel, ps=problems: ps.append(f"{rel}: HTTP {r.status} for {r.url}")
                 if r.status >= 400 else None)
-        page.on("request", lambda r, rel=rel: problems.append(f"{rel}: external request {r.url}")
+        page.on("request", lambda r, rel=rel, ps=problems: ps.append(f"{rel}: external request {r.url}")
                 if not r.url.startswith((base, "data:", "blob:", "about:")) else None)
-        before = len(problems)
         response = page.goto(f"{base}/{rel}", wait_until="load")
         assert response is not None and response.ok, f"{rel}: HTTP {response and response.status}"
         page.wait_for_load_state("networkidle")
         if page.url != f"{base}/{rel}":  # a redirect page (the root index.html): its own loads are cut short
-            problems[before:] = [p for p in problems[before:] if "net::ERR_ABORTED" not in p]
+            problems[:] = [p for p in problems if "net::ERR_ABORTED" not in p]
         sizes = page.eval_on_selector_all("img", "imgs => imgs.map(i => [i.currentSrc || i.src, i.complete, "
                                                  "i.naturalWidth, i.naturalHeight])")
-        for src, complete, width, height in sizes:
-            if not (complete and width > 0 and height > 0):
-                problems.append(f"{rel}: image {src} did not load ({width}x{height})")
-        n_images += len(sizes)
+        problems += [f"{rel}: image {src} did not load ({width}x{height})" for src, complete, width, height in sizes
+                     if not (complete and width > 0 and height > 0)]
+        visit.n_images = len(sizes)
+        visit.outputs = page.eval_on_selector_all(".cell_output .output", "els => els.map(e => e.innerText)")
+        visit.figures = page.eval_on_selector_all(
+            ".cell_output img", "imgs => imgs.map(i => [i.getAttribute('src'), i.getBoundingClientRect().width, "
+                                "i.naturalWidth, !!(i.closest('a') && i.closest('a').href === i.src)])")
+        visit.boxes = dict(page.eval_on_selector_all(
+            ".vlmflow-verdict", "els => els.map(e => [e.dataset.claim, e.dataset.outcome])"))
+        if rel == "book/index.html":
+            visit.table = page.eval_on_selector_all("table.vlmflow-verdicts tbody tr",
+                                                    "rows => rows.map(r => [...r.cells].map(c => c.innerText.trim()))")
         page.close()
     context.close()
+    return out
+
+
+def test_every_page_loads_cleanly_and_images_decode(server, browser, visits):
+    base, _ = server
+    assert "index.html" in visits and "book/figures/token_roles.html" in visits
+    redirect = context_free_url(browser, f"{base}/index.html")
+    assert redirect == f"{base}/book/index.html", f"the root index.html leads to {redirect}"
+    problems = [p for visit in visits.values() for p in visit.load_problems]
     assert not problems, "\n".join(problems)
-    assert n_images > 0
+    assert sum(visit.n_images for visit in visits.values()) > 0
 
 
 def test_screenshots_of_front_page_and_a_figure_page(server, browser):
@@ -122,44 +163,21 @@ def test_screenshots_of_front_page_and_a_figure_page(server, browser):
     page.close()
 
 
-# tqdm's text bar: "desc:  40%|████      | 2/5 [00:01<00:02, 1.2it/s]"
-PROGRESS_BAR = re.compile(r"\d+%\|.*\|\s*\d+/\d+|\d+/\d+ \[\d\d:\d\d")
-MIN_WIDTH_RATIO = 0.6
-# The prose pages that show a claim's verdict box (pasted from the claim's notebook), beside the notebooks' own pages.
-PROSE_BOXES = {"book/finding1_query_tokens.html": {"finding1", "fig1"}, "book/finding2_middle_layers.html": {"finding2"},
-               "book/finding3_localized.html": {"finding3"}, "book/reprompting.html": {"table1"}}
-
-
-def test_pages_are_readable_and_every_claim_has_its_verdict(server, browser, built_book):
+def test_pages_are_readable_and_every_claim_has_its_verdict(built_book, visits):
     from vlmflow.verdicts import CLAIMS, OUTCOMES
 
     root, _ = built_book
-    base, html = server
-    pages = sorted(p.relative_to(html).as_posix() for p in html.rglob("*.html")
-                   if "_static" not in p.parts and p.name not in ("genindex.html", "search.html"))
-    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    pages = {rel: visit for rel, visit in visits.items() if rel.rsplit("/", 1)[-1] not in ("genindex.html",
+                                                                                          "search.html")}
     problems: list[str] = []
-    boxes: dict[str, dict[str, str]] = {}
-    for rel in pages:
-        page = context.new_page()
-        page.goto(f"{base}/{rel}", wait_until="networkidle")
-        for text in page.eval_on_selector_all(".cell_output .output", "els => els.map(e => e.innerText)"):
-            if PROGRESS_BAR.search(text):
-                problems.append(f"{rel}: progress-bar output: {text[:80]!r}")
-        figures = page.eval_on_selector_all(
-            ".cell_output img", "imgs => imgs.map(i => [i.getAttribute('src'), i.getBoundingClientRect().width, "
-                                "i.naturalWidth, !!(i.closest('a') && i.closest('a').href === i.src)])")
-        for src, shown, natural, zoomable in figures:
+    for rel, visit in pages.items():
+        problems += [f"{rel}: progress-bar output: {text[:80]!r}" for text in visit.outputs if PROGRESS_BAR.search(text)]
+        for src, shown, natural, zoomable in visit.figures:
             if natural and shown / natural < MIN_WIDTH_RATIO and not zoomable:
                 problems.append(f"{rel}: figure {src} shown at {shown:.0f} of {natural} px ({shown / natural:.2f} < "
                                 f"{MIN_WIDTH_RATIO}) and not zoomable")
-        boxes[rel] = dict(page.eval_on_selector_all(
-            ".vlmflow-verdict", "els => els.map(e => [e.dataset.claim, e.dataset.outcome])"))
-        if rel == "book/index.html":
-            table = page.eval_on_selector_all("table.vlmflow-verdicts tbody tr",
-                                              "rows => rows.map(r => [...r.cells].map(c => c.innerText.trim()))")
-        page.close()
-    context.close()
+    boxes = {rel: visit.boxes for rel, visit in pages.items()}
+    table = pages["book/index.html"].table
     assert not problems, "\n".join(problems)
     for claim in CLAIMS.values():  # every claim: a box on its notebook's page, with the outcome its notebook saved
         record = json.loads(next((root / "results").rglob(f"verdict-{claim.id}.json")).read_text())

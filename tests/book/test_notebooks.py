@@ -1,8 +1,9 @@
 """Every registered notebook runs under papermill with its small test parameters (the pipeline's test mode), leaves
 no secret in its executed copy, stores its results, and reuses them on a rerun. Per-figure checks compare what the
 notebook stored against an independent reading of the same inputs. A figure in the book is checked on the run of the
-test-mode book build (``built_book``, the same parameters), so the suite executes it once, not twice; a figure that
-waits for its toy model runs here, on a tiny random toy of its architecture."""
+test-mode book build (``built_book``, the same parameters), so the suite executes it once, not twice, and reruns it
+once to see the stored results reused; a figure that waits for its toy model runs here, on a tiny random toy of its
+architecture."""
 from __future__ import annotations
 
 import json
@@ -411,12 +412,34 @@ def test_notebook_runs_with_test_parameters(name, tmp_path, notebook_model, secr
     if name in PARAMETER_CHECKS:
         PARAMETER_CHECKS[name](results, params)
 
-    # A rerun with the same parameters reuses the stored results (and may not recompute them).
+    if not spec.in_book:  # the book's notebooks are rerun together, two at a time (the test below)
+        assert _rerun_reuses(name, params, cwd, tmp_path) is None
+
+
+def _rerun_reuses(name: str, params: dict, cwd: Path, tmp_path: Path) -> str | None:
+    """Rerun a notebook with the parameters of its first run: None when it reused the stored results and rewrote none
+    of them, else what went wrong."""
+    results = Path(cwd) / params["results_dir"]
     stamp = {p.name: p.stat().st_mtime_ns for p in results.iterdir() if p.suffix in (".parquet", ".json")}
-    again = book.run_notebook(REPO / spec.notebook, tmp_path / f"{name}-2.ipynb", params, cwd=cwd,
+    again = book.run_notebook(REPO / SPECS[name].notebook, tmp_path / f"{name}-2.ipynb", params, cwd=cwd,
                               log=tmp_path / f"{name}-2.log", name=name)
-    assert "reusing" in again.output.read_text()
-    assert stamp == {p.name: p.stat().st_mtime_ns for p in results.iterdir() if p.name in stamp}
+    if "reusing" not in again.output.read_text():
+        return f"{name}: the rerun did not reuse its stored results"
+    changed = sorted(n for n, t in stamp.items() if (results / n).stat().st_mtime_ns != t)
+    return f"{name}: the rerun rewrote {', '.join(changed)}" if changed else None
+
+
+@pytest.mark.book
+def test_book_notebooks_reuse_their_results_on_a_rerun(built_book, tmp_path):
+    """Every notebook of the test-mode book build, rerun with the same parameters, reuses the stored results and may
+    not recompute them. Each rerun is its own papermill process, so two run at a time (one per core)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    cwd, report = built_book
+    assert {run.name for run in report.runs} == {name for name, spec in SPECS.items() if spec.in_book}
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        problems = list(pool.map(lambda run: _rerun_reuses(run.name, run.parameters, cwd, tmp_path), report.runs))
+    assert not [p for p in problems if p], "\n".join(p for p in problems if p)
 
 
 @pytest.mark.book

@@ -2,7 +2,8 @@
 thing at fault (and what would be valid), exit code 2, no traceback, and no file or folder left behind.
 
 Every case runs `vlmflow` in a subprocess, as a user would. Add a case whenever a new mistake is found. Cases that
-fail on argument checks never import torch (a fraction of a second each); only the knockout case loads the toy model.
+fail on argument checks never import torch (a fraction of a second each; ``test_argument_mistakes_never_import_torch``
+holds the CLI to it); only the knockout case loads the toy model.
 Progress-bar lines (tqdm's "...%|...|") are not counted as output lines.
 """
 from __future__ import annotations
@@ -194,6 +195,19 @@ def test_user_mistake_is_one_line_exit_2_no_leftovers(files, tmp_path, case, arg
     assert proc.stdout == ""
     assert _tree(files) == before, "the command left files next to its inputs"
     assert _tree(cwd) == set(), "the command left files in its working folder"
+
+
+@pytest.mark.parametrize("argv", [["describe", "--image", "nowhere.png"], ["toy", "train", "--arch", "vit"],
+                                  ["figure", "no_such_figure"], ["sweep", "--preset", "no_such_preset"]])
+def test_argument_mistakes_never_import_torch(tmp_path, argv):
+    """A mistake caught before any model is needed is answered without importing torch (a second or more of every
+    such command before, when `vlmflow.cli.toy` pulled torch in through the recipes, training and video modules)."""
+    code = ("import sys\nfrom vlmflow.cli import main\ntry:\n    rc = main(sys.argv[1:])\n"
+            "except SystemExit as exit:\n    rc = exit.code\n"
+            "print(rc, sorted(m for m in ('torch', 'transformers') if m in sys.modules))")
+    proc = subprocess.run([sys.executable, "-c", code, *argv], cwd=tmp_path, env=_env(), capture_output=True,
+                          text=True)
+    assert proc.stdout.strip() == "2 []", (proc.stdout, proc.stderr)
 
 
 def test_cuda_on_a_machine_without_it(files, tmp_path):

@@ -50,7 +50,6 @@ from vlmflow.toy.architectures import split_extras
 from vlmflow.toy.model import ToyModelConfig
 from vlmflow.toy.questions import sample_question
 from vlmflow.toy.scenes import SceneConfig, make_scene
-from vlmflow.toy.video import EventTap, clip_batch_size, clip_training, is_clip_step, make_clip_batch
 
 if TYPE_CHECKING:
     import torch
@@ -695,6 +694,7 @@ def train(cfg: TrainConfig, out: str | os.PathLike, work: str | os.PathLike, res
     from vlmflow.plant import sample_rows
     from vlmflow.toy.architectures import get_arch
     from vlmflow.toy.probe import TokenProbe
+    from vlmflow.toy.video import EventTap, clip_batch_size, clip_training, is_clip_step, make_clip_batch
 
     arch = get_arch(cfg.arch)
     torch.set_num_threads(cfg.threads)
