@@ -357,24 +357,42 @@ def run_notebook(source: str | Path, output: str | Path, parameters: Mapping[str
 def run_figures(specs: Sequence[FigureSpec], *, root: str | Path, test: bool = False,
                 overrides: Mapping[str, Any] | None = None, build_dir: str | Path | None = None,
                 progress: bool = True,
-                figure_overrides: Mapping[str, Mapping[str, Any]] | None = None) -> list[RunResult]:
-    """Execute each spec's notebook into ``_build/notebooks/<name>.ipynb`` (tqdm over notebooks), stop at the first
-    failure (NotebookFailedError names it), and write ``_build/logs/times.json``. ``figure_overrides[name]`` is
-    applied after ``overrides`` to that figure only."""
+                figure_overrides: Mapping[str, Mapping[str, Any]] | None = None, jobs: int = 1) -> list[RunResult]:
+    """Execute each spec's notebook into ``_build/notebooks/<name>.ipynb`` (tqdm over notebooks), ``jobs`` at a time
+    (each notebook is its own process; the figures do not read each other's results), stop at the first failure
+    (NotebookFailedError names it; notebooks not yet started are not started), and write ``_build/logs/times.json``.
+    ``figure_overrides[name]`` is applied after ``overrides`` to that figure only. Returns the runs in ``specs``'
+    order."""
+    from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
+
     from tqdm.auto import tqdm
 
+    if not isinstance(jobs, int) or jobs < 1:
+        raise BookError(f"jobs must be a whole number >= 1, got {jobs!r}")
     root = Path(root)
     build = Path(build_dir) if build_dir is not None else root / BUILD_DIR
-    results: list[RunResult] = []
-    bar = tqdm(specs, desc="notebooks", unit="nb", disable=not progress)
-    for spec in bar:
-        bar.set_postfix_str(spec.name)
+    bar = tqdm(total=len(specs), desc="notebooks", unit="nb", disable=not progress)
+
+    def run(spec: FigureSpec) -> RunResult:
         own = (figure_overrides or {}).get(spec.name, {})
         params = spec.parameters(test=test, overrides={**(overrides or {}), **own})
         res = run_notebook(root / spec.notebook, build / "notebooks" / f"{spec.name}.ipynb", params, cwd=root,
                            log=build / "logs" / f"{spec.name}.log", timeout=spec.timeout, name=spec.name)
-        results.append(res)
+        bar.update()
         bar.write(f"  {spec.name}: {res.seconds:.1f} s  (log {res.log})")
+        return res
+
+    with ThreadPoolExecutor(max_workers=jobs) as pool:
+        futures = [pool.submit(run, spec) for spec in specs]
+        done, _ = wait(futures, return_when=FIRST_EXCEPTION)
+        failed = next((f for f in futures if f in done and f.exception() is not None), None)
+        if failed is not None:
+            for f in futures:
+                f.cancel()  # those already running finish; the rest never start
+            bar.close()
+            raise failed.exception()
+    bar.close()
+    results = [f.result() for f in futures]
     times = {r.name: round(r.seconds, 2) for r in results}
     (build / "logs").mkdir(parents=True, exist_ok=True)
     (build / "logs" / "times.json").write_text(json.dumps(times, indent=1))
@@ -565,12 +583,14 @@ class BuildReport:
 
 def build(root: str | Path | None = None, *, only: Sequence[str] | None = None, test: bool = False,
           overrides: Mapping[str, Any] | None = None, skip_notebooks: bool = False, html: bool = True,
-          progress: bool = True, figure_overrides: Mapping[str, Mapping[str, Any]] | None = None) -> BuildReport:
+          progress: bool = True, figure_overrides: Mapping[str, Mapping[str, Any]] | None = None,
+          jobs: int = 1) -> BuildReport:
     """The whole pipeline (``vlmflow book build``): execute the notebooks (all, or ``only``), stage pages, build HTML.
 
     ``test=True`` uses each figure's small test parameters; ``overrides`` replace parameters of every notebook (the
     tests pass a tiny model this way) and ``figure_overrides[name]`` those of one figure after them (the models the
     architecture chapter compares, or a figure whose model must be of another kind, such as a clip model).
+    ``jobs`` notebooks run at a time (``run_figures``).
     ``skip_notebooks`` reuses executed copies already in _build/notebooks (e.g. after editing prose only). Every
     registered figure must have an executed copy before the HTML build, so the toc never points at a stale or missing
     page."""
@@ -598,7 +618,7 @@ def build(root: str | Path | None = None, *, only: Sequence[str] | None = None, 
             raise RegistryError(f"unknown parameter {', '.join(map(repr, unknown))}: no selected notebook declares "
                                 f"it; their parameters are {', '.join(sorted(declared))}")
     runs = [] if skip_notebooks else run_figures(select(specs, only), root=root, test=test, overrides=overrides,
-                                                 figure_overrides=figure_overrides, progress=progress)
+                                                 figure_overrides=figure_overrides, progress=progress, jobs=jobs)
     out = None
     if html:
         stage_pages(root, list(specs.values()))

@@ -105,7 +105,8 @@ def built_book(tmp_path_factory, notebook_model, figure_overrides):
     os.environ["OPENAI_API_KEY"] = SENTINEL_KEY
     try:
         in_book = {name for name, spec in book.load_registry(root).items() if spec.in_book}
-        report = book.build(root, test=True, overrides={"model": notebook_model}, progress=False,
+        # two notebooks at a time: the suite's other worker finishes well before this one (tests/conftest.py)
+        report = book.build(root, test=True, overrides={"model": notebook_model}, progress=False, jobs=2,
                             figure_overrides={n: p for n, p in figure_overrides.items() if n in in_book})
     finally:
         if old is None:

@@ -136,6 +136,30 @@ def test_a_failing_notebook_is_named_and_the_cli_exits_nonzero(tmp_path, capsys)
     assert "notebook broken" in capsys.readouterr().err
 
 
+def test_notebooks_run_two_at_a_time_come_back_in_registry_order(tmp_path):
+    """``jobs=2``: every notebook runs, each in its own process, and the runs return in the registry's order; a
+    failure is raised naming its notebook; a job count below one is refused."""
+    root = tiny_root(tmp_path)
+    registry = (root / "notebooks" / "figures.toml").read_text()
+    for name in ("second", "third"):
+        make_notebook(root / "notebooks" / f"{name}.ipynb", ECHO_PARAMS.replace("results/echo", f"results/{name}"),
+                      ECHO_BODY)
+        registry += (f'[{name}]\ntitle = "{name}"\nnotebook = "notebooks/{name}.ipynb"\n'
+                     f'page = "book/figures/{name}.ipynb"\ndefaults = {{ model = "toy", n = 5 }}\n')
+    (root / "notebooks" / "figures.toml").write_text(registry)
+    specs = list(book.load_registry(root).values())
+    runs = book.run_figures(specs, root=root, progress=False, jobs=2)
+    assert [r.name for r in runs] == ["echo", "second", "third"]
+    pids = {json.loads((root / "results" / n / "seen.json").read_text())["pid"] for n in ("echo", "second", "third")}
+    assert len(pids) == 3 and os.getpid() not in pids
+    assert set(json.loads((root / "_build" / "logs" / "times.json").read_text())) == {"echo", "second", "third"}
+    make_notebook(root / "notebooks" / "second.ipynb", ECHO_PARAMS, "raise RuntimeError('deliberate failure 7')")
+    with pytest.raises(book.NotebookFailedError, match=r"(?s)notebook second .*deliberate failure 7"):
+        book.run_figures(specs, root=root, progress=False, jobs=2)
+    with pytest.raises(book.BookError, match="jobs must be a whole number >= 1, got 0"):
+        book.run_figures(specs, root=root, progress=False, jobs=0)
+
+
 def test_a_notebook_that_prints_a_key_is_caught_and_deleted(tmp_path, secret_env):
     root = tiny_root(tmp_path, body="import os; print(os.environ['OPENAI_API_KEY'])", name="leaky")
     out = tmp_path / "out" / "leaky.ipynb"

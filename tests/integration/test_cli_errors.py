@@ -69,6 +69,7 @@ def files(tmp_path_factory):
 CASES = [
     ("max-new-tokens-0", ["describe", "--image", "{d}/scene.png", "--max-new-tokens", "0"],
      ["--max-new-tokens", ">= 1", "got 0"]),
+    ("book-build-jobs-0", ["book", "build", "--jobs", "0"], ["--jobs", ">= 1", "got 0"]),
     ("empty-prompt", ["describe", "--image", "{d}/scene.png", "--prompt", " "], ["--prompt", "empty"]),
     ("knockout-dangling-at", ["describe", "--image", "{d}/scene.png", "--knockout", "image:generated@"],
      ["image:generated@", "@all"]),

@@ -34,6 +34,8 @@ def register(subparsers) -> None:
     b.add_argument("--skip-notebooks", action="store_true",
                    help="Execute nothing; reuse the executed notebooks in _build/notebooks.")
     b.add_argument("--no-html", action="store_true", help="Execute the notebooks only; build no HTML.")
+    b.add_argument("--jobs", type=common.positive_int, default=1,
+                   help="Notebooks executed at a time, each in its own process. Default: 1.")
     common.add_json_option(b, "each notebook's time and output, the book and the total time")
     b.set_defaults(func=_build)
 
@@ -58,7 +60,7 @@ def _build(args) -> int:
     overrides, figure_overrides = book.parse_params(args.param)
     report = book.build(args.root, only=args.only, test=args.test, overrides=overrides,
                         figure_overrides=figure_overrides, skip_notebooks=args.skip_notebooks,
-                        html=not args.no_html)
+                        html=not args.no_html, jobs=args.jobs)
     if args.json:
         common.print_json({"runs": [{"figure": r.name, "seconds": round(r.seconds, 1), "notebook": str(r.output)}
                                     for r in report.runs],
