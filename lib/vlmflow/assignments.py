@@ -284,8 +284,9 @@ def grade(paths: Sequence[str | Path], out: str | Path = DEFAULT_OUT, *, timeout
           jobs: int = 1, progress: bool = True) -> list[Grade]:
     """Grade submitted notebooks against the autograders built in ``out`` (``jobs`` at a time, each with its share
     of the CPU threads); one Grade per path, in the order given."""
+    if not isinstance(jobs, int) or jobs < 1:  # the same rule as book.run_figures: a bad count is refused, not bent
+        raise AssignmentError(f"jobs must be a whole number >= 1, got {jobs!r}")
     built = load_manifest(out)
-    jobs = max(1, int(jobs))
     threads = max(1, (os.cpu_count() or 1) // jobs) if jobs > 1 else None
     from tqdm.auto import tqdm
 

@@ -191,3 +191,10 @@ def test_identify_reads_metadata_then_the_file_name(built, tmp_path):
     bare.rename(tmp_path / "other.ipynb")
     with pytest.raises(assignments.AssignmentError, match="other.ipynb"):
         assignments.identify(tmp_path / "other.ipynb", b)
+
+
+@pytest.mark.parametrize("jobs", [0, -2, 1.5, "2"])
+def test_a_bad_job_count_is_refused_before_anything_is_graded(tmp_path, jobs):
+    # the same rule as `vlmflow book build --jobs`: a count that is not a whole number >= 1 is an error naming it
+    with pytest.raises(assignments.AssignmentError, match=f"jobs must be a whole number >= 1, got {jobs!r}"):
+        assignments.grade([tmp_path / "a1_attention_by_role.ipynb"], tmp_path / "nothing-built", jobs=jobs)
