@@ -597,10 +597,58 @@ def test_model_card_reports_clip_metrics_and_the_clip_command(tmp_path):
     assert "--n 5 --seed 3 --knockout --clips 8 --card" in card
     assert "description fact F1 0.751" in card and "object count at the end 0.625" in card
     assert "recall of each fact family" in card and "kind): object 0.960, move 0.200; object count" in card
-    assert "| clips >= target | describe_video_f1 | 0.751 | 0.800 | **no** |" in card
-    assert "does **not** meet every quality target" in card
+    assert "| clips >= target | describe_video_f1 | 0.751 | - | 0.800 | **no** |" in card  # no interval recorded
+    assert "does **not** meet every quality target" in card and "not decided" not in card
     assert "| - `no`, a present colour on an absent shape | 0.250 | - |" in card  # the yes/no split, when measured
     assert "| - `no`, a present shape in an absent colour | - | - |" in card
+
+
+def test_bar_intervals_resample_scenes_and_match_the_normal_approximation():
+    """Oracle: the 95% interval of a mean over n independent scenes is about mean +- 1.96 sd / sqrt(n). 400 scenes
+    answer one colour question each (half right) and two yes/no questions each (both right or both wrong): resampled
+    by scene, yes/no's interval is as wide as colour's, not the ~0.07 of 800 independent answers."""
+    from vlmflow.toy.evaluate import bar_intervals
+
+    rng = np.random.default_rng(0)
+    right = rng.permutation(np.arange(400) % 2 == 0)
+    f1 = rng.uniform(0.5, 1.0, 400)
+    rows = [{"scene": i, "kind": "color", "correct": bool(right[i])} for i in range(400)]
+    rows += [{"scene": i, "kind": "exists", "correct": bool(right[i])} for i in range(400) for _ in range(2)]
+    rows += [{"scene": i, "kind": "describe", "f1": float(f1[i]), "correct": False} for i in range(400)]
+    ci = bar_intervals(rows)
+    assert set(ci) == {"color_acc", "exists_acc", "describe_f1"}  # only the kinds the rows have
+    half_width = {"color_acc": 1.96 * 0.5 / 20, "exists_acc": 1.96 * 0.5 / 20, "describe_f1": 1.96 * f1.std() / 20}
+    centre = {"color_acc": 0.5, "exists_acc": 0.5, "describe_f1": f1.mean()}
+    for metric, (low, high) in ci.items():
+        assert low <= centre[metric] <= high, metric
+        assert abs((high - low) / 2 - half_width[metric]) < 0.15 * half_width[metric], (metric, low, high)
+
+
+def test_model_card_gives_each_bar_its_interval_and_says_when_the_bound_is_inside_it(tmp_path):
+    """The Status table shows each check's 95% interval; a bound inside the interval (met or missed) is named in
+    the verdict sentence, one outside it is not."""
+    import json
+
+    from vlmflow.toy.architectures import get_arch
+    from vlmflow.toy.evaluate import CHANCE, target_status, targets_for, undecided, write_model_card
+
+    model, _ = get_arch("qwen2-vl").build(TINY, seed=0)
+    (tmp_path / "config.json").write_text(json.dumps({**model.config.to_dict(), "architectures": ["Qwen2VL"]}))
+    plain = {"describe_f1": 0.99, "exists_acc": 0.87, "count_acc": 1.0, "color_acc": 0.95}
+    res = {"metrics": {"plain": plain}, "chance": CHANCE, "targets": targets_for("qwen2_vl", planted=False),
+           "n_scenes": 100, "seed": 0, "knockout": "-", "versions": {},
+           "intervals": {"plain": {"describe_f1": [0.97, 1.0], "exists_acc": [0.82, 0.91], "count_acc": [1.0, 1.0],
+                                   "color_acc": [0.9, 0.99]}},
+           "clips": {"describe_video_f1": 0.794, "describe_video_f1_interval": [0.75, 0.84], "count_at_end_acc": 1.0,
+                     "n_clips": 50}}
+    assert [(r["metric"], r["met"]) for r in undecided(target_status(res))] == [("exists_acc", True),
+                                                                                ("describe_video_f1", False)]
+    card = write_model_card(tmp_path, res, "vlmflow toy train ...", name="toy:qwen2-vl").read_text()
+    assert "| plain >= target | exists_acc | 0.870 | [0.820, 0.910] | 0.850 | yes |" in card
+    assert "| clips >= target | describe_video_f1 | 0.794 | [0.750, 0.840] | 0.800 | **no** |" in card
+    assert ("The bound lies inside the 95% interval of exists_acc (met), describe_video_f1 (missed): on this sample "
+            "that side of the bar is not decided") in card
+    assert "description fact F1 0.794 (95% interval [0.750, 0.840])" in card
 
 
 def test_continued_model_card_gives_the_whole_training(tmp_path):

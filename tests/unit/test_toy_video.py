@@ -84,7 +84,10 @@ def test_clip_generation_equals_transformers_generate():
     assert [g.token_ids for g in gens] == [ref[b, P:].tolist() for b in range(2)]
     metrics = clip_eval(vlm, n=2, split="test", config=CLIPS, max_new_tokens=4)
     recalls = {f"describe_video_recall_{f}" for f in FACT_FAMILIES}
-    assert set(metrics) == {"describe_video_f1", "count_at_end_acc", "n_clips", *recalls} and metrics["n_clips"] == 2
+    assert set(metrics) == {"describe_video_f1", "describe_video_f1_interval", "count_at_end_acc", "n_clips",
+                            *recalls} and metrics["n_clips"] == 2
+    low, high = metrics["describe_video_f1_interval"]
+    assert 0 <= low <= metrics["describe_video_f1"] <= high <= 1
 
 
 def _changed_tokens(before, after, grid: int) -> np.ndarray:

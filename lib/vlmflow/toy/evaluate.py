@@ -102,6 +102,27 @@ def metrics_of(rows: list[dict], n_scenes: int) -> dict:
     return res
 
 
+# The card's bar metrics get a 95% percentile-bootstrap interval over scenes (``stats.bootstrap_ci``; the two yes/no
+# questions of a scene resample together): 100 test scenes leave a few points of noise, and a bar met or missed by
+# less than that is not decided by the sample.
+BAR_CONFIDENCE = 0.95
+
+
+def bar_intervals(rows: list[dict]) -> dict[str, list[float]]:
+    """{metric: [low, high]}: the ``BAR_CONFIDENCE`` bootstrap interval over scenes of each metric in ``TARGETS``
+    (and ``position_acc``) that :func:`item_rows`' ``rows`` have, from the same rows as :func:`metrics_of`."""
+    from vlmflow.stats import bootstrap_ci
+
+    out = {}
+    for metric in (*TARGETS, "position_acc"):
+        kind, value = ("describe", "f1") if metric == "describe_f1" else (metric[:-4], "correct")
+        records = [{"scene": r["scene"], "value": float(r[value])} for r in rows if r["kind"] == kind]
+        if records:
+            ci = bootstrap_ci(records, value="value", cluster="scene", confidence=BAR_CONFIDENCE)
+            out[metric] = [round(ci.low, 4), round(ci.high, 4)]
+    return out
+
+
 def quick_eval(model, processor, *, n: int = 48, seed: int = 0, split: str = "val",
                scene_config: SceneConfig = SceneConfig(), plant=None) -> dict:
     """Cheap held-out check of a model under training (the training log), under ``plant`` (a
@@ -141,11 +162,13 @@ def target_status(results: dict) -> list[dict]:
     metric against its chance bound. Rows: check, metric, value, bound, met."""
     m = results["metrics"]
     targets = results.get("targets", TARGETS)
+    intervals = results.get("intervals", {})  # absent from an evaluation stored before intervals were recorded
     rows = [{"check": "plain >= target", "metric": k, "value": m["plain"][k], "bound": t,
-             "met": m["plain"][k] >= t} for k, t in targets.items() if k in m["plain"]]
+             "met": m["plain"][k] >= t, "interval": intervals.get("plain", {}).get(k)}
+            for k, t in targets.items() if k in m["plain"]]
     clips = results.get("clips", {})
-    rows += [{"check": "clips >= target", "metric": k, "value": clips[k], "bound": t, "met": clips[k] >= t}
-             for k, t in CLIP_TARGETS.items() if k in clips]
+    rows += [{"check": "clips >= target", "metric": k, "value": clips[k], "bound": t, "met": clips[k] >= t,
+              "interval": clips.get(f"{k}_interval")} for k, t in CLIP_TARGETS.items() if k in clips]
     ko = m.get("full_knockout", {})
     for k in TARGETS:
         if k not in ko:
@@ -156,8 +179,14 @@ def target_status(results: dict) -> list[dict]:
             c, n = results["chance"][k], max(1, ko[k[:-4] + "_n"])
             bound = c + 2 * math.sqrt(c * (1 - c) / n)
         rows.append({"check": "knockout <= chance", "metric": k, "value": ko[k], "bound": round(bound, 4),
-                     "met": ko[k] <= bound})
+                     "met": ko[k] <= bound, "interval": intervals.get("full_knockout", {}).get(k)})
     return rows
+
+
+def undecided(status: list[dict]) -> list[dict]:
+    """The :func:`target_status` rows whose bound lies inside the metric's interval: met or missed, the sample does
+    not tell which side of the bar the model is on."""
+    return [r for r in status if r.get("interval") and r["interval"][0] <= r["bound"] <= r["interval"][1]]
 
 
 def stored_status(folder: str | os.PathLike) -> list[dict] | None:
@@ -201,9 +230,11 @@ def evaluate_all(vlm, *, n: int = 200, seed: int = 0, split: str = "test", knock
 
     conds = ["plain"] + (["full_knockout"] if knockout else [])
     planted = getattr(vlm, "planted", ())
-    metrics = {cond: evaluate(vlm, n=n, seed=seed, split=split, scene_config=scene_config,
-                              knockout=cond == "full_knockout", progress=True) for cond in conds}
-    return {"metrics": metrics, "chance": {k: round(v, 4) for k, v in CHANCE.items()},
+    rows = {cond: item_rows(vlm, n=n, seed=seed, split=split, scene_config=scene_config,
+                            knockout=cond == "full_knockout") for cond in conds}
+    return {"metrics": {cond: metrics_of(r, n_scenes=n) for cond, r in rows.items()},
+            "intervals": {cond: bar_intervals(r) for cond, r in rows.items()},
+            "chance": {k: round(v, 4) for k, v in CHANCE.items()},
             "n_scenes": n, "seed": seed, "split": split, "scene_config": scene_config.__dict__,
             "knockout": 'vf.Knockout("image", ("text", "generated")), all layers',
             "plant": [k.spec_id for k in planted], "targets": targets_for(vlm.adapter.name, bool(planted)),
@@ -306,8 +337,10 @@ def _clip_text(results: dict) -> str:
     recalls = [f"{family} {value:.3f}" for family, value in recall.items() if value is not None]
     recall_text = (f"; recall of each fact family (`toy.clips.recall_by_family`: first-frame objects, then each event "
                    f"kind): {', '.join(recalls)}" if recalls else "")
+    interval = clips.get("describe_video_f1_interval")
+    ci = f" (95% interval [{interval[0]:.3f}, {interval[1]:.3f}])" if interval else ""
     return (f"\nHeld-out toy clips ({clips['n_clips']} clips of 2-4 frames, test split, seed {results['seed']}, "
-            f"through the video input, greedy): description fact F1 {clips['describe_video_f1']:.3f} "
+            f"through the video input, greedy): description fact F1 {clips['describe_video_f1']:.3f}{ci} "
             f"(`toy.clips.score_clip`: the first frame's objects and each event){recall_text}; object count at the "
             f"end {clips['count_at_end_acc']:.3f}.\n")
 
@@ -315,12 +348,22 @@ def _clip_text(results: dict) -> str:
 def _status(results: dict) -> tuple[list[str], str]:
     """(the Status table's rows, the verdict sentence): computed from ``target_status``, never typed."""
     status = target_status(results)
-    rows = [f"| {r['check']} | {r['metric']} | {r['value']:.3f} | {r['bound']:.3f} | {'yes' if r['met'] else '**no**'} |"
-            for r in status]
+    rows = [f"| {r['check']} | {r['metric']} | {r['value']:.3f} | {_interval_cell(r)} | {r['bound']:.3f} | "
+            f"{'yes' if r['met'] else '**no**'} |" for r in status]
     verdict = ("meets every quality target below, and the full knockout brings every metric to chance"
                if all(r["met"] for r in status) else
                "does **not** meet every quality target below; its findings describe this model, not the paper's")
+    close = undecided(status)
+    if close:
+        verdict += (". The bound lies inside the 95% interval of " +
+                    ", ".join(f"{r['metric']}{' under knockout' if r['check'].startswith('knockout') else ''} "
+                              f"({'met' if r['met'] else 'missed'})" for r in close) +
+                    ": on this sample that side of the bar is not decided")
     return rows, verdict
+
+
+def _interval_cell(row: dict) -> str:
+    return "-" if not row.get("interval") else f"[{row['interval'][0]:.3f}, {row['interval'][1]:.3f}]"
 
 
 def _plant_text(plant, name: str, train: dict, architecture: str) -> tuple[str, str]:
@@ -382,9 +425,11 @@ def write_model_card(model_dir: str | os.PathLike, results: dict, command: str, 
 ## Status
 On the held-out test split ({results['n_scenes']} scenes, seed {results['seed']}) this model {verdict}.
 
-| check | metric | value | bound | met |
-|---|---|---|---|---|
+| check | metric | value | 95% interval | bound | met |
+|---|---|---|---|---|---|
 {chr(10).join(status_rows)}
+
+Intervals: percentile bootstrap over the test scenes (clips), 1000 resamples; "met" compares the value with the bound.
 
 ## Architecture
 {architecture_card(cfg, total_mb)}

@@ -222,7 +222,8 @@ def make_clip_batch(step: int, seed: int, batch_size: int, batcher: ClipBatcher,
 def clip_eval(vlm, n: int = 50, seed: int = 0, split: str = "test", config: ClipConfig | None = None,
               batch_size: int = 8, max_new_tokens: int = 64) -> dict:
     """Held-out clip metrics of a Qwen2-VL toy: ``describe_video_f1`` (mean per-clip fact F1 of the greedy
-    description against the clip's facts, ``clips.score_clip``), ``describe_video_recall_<family>`` (which facts the
+    description against the clip's facts, ``clips.score_clip``; ``describe_video_f1_interval`` its bootstrap interval
+    over clips, as the model card's bars have), ``describe_video_recall_<family>`` (which facts the
     descriptions miss, ``clips.recall_by_family``: first-frame objects and each event kind) and
     ``count_at_end_acc``; ``n`` clips."""
     from vlmflow.model import Batch
@@ -242,8 +243,13 @@ def clip_eval(vlm, n: int = 50, seed: int = 0, split: str = "test", config: Clip
                 else:
                     answer = next(q["answer"] for q in clip_questions(clip) if q["kind"] == "count_at_end")
                     correct.append(gen.text.strip() == answer)
+    from vlmflow.stats import bootstrap_ci
+    from vlmflow.toy.evaluate import BAR_CONFIDENCE
+
     recalls = {f"describe_video_recall_{k}": v for k, v in recall_by_family(facts).items()}
-    return {"describe_video_f1": round(float(np.mean(f1)), 4), **recalls,
+    ci = bootstrap_ci(np.asarray(f1, dtype=float), confidence=BAR_CONFIDENCE)  # over clips
+    return {"describe_video_f1": round(float(np.mean(f1)), 4),
+            "describe_video_f1_interval": [round(ci.low, 4), round(ci.high, 4)], **recalls,
             "count_at_end_acc": round(float(np.mean(correct)), 4), "n_clips": n}
 
 
