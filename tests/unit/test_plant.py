@@ -171,6 +171,11 @@ def test_toy_registry_lists_loads_and_names_the_valid_models(tiny, tmp_path, mon
     assert by_name == by_folder and [r["metric"] for r in by_name if not r["met"]] == ["count_acc", "count_acc"]
     assert status_text(by_name).startswith("unmet: count_acc 0.840 < 0.85")
     assert model_status("llava-hf/llava-1.5-7b-hf") is None and status_text(None) == "not evaluated"
+    # an evaluation with intervals (``vlmflow toy eval --card`` records them): the line gives the unmet bar's
+    (tmp_path / "registry" / "compress" / "eval.json").write_text(json.dumps(
+        {"metrics": {"plain": plain}, "targets": {k: 0.85 for k in plain},
+         "intervals": {"plain": {"count_acc": [0.77, 0.9], "color_acc": [0.84, 0.95]}}}))
+    assert status_text(model_status("toy:compress")) == "unmet: count_acc 0.840 < 0.85 (95% interval [0.770, 0.900])"
     with pytest.raises(WeightsNotAvailableError, match="'toy:compres'"):
         model_status("toy:compres")
 

@@ -209,15 +209,16 @@ def model_status(name_or_path: str) -> list[dict] | None:
 
 def status_text(status: list[dict] | None) -> str:
     """One line on a model's quality targets (:func:`target_status` rows): never evaluated, all met, or each unmet
-    check with its value and bound."""
+    check with its value and bound (and its interval, when recorded)."""
     if status is None:
         return "not evaluated"
     unmet = [r for r in status if not r["met"]]
     if not unmet:
         return "targets met"
-    return "unmet: " + ", ".join(f"{u['metric']} under knockout {u['value']:.3f} > {u['bound']:g}"
-                                 if u["check"].startswith("knockout") else
-                                 f"{u['metric']} {u['value']:.3f} < {u['bound']:g}" for u in unmet)
+    return "unmet: " + ", ".join((f"{u['metric']} under knockout {u['value']:.3f} > {u['bound']:g}"
+                                  if u["check"].startswith("knockout") else
+                                  f"{u['metric']} {u['value']:.3f} < {u['bound']:g}") +
+                                 (f" (95% interval {_interval_cell(u)})" if u.get("interval") else "") for u in unmet)
 
 
 def evaluate_all(vlm, *, n: int = 200, seed: int = 0, split: str = "test", knockout: bool = True,
