@@ -635,10 +635,12 @@ def test_model_card_gives_each_bar_its_interval_and_says_when_the_bound_is_insid
     model, _ = get_arch("qwen2-vl").build(TINY, seed=0)
     (tmp_path / "config.json").write_text(json.dumps({**model.config.to_dict(), "architectures": ["Qwen2VL"]}))
     plain = {"describe_f1": 0.99, "exists_acc": 0.87, "count_acc": 1.0, "color_acc": 0.95}
-    res = {"metrics": {"plain": plain}, "chance": CHANCE, "targets": targets_for("qwen2_vl", planted=False),
+    res = {"chance": CHANCE, "targets": targets_for("qwen2_vl", planted=False),
            "n_scenes": 100, "seed": 0, "knockout": "-", "versions": {},
+           "metrics": {"plain": plain, "full_knockout": {"describe_f1": 0.02}},
            "intervals": {"plain": {"describe_f1": [0.97, 1.0], "exists_acc": [0.82, 0.91], "count_acc": [1.0, 1.0],
-                                   "color_acc": [0.9, 0.99]}},
+                                   "color_acc": [0.9, 0.99]},
+                         "full_knockout": {"describe_f1": [0.0, 0.06]}},  # its bound adds noise already: not named
            "clips": {"describe_video_f1": 0.794, "describe_video_f1_interval": [0.75, 0.84], "count_at_end_acc": 1.0,
                      "n_clips": 50}}
     assert [(r["metric"], r["met"]) for r in undecided(target_status(res))] == [("exists_acc", True),
@@ -649,6 +651,7 @@ def test_model_card_gives_each_bar_its_interval_and_says_when_the_bound_is_insid
     assert ("The bound lies inside the 95% interval of exists_acc (met), describe_video_f1 (missed): on this sample "
             "that side of the bar is not decided") in card
     assert "description fact F1 0.794 (95% interval [0.750, 0.840])" in card
+    assert "| knockout <= chance | describe_f1 | 0.020 | [0.000, 0.060] | 0.050 | yes |" in card
 
 
 def test_continued_model_card_gives_the_whole_training(tmp_path):

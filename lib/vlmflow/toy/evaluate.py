@@ -184,9 +184,11 @@ def target_status(results: dict) -> list[dict]:
 
 
 def undecided(status: list[dict]) -> list[dict]:
-    """The :func:`target_status` rows whose bound lies inside the metric's interval: met or missed, the sample does
-    not tell which side of the bar the model is on."""
-    return [r for r in status if r.get("interval") and r["interval"][0] <= r["bound"] <= r["interval"][1]]
+    """The quality-target rows of :func:`target_status` whose bound lies inside the metric's interval: met or missed,
+    the sample does not tell which side of the bar the model is on. (A knockout bound already adds two standard
+    errors to chance, so its rows are not asked again.)"""
+    return [r for r in status if r.get("interval") and not r["check"].startswith("knockout")
+            and r["interval"][0] <= r["bound"] <= r["interval"][1]]
 
 
 def stored_status(folder: str | os.PathLike) -> list[dict] | None:
@@ -357,8 +359,7 @@ def _status(results: dict) -> tuple[list[str], str]:
     close = undecided(status)
     if close:
         verdict += (". The bound lies inside the 95% interval of " +
-                    ", ".join(f"{r['metric']}{' under knockout' if r['check'].startswith('knockout') else ''} "
-                              f"({'met' if r['met'] else 'missed'})" for r in close) +
+                    ", ".join(f"{r['metric']} ({'met' if r['met'] else 'missed'})" for r in close) +
                     ": on this sample that side of the bar is not decided")
     return rows, verdict
 
