@@ -23,6 +23,15 @@ share with the true / the swapped shape):
 - the toy InternVL ``internvl_v6`` (``DEVELOPING.md``): +0.26 / **+0.26** / -0.78: swapping the shape changes
   nothing and every shape-swapped question is answered yes. Its shape word hardly finds the object (layer 0:
   0.19/0.16) and the last position's attention is the same to two decimals with either shape in every layer.
+
+What the answer position reads of the question itself (head-max attention of the last position on the word, per
+layer; measured 2026-11-30, third session): the LLaVA toy reads the shape word with one layer-0 head at 1.00 and the
+colour word at 0.46-0.74 in layers 2-6; the toy Qwen2-VL reads the shape word at 0.41 (layer 0) and 0.25 (layer 2),
+the colour word at 0.57 (layer 1). The shipped toy InternVL (``toy:internvl``, v8) reads the colour word at 0.70 and
+0.97 (layers 5, 7) and the shape word at no more than 0.04 in any layer; ``internvl_v11`` at step ~3100 (from
+scratch, ``--probe-scale 10``) reads neither (<= 0.08) and its margin is +1.12 with the true shape and +1.12 with a
+swapped one, although its shape word finds the object in layer 0 (0.17 true / 0.07 swapped). The shape word gathers
+the match; no later position reads it.
 """
 from __future__ import annotations
 
@@ -73,6 +82,33 @@ def shape_reading(folder: str, n_scenes: int = 16) -> dict:
             "share": {k: np.mean(v, 0) for k, v in share.items()}}
 
 
+def answer_reads_words(folder: str, n_scenes: int = 16) -> dict[str, np.ndarray]:
+    """{'colour word' | 'shape word': float[L]}: per layer, the largest attention over heads that the last prompt
+    position (where the answer is read out) pays to that word of "is there a C S ?" (the object's own words), from
+    transformers' eager attention, so the weights are the model's own and not the library's record."""
+    import torch
+
+    import vlmflow as vf
+    from vlmflow.toy.scenes import SceneConfig, make_scene
+
+    vlm = vf.load(folder, device="cpu", dtype="float32")
+    vlm.model.set_attn_implementation("eager")
+    tok = vlm.processor.tokenizer
+    one = SceneConfig(min_objects=1, max_objects=1)
+    reads: dict[str, list] = {"colour word": [], "shape word": []}
+    for i in range(n_scenes):
+        scene = make_scene(0, "val", i, one)
+        o = scene.objects[0].object
+        batch = vlm.prepare(scene.image, f"is there a {o.color} {o.shape} ?")
+        with torch.no_grad():
+            attentions = vlm.model(**batch.inputs, output_attentions=True).attentions  # L x [1, H, T, T]
+        ids = batch.inputs["input_ids"][0].tolist()
+        for name, word in (("colour word", o.color), ("shape word", o.shape)):
+            at = ids.index(tok.convert_tokens_to_ids(word))
+            reads[name].append([float(a[0, :, -1, at].max()) for a in attentions])
+    return {k: np.mean(v, 0) for k, v in reads.items()}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("folders", nargs="+", help="model folders or toy names (toy, toy:qwen2-vl, ...)")
@@ -87,6 +123,9 @@ def main() -> None:
         for name in POSITIONS:
             t, s = r["share"][("true", name)], r["share"][("swapped", name)]
             print(f"  {name:<12} " + " ".join(f"L{i}: {a:.2f}/{b:.2f}" for i, (a, b) in enumerate(zip(t, s))))
+        print("  head-max attention of the last position on the question's words, per layer:")
+        for name, share in answer_reads_words(folder, args.scenes).items():
+            print(f"  {name:<12} " + " ".join(f"L{i}: {a:.2f}" for i, a in enumerate(share)))
 
 
 if __name__ == "__main__":
