@@ -106,6 +106,8 @@ def metrics_of(rows: list[dict], n_scenes: int) -> dict:
 # questions of a scene resample together): 100 test scenes leave a few points of noise, and a bar met or missed by
 # less than that is not decided by the sample.
 BAR_CONFIDENCE = 0.95
+BAR_RESAMPLES = 1000
+_LEVEL = f"{BAR_CONFIDENCE:.0%}"  # "95%", as the card and status lines name the interval
 
 
 def bar_intervals(rows: list[dict]) -> dict[str, list[float]]:
@@ -118,7 +120,8 @@ def bar_intervals(rows: list[dict]) -> dict[str, list[float]]:
         kind, value = ("describe", "f1") if metric == "describe_f1" else (metric[:-4], "correct")
         records = [{"scene": r["scene"], "value": float(r[value])} for r in rows if r["kind"] == kind]
         if records:
-            ci = bootstrap_ci(records, value="value", cluster="scene", confidence=BAR_CONFIDENCE)
+            ci = bootstrap_ci(records, value="value", cluster="scene", confidence=BAR_CONFIDENCE,
+                              n_resamples=BAR_RESAMPLES)
             out[metric] = [round(ci.low, 4), round(ci.high, 4)]
     return out
 
@@ -159,7 +162,8 @@ def targets_for(architecture: str, planted: bool) -> dict[str, float]:
 
 def target_status(results: dict) -> list[dict]:
     """One row per check of ``evaluate_all``'s results: each plain metric against its target, and each knockout
-    metric against its chance bound. Rows: check, metric, value, bound, met."""
+    metric against its chance bound. Rows: check, metric, value, bound, met, interval (``[low, high]`` from
+    ``bar_intervals`` / ``clip_eval``, None for an evaluation stored without one)."""
     m = results["metrics"]
     targets = results.get("targets", TARGETS)
     intervals = results.get("intervals", {})  # absent from an evaluation stored before intervals were recorded
@@ -220,12 +224,13 @@ def status_text(status: list[dict] | None) -> str:
     return "unmet: " + ", ".join((f"{u['metric']} under knockout {u['value']:.3f} > {u['bound']:g}"
                                   if u["check"].startswith("knockout") else
                                   f"{u['metric']} {u['value']:.3f} < {u['bound']:g}") +
-                                 (f" (95% interval {_interval_cell(u)})" if u.get("interval") else "") for u in unmet)
+                                 (f" ({_LEVEL} interval {_interval_cell(u)})" if u.get("interval") else "") for u in unmet)
 
 
 def evaluate_all(vlm, *, n: int = 200, seed: int = 0, split: str = "test", knockout: bool = True,
                  scene_config: SceneConfig = SceneConfig()) -> dict:
-    """The model card's table: plain metrics and, if asked, the same under the full image knockout."""
+    """The model card's table: plain metrics and, if asked, the same under the full image knockout, each with its
+    bar metrics' intervals (``bar_intervals``)."""
     import platform
 
     import torch
@@ -341,7 +346,7 @@ def _clip_text(results: dict) -> str:
     recall_text = (f"; recall of each fact family (`toy.clips.recall_by_family`: first-frame objects, then each event "
                    f"kind): {', '.join(recalls)}" if recalls else "")
     interval = clips.get("describe_video_f1_interval")
-    ci = f" (95% interval [{interval[0]:.3f}, {interval[1]:.3f}])" if interval else ""
+    ci = f" ({_LEVEL} interval [{interval[0]:.3f}, {interval[1]:.3f}])" if interval else ""
     return (f"\nHeld-out toy clips ({clips['n_clips']} clips of 2-4 frames, test split, seed {results['seed']}, "
             f"through the video input, greedy): description fact F1 {clips['describe_video_f1']:.3f}{ci} "
             f"(`toy.clips.score_clip`: the first frame's objects and each event){recall_text}; object count at the "
@@ -358,7 +363,7 @@ def _status(results: dict) -> tuple[list[str], str]:
                "does **not** meet every quality target below; its findings describe this model, not the paper's")
     close = undecided(status)
     if close:
-        verdict += (". The bound lies inside the 95% interval of " +
+        verdict += (f". The bound lies inside the {_LEVEL} interval of " +
                     ", ".join(f"{r['metric']} ({'met' if r['met'] else 'missed'})" for r in close) +
                     ": on this sample that side of the bar is not decided")
     return rows, verdict
@@ -427,11 +432,11 @@ def write_model_card(model_dir: str | os.PathLike, results: dict, command: str, 
 ## Status
 On the held-out test split ({results['n_scenes']} scenes, seed {results['seed']}) this model {verdict}.
 
-| check | metric | value | 95% interval | bound | met |
+| check | metric | value | {_LEVEL} interval | bound | met |
 |---|---|---|---|---|---|
 {chr(10).join(status_rows)}
 
-Intervals: percentile bootstrap over the test scenes (clips), 1000 resamples; "met" compares the value with the bound.
+Intervals: {_LEVEL} percentile bootstrap over the test scenes (clips), {BAR_RESAMPLES} resamples; "met" compares the value with the bound.
 
 ## Architecture
 {architecture_card(cfg, total_mb)}

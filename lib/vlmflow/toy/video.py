@@ -227,6 +227,8 @@ def clip_eval(vlm, n: int = 50, seed: int = 0, split: str = "test", config: Clip
     descriptions miss, ``clips.recall_by_family``: first-frame objects and each event kind) and
     ``count_at_end_acc``; ``n`` clips."""
     from vlmflow.model import Batch
+    from vlmflow.stats import bootstrap_ci
+    from vlmflow.toy.evaluate import BAR_CONFIDENCE, BAR_RESAMPLES
 
     config = config or ClipConfig()
     f1, correct, facts = [], [], []
@@ -243,11 +245,8 @@ def clip_eval(vlm, n: int = 50, seed: int = 0, split: str = "test", config: Clip
                 else:
                     answer = next(q["answer"] for q in clip_questions(clip) if q["kind"] == "count_at_end")
                     correct.append(gen.text.strip() == answer)
-    from vlmflow.stats import bootstrap_ci
-    from vlmflow.toy.evaluate import BAR_CONFIDENCE
-
     recalls = {f"describe_video_recall_{k}": v for k, v in recall_by_family(facts).items()}
-    ci = bootstrap_ci(np.asarray(f1, dtype=float), confidence=BAR_CONFIDENCE)  # over clips
+    ci = bootstrap_ci(np.asarray(f1, dtype=float), confidence=BAR_CONFIDENCE, n_resamples=BAR_RESAMPLES)  # over clips
     return {"describe_video_f1": round(float(np.mean(f1)), 4),
             "describe_video_f1_interval": [round(ci.low, 4), round(ci.high, 4)], **recalls,
             "count_at_end_acc": round(float(np.mean(correct)), 4), "n_clips": n}
