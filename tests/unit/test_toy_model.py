@@ -563,6 +563,38 @@ def test_kind_mix_sets_the_questions_of_a_batch():
     assert any(len(a.split()) > 2 for a in answers["default"])  # descriptions
 
 
+def test_exists_negatives_decide_what_the_no_question_swaps():
+    """``questions.exists_pair`` with ``negatives`` (``TrainConfig.exists_negatives``, ``--exists-negatives``): a
+    shape-swapped "no" question asks for the "yes" question's colour on another shape, a colour-swapped one for its
+    shape in another colour, both absent from the scene; with only shape swaps asked, every scene that has one gets
+    one; the default draws the three rules at NEGATIVE_MIX's shares; an unknown rule is refused by name."""
+    from vlmflow.toy.questions import NEGATIVE_MIX, exists_pair
+
+    def negatives(mix, n=600):
+        out = []
+        for i in range(n):
+            scene = make_scene(0, "train", i)
+            present = {(o.color, o.shape) for o in scene.toy_objects}
+            yes, no = exists_pair(scene, np.random.default_rng(i), mix)
+            (yes_colour, yes_shape), (colour, shape) = (q.question.split()[3:5] for q in (yes, no))
+            assert (colour, shape) not in present and (yes_colour, yes_shape) in present
+            out.append((no.negative, colour == yes_colour, shape == yes_shape))
+        return out
+
+    shape_only = negatives({"shape": 1.0})
+    assert all(same_colour and not same_shape for rule, same_colour, same_shape in shape_only if rule == "shape")
+    assert sum(rule == "shape" for rule, *_ in shape_only) > 0.9 * len(shape_only)  # "random" only with no swap left
+    colour_only = negatives({"color": 2.0, "random": 0.0})  # shares are normalised
+    assert all(same_shape and not same_colour for rule, same_colour, same_shape in colour_only if rule == "color")
+    assert sum(rule == "color" for rule, *_ in colour_only) > 0.9 * len(colour_only)
+    default = [rule for rule, *_ in negatives(None, 2000)]
+    for rule, share in NEGATIVE_MIX.items():  # only "random" gains from the fallbacks (its pool is never empty)
+        observed = default.count(rule) / len(default)
+        assert abs(observed - share) < 0.04 if rule != "random" else observed >= share - 0.04, (rule, observed)
+    with pytest.raises(ValueError, match="unknown negative rule 'size'"):
+        exists_pair(make_scene(0, "train", 0), np.random.default_rng(0), {"size": 1.0})
+
+
 def test_targets_by_architecture_and_clip_bar():
     """The LLaVA toy's bars are 0.9, the other architectures' 0.85, and a clip model must also describe clips at 0.8."""
     from vlmflow.toy.evaluate import CHANCE, PLANTED_TARGETS, TARGETS, target_status, targets_for
@@ -675,13 +707,15 @@ def test_continued_model_card_gives_the_whole_training(tmp_path):
     model, _ = get_arch("qwen2-vl").build(TINY, seed=0)
     (tmp_path / "config.json").write_text(json.dumps({**model.config.to_dict(), "architectures": ["Qwen2VL"]}))
     (tmp_path / "training.json").write_text(json.dumps(
-        {"command": "vlmflow toy train --init first", "steps": 1500, "train_config": {"steps": 1500},
+        {"command": "vlmflow toy train --init first", "steps": 1500,
+         "train_config": {"steps": 1500, "exists_negatives": {"shape": 0.6, "color": 0.4}},
          "history": [{"step": 1500, "minutes": 30, "exists_acc": 0.9}], "base": first}))
     res = {"metrics": {"plain": {"exists_acc": 0.9}}, "chance": CHANCE, "n_scenes": 5, "seed": 3,
            "targets": targets_for("qwen2_vl", planted=False), "knockout": "-", "versions": {}}
     card = write_model_card(tmp_path, res, "vlmflow toy train --init first", name="toy:qwen2-vl").read_text()
     assert "Continues the run `vlmflow toy train --arch qwen2-vl --steps 9000` (9000 steps" in card
     assert "cosine decay over 1500 steps" in card
+    assert "negatives drawn by rule {'shape': 0.6, 'color': 0.4}" in card  # --exists-negatives, when set
     history = [line for line in card.splitlines() if line.startswith(("| base ", "| 1500 "))]
     assert [line.split(" | ")[0] for line in history] == ["| base 4000", "| base 9000", "| 1500"]
     # a continuation of a continuation: both runs it stands on, oldest first, each numbered
@@ -715,7 +749,11 @@ def test_toy_train_vision_steps_fix_stage_one_length(monkeypatch, tmp_path):
     assert "tower + projector alone for 2500 steps" in _training_lines(train)[0]
     assert "`yes`" not in _training_lines(train)[2]
     assert main(["toy", "train", "--out", str(tmp_path / "m"), "--fixed-words", "yes, no"]) == 0
-    assert seen["cfg"].fixed_words == ("yes", "no")
+    assert seen["cfg"].fixed_words == ("yes", "no") and seen["cfg"].exists_negatives is None
+    assert main(["toy", "train", "--out", str(tmp_path / "m"), "--exists-negatives", "shape=0.6,color=0.2,random=0.2"]) == 0
+    assert seen["cfg"].exists_negatives == {"shape": 0.6, "color": 0.2, "random": 0.2}
+    with pytest.raises(SystemExit):
+        main(["toy", "train", "--out", str(tmp_path / "m"), "--exists-negatives", "size=1"])
     train["train_config"]["fixed_words"] = ["yes", "no"]
     assert "the embedding rows of `yes`, `no` keep their random start" in _training_lines(train)[2]
 

@@ -137,6 +137,11 @@ def register(subparsers) -> None:
                    help="The share of each question kind among the training samples, as KIND=SHARE pairs joined by "
                         "commas (describe, exists, count, color, position; shares are normalised). Default: "
                         "vlmflow.toy.train.KIND_MIX.")
+    t.add_argument("--exists-negatives", type=_negative_mix, default=None,
+                   help="How the 'no' question of each yes/no pair is drawn, as RULE=SHARE pairs joined by commas "
+                        "(color: a present shape in another colour; shape: a present colour on another shape; "
+                        "random: any absent pair; shares are normalised). Default: "
+                        "vlmflow.toy.questions.NEGATIVE_MIX.")
     t.set_defaults(func=_train)
 
     e = sub.add_parser("eval", help="Evaluate a toy model on held-out test scenes.",
@@ -204,25 +209,37 @@ def _words(text: str) -> tuple[str, ...]:
     return words
 
 
-def _kind_mix(text: str) -> dict:
-    """``describe=0.3,exists=0.5`` -> {"describe": 0.3, "exists": 0.5}; argparse error naming the bad pair."""
-    from vlmflow.toy.evaluate import KINDS
-
+def _shares(text: str, names, what: str) -> dict:
+    """``a=0.3,b=0.5`` -> {"a": 0.3, "b": 0.5} over ``names``; argparse error naming the bad pair."""
     out = {}
     for pair in text.split(","):
-        kind, _, share = pair.partition("=")
-        kind = kind.strip()
+        name, _, share = pair.partition("=")
+        name = name.strip()
         try:
             value = float(share)
         except ValueError:
             value = -1.0
-        if kind not in KINDS or value < 0:
-            raise argparse.ArgumentTypeError(f"{pair!r} is not KIND=SHARE with KIND one of {', '.join(KINDS)} and "
-                                             f"SHARE a number >= 0")
-        out[kind] = value
+        if name not in names or value < 0:
+            raise argparse.ArgumentTypeError(f"{pair!r} is not {what}=SHARE with {what} one of {', '.join(names)} "
+                                             f"and SHARE a number >= 0")
+        out[name] = value
     if sum(out.values()) <= 0:
         raise argparse.ArgumentTypeError(f"{text!r}: the shares add up to 0")
     return out
+
+
+def _kind_mix(text: str) -> dict:
+    """``describe=0.3,exists=0.5`` -> {"describe": 0.3, "exists": 0.5}."""
+    from vlmflow.toy.evaluate import KINDS
+
+    return _shares(text, KINDS, "KIND")
+
+
+def _negative_mix(text: str) -> dict:
+    """``shape=0.6,color=0.2,random=0.2`` -> the shares of the exists negatives' rules."""
+    from vlmflow.toy.questions import NEGATIVE_MIX
+
+    return _shares(text, tuple(NEGATIVE_MIX), "RULE")
 
 
 def _plant_names() -> list[str]:
@@ -313,7 +330,7 @@ def _train(args) -> int:
                       hide_until=args.hide_until, mimetic=args.mimetic, fixed_words=args.fixed_words,
                       init=args.init, plant=args.plant, plant_probability=args.plant_probability,
                       **({"kind_mix": args.kind_mix} if args.kind_mix else {}),
-                      arch=args.arch, clip_fraction=args.clips, probe_events=args.probe_events,
+                      exists_negatives=args.exists_negatives, arch=args.arch, clip_fraction=args.clips, probe_events=args.probe_events,
                       event_weight=args.event_weight, event_attributes=args.event_attributes,
                       model=replace(_model_config_of(args.init), **model_overrides))
     if args.cpu_minutes is not None:

@@ -420,6 +420,8 @@ def write_model_card(model_dir: str | os.PathLike, results: dict, command: str, 
     clip_line = (f"\n  A seeded {tc['clip_fraction']:.0%} of the main-stage steps train on toy clips (`toy.clips`, 2-4 "
                  f"frames) through the video input." if tc.get("clip_fraction") else "")
     status_rows, verdict = _status(results)
+    negatives_text = (f"; the yes/no pairs' negatives drawn by rule {tc['exists_negatives']} (`questions.exists_pair`)"
+                      if tc.get("exists_negatives") else "")
     from vlmflow.plant import read_plant
 
     plant = read_plant(model_dir)
@@ -444,7 +446,7 @@ Intervals: {_LEVEL} percentile bootstrap over the test scenes (clips), {BAR_RESA
 ## Training
 - Command: `{command}`
 {_continued_line(train)}- Data: fresh train-split toy scenes every batch (scene seed `[{tc.get('seed')}, 0, index]`), never repeated;
-  1-4 objects, 5 shapes, 6 colours, 2 sizes, 128 px (4 x 4 cells of 32 px, each under 2 x 2 image tokens), plain background. Question mix {train.get('kind_mix')}.
+  1-4 objects, 5 shapes, 6 colours, 2 sizes, 128 px (4 x 4 cells of 32 px, each under 2 x 2 image tokens), plain background. Question mix {train.get('kind_mix')}{negatives_text}.
   Curriculum (fraction of the schedule, max objects from then on): {tc.get('curriculum') or 'none'}.{clip_line}
 {vision_line}{stage2_line}- Loss: mean over each sample's answer tokens (+ EOS), then over samples{aux_text}. AdamW lr {tc.get('lr')}, batch
   {tc.get('batch_size')}, warmup {tc.get('warmup_steps')} steps then cosine decay over {f"{tc['steps']} steps" if tc.get('steps') else 'the wall-clock budget'}, grad clip 1.

@@ -48,15 +48,28 @@ def plural(shape: str) -> str:
     return shape + ("es" if shape.endswith("s") else "s")
 
 
-def exists_pair(scene: Scene, rng: np.random.Generator) -> tuple[QA, QA]:
-    """One ``yes`` and one ``no`` question for the scene (a hard negative when one exists)."""
+# How the "no" question of an exists pair is drawn: ``color`` swaps the colour of a present object (its shape stays),
+# ``shape`` swaps the shape (its colour stays), ``random`` is any absent pair. A model that reads only the colour word
+# is right on every "yes", the colour swaps and most random pairs, and wrong on the shape swaps.
+NEGATIVE_MIX = {"color": 0.35, "shape": 0.35, "random": 0.3}
+
+
+def exists_pair(scene: Scene, rng: np.random.Generator,
+                negatives: dict[str, float] | None = None) -> tuple[QA, QA]:
+    """One ``yes`` and one ``no`` question for the scene (a hard negative when one exists); the negative's rule is
+    drawn with the shares ``negatives`` (``NEGATIVE_MIX`` by default; normalised)."""
+    mix = NEGATIVE_MIX if negatives is None else negatives
+    unknown = set(mix) - set(NEGATIVE_MIX)
+    if unknown:
+        raise ValueError(f"unknown negative rule {sorted(unknown)[0]!r}; choose from {', '.join(NEGATIVE_MIX)}")
+    shares = np.array([mix.get(rule, 0.0) for rule in NEGATIVE_MIX], dtype=float)
     present = {(o.color, o.shape) for o in scene.toy_objects}
     target = scene.toy_objects[int(rng.integers(len(scene.toy_objects)))]
     yes = QA("exists", f"is there a {target.color} {target.shape} ?", "yes")
     absent = [(c, s) for c in COLORS for s in SHAPES if (c, s) not in present]
     same_shape = [(c, s) for c, s in absent if s == target.shape]
     same_color = [(c, s) for c, s in absent if c == target.color]
-    rule = ("color", "shape", "random")[int(rng.choice(3, p=[0.35, 0.35, 0.3]))]
+    rule = tuple(NEGATIVE_MIX)[int(rng.choice(3, p=shares / shares.sum()))]
     pool = {"color": same_shape, "shape": same_color, "random": absent}[rule]
     if not pool:
         rule, pool = "random", absent
@@ -97,10 +110,12 @@ def scene_questions(scene: Scene) -> list[QA]:
     return qs
 
 
-def sample_question(scene: Scene, kind: str, rng: np.random.Generator) -> QA:
-    """One question of ``kind`` (falls back to ``describe`` when the scene has none of that kind)."""
+def sample_question(scene: Scene, kind: str, rng: np.random.Generator,
+                    negatives: dict[str, float] | None = None) -> QA:
+    """One question of ``kind`` (falls back to ``describe`` when the scene has none of that kind); an exists
+    question's negative is drawn with ``negatives`` (``exists_pair``)."""
     if kind == "exists" and scene.objects:
-        pair = exists_pair(scene, rng)
+        pair = exists_pair(scene, rng, negatives)
         return pair[int(rng.integers(2))]
     pool = {"count": count_questions, "color": color_questions, "position": position_questions}.get(kind)
     if pool is not None:

@@ -95,6 +95,7 @@ class TrainConfig:
     plant: str | None = None  # a vlmflow.plant preset trained into the model (hard plant: recorded in the export)
     plant_probability: float = 1.0  # per-sample probability of the plant (< 1: the soft variant, none at inference)
     kind_mix: dict = field(default_factory=lambda: dict(KIND_MIX))  # question kind -> share of the samples
+    exists_negatives: dict | None = None  # rule -> share of the exists "no" questions (None: questions.NEGATIVE_MIX)
     arch: str = "llava"  # toy architecture (toy/architectures.py): llava, internvl, qwen2-vl
     clip_fraction: float = 0.0  # share of stage-2 steps on toy clips through the video input (qwen2-vl; toy/video.py)
     probe_events: int | None = None  # LM layer whose video tokens name each frame's change (video.py; None = off)
@@ -360,7 +361,7 @@ def make_batch(step: int, cfg: TrainConfig, batcher: Batcher, split: str = "trai
     heads = cfg.probe_heads
     for i in range(cfg.batch_size):
         sc = make_scene(cfg.seed, split, step * cfg.batch_size + i, scenes)
-        qa = sample_question(sc, kinds[int(rng.choice(len(kinds), p=p / p.sum()))], rng)
+        qa = sample_question(sc, kinds[int(rng.choice(len(kinds), p=p / p.sum()))], rng, cfg.exists_negatives)
         images.append(sc.image)
         qas.append(qa)
         targets.append(token_targets(sc, cfg.model.grid, heads))
