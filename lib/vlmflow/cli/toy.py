@@ -330,7 +330,8 @@ def _train(args) -> int:
                       hide_until=args.hide_until, mimetic=args.mimetic, fixed_words=args.fixed_words,
                       init=args.init, plant=args.plant, plant_probability=args.plant_probability,
                       **({"kind_mix": args.kind_mix} if args.kind_mix else {}),
-                      exists_negatives=args.exists_negatives, arch=args.arch, clip_fraction=args.clips, probe_events=args.probe_events,
+                      exists_negatives=args.exists_negatives, arch=args.arch, clip_fraction=args.clips,
+                      probe_events=args.probe_events,
                       event_weight=args.event_weight, event_attributes=args.event_attributes,
                       model=replace(_model_config_of(args.init), **model_overrides))
     if args.cpu_minutes is not None:

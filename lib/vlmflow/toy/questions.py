@@ -69,7 +69,7 @@ def exists_pair(scene: Scene, rng: np.random.Generator,
     absent = [(c, s) for c in COLORS for s in SHAPES if (c, s) not in present]
     same_shape = [(c, s) for c, s in absent if s == target.shape]
     same_color = [(c, s) for c, s in absent if c == target.color]
-    rule = tuple(NEGATIVE_MIX)[int(rng.choice(3, p=shares / shares.sum()))]
+    rule = tuple(NEGATIVE_MIX)[int(rng.choice(len(shares), p=shares / shares.sum()))]
     pool = {"color": same_shape, "shape": same_color, "random": absent}[rule]
     if not pool:
         rule, pool = "random", absent
