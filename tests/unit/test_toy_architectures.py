@@ -163,6 +163,38 @@ def test_a_few_training_steps_reduce_the_loss(built):
     assert losses[-1] < 0.7 * losses[0]
 
 
+def test_the_question_probe_reads_the_answer_position_of_the_shared_and_the_plain_forward(built):
+    """``probe.AnswerTap`` hands the question probe layer 0's output at each sequence's last prompt token, whether
+    the forward shared the prefix or not: the probe's loss through ``forward_loss`` equals the loss on that position
+    of ``output_hidden_states`` (the independent oracle); and the loss trains the path to it."""
+    from vlmflow.toy.probe import QUESTION_HEADS, AnswerTap, TokenProbe
+    from vlmflow.toy.train import Batcher, TrainConfig, forward_loss, make_batch
+
+    arch, model, processor = built
+    model = copy.deepcopy(model).train()
+    cfg = TrainConfig(batch_size=6, model=TINY, scenes=SCENES, arch=arch.name, probe_question=0,
+                      kind_mix={"exists": 0.3, "color": 0.3, "describe": 0.4})
+    batch = make_batch(2, cfg, Batcher(processor, arch, model))
+    asked = batch["question_targets"]
+    assert (asked[:, 0] > 0).any() and (asked[:, 0] < 0).any()  # some questions name a shape, some none
+    probe = TokenProbe(model, processor.tokenizer, heads=QUESTION_HEADS, balanced=True)
+    torch.nn.init.normal_(probe.background)
+    tap = AnswerTap(model, 0)
+    feed = {k: v for k, v in batch.items() if k not in ("labels", "token_targets", "question_targets")}
+    with torch.no_grad():
+        hidden = model(**feed, output_hidden_states=True).hidden_states[1]  # [0] is the embeddings
+        answer_position = [int((row != -100).nonzero()[0, 0]) - 1 for row in batch["labels"]]
+        oracle = probe.loss(hidden[torch.arange(6), answer_position][:, None], asked)
+        for share in (False, True):
+            with_probe = forward_loss(model, batch, share_prefix=share, question=(probe, tap), question_weight=1.0)
+            torch.testing.assert_close(with_probe - forward_loss(model, batch, share_prefix=share), oracle,
+                                       atol=1e-5, rtol=1e-4)
+    losses = train_losses(model, lambda: (forward_loss(model, batch, question=(probe, tap), question_weight=1.0)
+                                          - forward_loss(model, batch).detach()), steps=12)
+    tap.remove()
+    assert losses[-1] < 0.5 * losses[0]
+
+
 @pytest.mark.parametrize("name", ARCHES)
 def test_exported_folder_loads_and_prompts_as_training_did(tmp_path, name):
     """The exported folder (Qwen2-VL: `train` itself, both stages, curriculum on, some steps on clips; InternVL:
@@ -175,10 +207,17 @@ def test_exported_folder_loads_and_prompts_as_training_did(tmp_path, name):
     if name == "qwen2-vl":
         clips, seed = 0.5, 4  # seed 4 draws clip, image, clip for steps 0-2
         cfg = TrainConfig(seed=seed, batch_size=4, model=TINY, scenes=SCENES, steps=3, eval_scenes=1,
-                          warmup_steps=1, vision_steps=1, arch=name, clip_fraction=clips, threads=1, probe_events=0)
+                          warmup_steps=1, vision_steps=1, arch=name, clip_fraction=clips, threads=1, probe_events=0,
+                          probe_question=1)
         history = train(cfg, tmp_path / "out", tmp_path / "work", log=lambda m: None)["history"]
-        assert torch.load(tmp_path / "work" / "checkpoint.pt", weights_only=False)["event_probe"]["bias"].any()
+        saved = torch.load(tmp_path / "work" / "checkpoint.pt", weights_only=False)
+        assert saved["event_probe"]["bias"].any() and saved["question_probe"]["bias"].any()
         assert {"event_recall_none", "event_recall_appears"} <= set(history[-1])  # the event probe, held out
+        assert {"question_probe_acc_shape", "question_probe_acc_color"} <= set(history[-1])  # the question probe's
+        with pytest.raises(TrainingError, match=r"question probe at layer 1, this run's is at 0 \(--probe-question"):
+            train(replace(cfg, probe_question=0), tmp_path / "out", tmp_path / "work", resume=True, log=lambda m: None)
+        with pytest.raises(TrainingError, match=r"--probe-question 2: no such language-model layer \(0\.\.1\)"):
+            train(replace(cfg, probe_question=2), tmp_path / "o7", tmp_path / "w7", log=lambda m: None)
         with pytest.raises(TrainingError, match="trained with the event probe"):
             train(replace(cfg, probe_events=None), tmp_path / "out", tmp_path / "work", resume=True,
                   log=lambda m: None)

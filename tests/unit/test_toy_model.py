@@ -563,6 +563,22 @@ def test_kind_mix_sets_the_questions_of_a_batch():
     assert any(len(a.split()) > 2 for a in answers["default"])  # descriptions
 
 
+def test_question_targets_name_the_words_each_question_asks_about():
+    """The question probe's targets (``probe.question_targets``): the shape and colour word a question names, by its
+    1-based index in the probe head's words; none for a description, and none for a count's plural shape."""
+    from vlmflow.toy.probe import IGNORED, QUESTION_HEADS, question_targets
+    from vlmflow.toy.questions import plural
+    from vlmflow.toy.scenes import COLORS, SHAPES
+
+    shapes, colors = QUESTION_HEADS[0][1], QUESTION_HEADS[1][1]
+    assert shapes == SHAPES and colors == tuple(COLORS)
+    shape, color = SHAPES[2], list(COLORS)[3]
+    got = question_targets([f"is there a {color} {shape} ?", f"what color is the {shape} ?",
+                            f"how many {plural(shape)} ?", "describe the image"])
+    assert got.shape == (4, 2, 1)
+    assert got[:, :, 0].tolist() == [[3, 4], [3, IGNORED], [IGNORED, IGNORED], [IGNORED, IGNORED]]
+
+
 def test_exists_negatives_decide_what_the_no_question_swaps():
     """``questions.exists_pair`` with ``negatives`` (``TrainConfig.exists_negatives``, ``--exists-negatives``): a
     shape-swapped "no" question asks for the "yes" question's colour on another shape, a colour-swapped one for its
@@ -754,8 +770,14 @@ def test_toy_train_vision_steps_fix_stage_one_length(monkeypatch, tmp_path):
     assert seen["cfg"].exists_negatives == {"shape": 0.6, "color": 0.2, "random": 0.2}
     with pytest.raises(SystemExit):
         main(["toy", "train", "--out", str(tmp_path / "m"), "--exists-negatives", "size=1"])
+    assert seen["cfg"].probe_question is None
+    assert main(["toy", "train", "--out", str(tmp_path / "m"), "--probe-question", "2", "--question-weight", "0.5"]) == 0
+    assert (seen["cfg"].probe_question, seen["cfg"].question_weight) == (2, 0.5)
     train["train_config"]["fixed_words"] = ["yes", "no"]
     assert "the embedding rows of `yes`, `no` keep their random start" in _training_lines(train)[2]
+    assert "question probe" not in _training_lines(train)[2]
+    train["train_config"].update(probe_question=2, question_weight=0.5)
+    assert "a question probe asks language-model layer 2's output at the answer position" in _training_lines(train)[2]
 
 
 def test_fixed_words_keep_their_embedding_rows_through_training(tmp_path):

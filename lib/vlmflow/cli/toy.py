@@ -119,6 +119,13 @@ def register(subparsers) -> None:
                    help="The event probe also names the changed object (its shape, colour and size before the "
                         "change, the words of the event's clause) at the event's tokens. Needs --probe-events. "
                         "Default: off.")
+    t.add_argument("--probe-question", type=common.nonnegative_int, default=None, metavar="LAYER",
+                   help="The output of this language-model layer at the answer position (the last prompt token) "
+                        "must name the shape and colour words the question asks about (vlmflow.toy.probe."
+                        "QUESTION_HEADS): the query a lookup head needs, carried to where the answer is read. "
+                        "Default: off.")
+    t.add_argument("--question-weight", type=common.positive_float, default=1.0,
+                   help="The question probe's loss weight. Default: 1.0.")
     t.add_argument("--vision-layers", type=common.positive_int, default=None,
                    help="The depth of the CLIP vision tower. Default: ToyModelConfig's.")
     t.add_argument("--vision-feature-layer", type=int, default=None,
@@ -333,6 +340,7 @@ def _train(args) -> int:
                       exists_negatives=args.exists_negatives, arch=args.arch, clip_fraction=args.clips,
                       probe_events=args.probe_events,
                       event_weight=args.event_weight, event_attributes=args.event_attributes,
+                      probe_question=args.probe_question, question_weight=args.question_weight,
                       model=replace(_model_config_of(args.init), **model_overrides))
     if args.cpu_minutes is not None:
         cfg = replace(cfg, minutes=args.cpu_minutes, clock="process")

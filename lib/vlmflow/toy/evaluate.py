@@ -332,6 +332,10 @@ def _training_lines(train: dict) -> tuple[str, str, str]:
     if tc.get("fixed_words"):
         stage2.append(f"the embedding rows of {', '.join(f'`{w}`' for w in tc['fixed_words'])} keep their random start "
                       f"(a fixed readout, `train.FixedRows`: with trained rows the yes/no answer collapsed to chance)")
+    if tc.get("probe_question") is not None:
+        stage2.append(f"a question probe asks language-model layer {tc['probe_question']}'s output at the answer position to "
+                      f"name the shape and colour words of the question ({tc.get('question_weight')} x its loss; "
+                      f"`probe.AnswerTap`; not part of this model)")
     stage2_line = ("- Stage 2, all weights on the questions: " + "; ".join(stage2) + ".\n") if stage2 else ""
     return vision_line, aux_text, stage2_line
 

@@ -33,6 +33,8 @@ from vlmflow.toy.scenes import COLORS, COLUMN_WORDS, ROW_WORDS, SHAPES, SIZES, c
 Heads = tuple[tuple[str, tuple[str, ...]], ...]  # (name, class words) per probe head
 HEADS: Heads = (("shape", SHAPES), ("color", tuple(COLORS)), ("size", SIZES))
 POSITION_HEADS: Heads = (("row", ROW_WORDS), ("column", COLUMN_WORDS))
+QUESTION_HEADS: Heads = (("shape", SHAPES), ("color", tuple(COLORS)))
+IGNORED = -100  # cross-entropy's ignore index: a target the loss skips
 
 
 def _head_word(obj, head: str) -> str:
@@ -54,6 +56,20 @@ def token_targets(scene, grid: int, heads: Heads = HEADS) -> np.ndarray:
         covered = covered_tokens(o.mask, grid)
         for k, (head, words) in enumerate(heads):
             out[k, covered] = words.index(_head_word(o, head)) + 1
+    return out
+
+
+def question_targets(questions: list[str], heads: Heads = QUESTION_HEADS) -> np.ndarray:
+    """int64[len(questions), len(heads), 1]: per question and head, the class (1-based index of the word) of the
+    head's word that the question names ("is there a red circle ?": ``circle``, ``red``), ``IGNORED`` where it names
+    none (a description asks for no object; a count names the plural, another token)."""
+    out = np.full((len(questions), len(heads), 1), IGNORED, dtype=np.int64)
+    for i, question in enumerate(questions):
+        words = question.split()
+        for k, (_, head_words) in enumerate(heads):
+            named = [w for w in words if w in head_words]
+            if len(named) == 1:
+                out[i, k, 0] = head_words.index(named[0]) + 1
     return out
 
 
@@ -179,7 +195,36 @@ class ProjectorTap(ForgetfulTap):
             features = features.reshape(-1, self.tokens_per_image, features.shape[-1])
         return features
 
-
     def remove(self):
         if self._handle is not None:
             self._handle.remove()
+
+
+class LayerTap(ForgetfulTap):
+    """Keeps the last output of language-model layer ``layer``, with gradients (``hidden`` [B, T, hidden]); the
+    subclasses' ``take`` picks the positions a probe reads and releases it. The hook fires on every forward, so an
+    export between steps meets a held tensor: a copy keeps nothing (``ForgetfulTap``)."""
+
+    def __init__(self, model, layer: int):
+        self.hidden = None
+        self._handle = model.model.language_model.layers[layer].register_forward_hook(self._keep)
+
+    def _keep(self, module, inputs, output):
+        self.hidden = output[0] if isinstance(output, tuple) else output
+
+    def remove(self):
+        self._handle.remove()
+
+
+class AnswerTap(LayerTap):
+    """The question probe's tap (``LayerTap`` on layer ``layer``): ``take(labels)``
+    -> [B, 1, hidden] at each sequence's answer position, the last prompt token (the one whose logits give the first
+    answer token; ``labels`` [B, T] are -100 on the prompt). The layer may have run on the positions after a shared
+    prefix only (``train.forward_loss`` with ``share_prefix``): the kept output then covers the last positions."""
+
+    def take(self, labels: torch.Tensor) -> torch.Tensor:
+        hidden, self.hidden = self.hidden, None
+        answer_position = (labels != IGNORED).int().argmax(1) - 1  # [B]: before the first answer token
+        offset = labels.shape[1] - hidden.shape[1]
+        rows = torch.arange(hidden.shape[0])
+        return hidden[rows, answer_position - offset][:, None]

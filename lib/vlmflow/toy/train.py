@@ -101,6 +101,8 @@ class TrainConfig:
     probe_events: int | None = None  # LM layer whose video tokens name each frame's change (video.py; None = off)
     event_weight: float = 1.0  # the event probe's loss weight on clip steps
     event_attributes: bool = False  # the event probe also names the changed object's shape, colour, size (video.py)
+    probe_question: int | None = None  # LM layer whose answer position names the asked shape and colour (None = off)
+    question_weight: float = 1.0  # the question probe's loss weight on still-scene steps
     model: ToyModelConfig = field(default_factory=ToyModelConfig)
     scenes: SceneConfig = field(default_factory=SceneConfig)
 
@@ -237,10 +239,12 @@ def per_sample_loss(logits, labels):
 
 
 def forward_loss(model, batch, share_prefix: bool = True, probe=None, tap=None,
-                 aux_weight: float = 0.0, knockouts=None, events=None, event_weight: float = 0.0):
+                 aux_weight: float = 0.0, knockouts=None, events=None, event_weight: float = 0.0,
+                 question=None, question_weight: float = 0.0):
     """Per-sample loss of a training batch (``labels`` inside ``batch``), plus ``aux_weight`` times the token-probe
     loss when ``probe`` and ``tap`` are given, plus ``event_weight`` times the event probe's loss on a clip batch
-    when ``events`` = (event probe, ``video.EventTap``) is given. ``knockouts`` (per-row lists,
+    when ``events`` = (event probe, ``video.EventTap``) is given, plus ``question_weight`` times the question probe's
+    loss when ``question`` = (question probe, ``probe.AnswerTap``) is given and the batch has ``question_targets``. ``knockouts`` (per-row lists,
     ``vlmflow.plant.sample_rows``) apply through the registered attention function over the batch's ``roles``; the
     model's language model must run the ``"vlmflow"`` attention (``vlmflow.model.wrap`` sets it).
 
@@ -254,7 +258,11 @@ def forward_loss(model, batch, share_prefix: bool = True, probe=None, tap=None,
     hidden = batch.pop("hidden", None)
     roles = batch.pop("roles", None)
     event_targets = batch.pop("event_targets", None)
+    asked = batch.pop("question_targets", None)
     lm_loss = _lm_loss(model, batch, labels, share_prefix, hidden, roles, knockouts)
+    if question is not None and question_weight and asked is not None:
+        question_probe, answer_tap = question
+        lm_loss = lm_loss + question_weight * question_probe.loss(answer_tap.take(labels), asked)
     if events is not None and event_weight and event_targets is not None:
         event_probe, event_tap = events
         features = event_tap.take(batch["input_ids"], model.config.video_token_id)
@@ -348,10 +356,11 @@ def torch_equal_rows(x) -> bool:
 
 def make_batch(step: int, cfg: TrainConfig, batcher: Batcher, split: str = "train",
                scenes: SceneConfig | None = None):
-    """Training batch ``step``: Batcher tensors plus ``token_targets`` [B, heads, grid*grid] for the token probe."""
+    """Training batch ``step``: Batcher tensors plus ``token_targets`` [B, heads, grid*grid] for the token probe (and,
+    with ``cfg.probe_question``, ``question_targets`` [B, 2, 1] for the question probe)."""
     import torch
 
-    from vlmflow.toy.probe import token_targets
+    from vlmflow.toy.probe import question_targets, token_targets
 
     scenes = scenes or cfg.scenes
     rng = np.random.default_rng(np.random.SeedSequence([cfg.seed, 11, step]))
@@ -367,6 +376,8 @@ def make_batch(step: int, cfg: TrainConfig, batcher: Batcher, split: str = "trai
         targets.append(token_targets(sc, cfg.model.grid, heads))
     batch = batcher(images, qas)
     batch["token_targets"] = torch.from_numpy(np.stack(targets))
+    if cfg.probe_question is not None:
+        batch["question_targets"] = torch.from_numpy(question_targets([qa.question for qa in qas]))
     return batch
 
 
@@ -528,9 +539,10 @@ def export(model, processor, out: str | os.PathLike, *, half: bool = True, extra
     return out
 
 
-def _resume(ckpt_path: Path, cfg: TrainConfig, model, probe, opt, log, event_probe=None) -> dict:
-    """Load a checkpoint into model, probe (and event probe) and optimizer; -> the loop state it saved (step,
-    total_steps, elapsed, history, vision)."""
+def _resume(ckpt_path: Path, cfg: TrainConfig, model, probe, opt, log, event_probe=None,
+            question_probe=None) -> dict:
+    """Load a checkpoint into model, probe (and event and question probes) and optimizer; -> the loop state it saved
+    (step, total_steps, elapsed, history, vision)."""
     import torch
 
     if not ckpt_path.exists():
@@ -561,10 +573,16 @@ def _resume(ckpt_path: Path, cfg: TrainConfig, model, probe, opt, log, event_pro
         if saved_heads != len(event_probe.heads):
             raise TrainingError(f"--resume: {ckpt_path} holds an event probe with {saved_heads} heads, this run's "
                                 f"has {len(event_probe.heads)} (--event-attributes must match the run's)")
+    if state.get("probe_question") != cfg.probe_question:
+        raise TrainingError(f"--resume: {ckpt_path} was trained with the question probe at layer "
+                            f"{state.get('probe_question')}, this run's is at {cfg.probe_question} (--probe-question "
+                            f"must match the run's)")
     model.load_state_dict(state["model"])
     probe.load_state_dict(state["probe"])
     if event_probe is not None:
         event_probe.load_state_dict(state["event_probe"])
+    if question_probe is not None:
+        question_probe.load_state_dict(state["question_probe"])
     opt.load_state_dict(state["optimizer"])
     log(f"resumed from {ckpt_path} at step {state['step']} / {state['total_steps']}")
     return {"step": state["step"], "total": state["total_steps"], "elapsed": state.get("elapsed", 0.0),
@@ -583,9 +601,10 @@ def _schedule(cfg: TrainConfig, step: int, total: int | None, elapsed: float,
     return step / total, lr_factor(step, total, cfg.warmup_steps, cfg.min_lr_ratio)
 
 
-def _held_out(model, processor, cfg: TrainConfig, events=None, **extra) -> dict:
+def _held_out(model, processor, cfg: TrainConfig, events=None, question=None, **extra) -> dict:
     """Greedy held-out metrics on the val split (``quick_eval``; under the plant as it will ship; with ``events``,
-    the event probe's recall per class, ``video.event_probe_recall``), the model back in training mode afterwards."""
+    the event probe's recall per class, ``video.event_probe_recall``; with ``question``, the question probe's
+    accuracy, ``question_probe_accuracy``), the model back in training mode afterwards."""
     from vlmflow.toy.evaluate import quick_eval
 
     model.eval()
@@ -603,6 +622,10 @@ def _held_out(model, processor, cfg: TrainConfig, events=None, **extra) -> dict:
 
             batcher = ClipBatcher(model, processor, ClipConfig(scene=cfg.scenes))
             metrics.update(event_probe_recall(model, events, batcher, n=cfg.eval_scenes, seed=cfg.seed))
+    if question is not None:
+        from vlmflow.toy.architectures import get_arch
+
+        metrics.update(question_probe_accuracy(model, question, Batcher(processor, get_arch(cfg.arch), model), cfg))
     model.train()
     metrics.update(extra)
     return metrics
@@ -651,6 +674,44 @@ def event_probe_of(cfg: TrainConfig, model, processor):
                       balanced=True)
 
 
+def question_probe_of(cfg: TrainConfig, model, processor):
+    """The question probe of a run with ``cfg.probe_question`` (a ``TokenProbe`` with ``probe.QUESTION_HEADS``, read
+    at the answer position by ``probe.AnswerTap``), None otherwise. Balanced: a batch of descriptions and counts names
+    no shape, and a head with nothing to name adds nothing."""
+    if cfg.probe_question is None:
+        return None
+    n_layers = len(model.model.language_model.layers)
+    if not 0 <= cfg.probe_question < n_layers:
+        raise TrainingError(f"--probe-question {cfg.probe_question}: no such language-model layer "
+                            f"(0..{n_layers - 1})")
+    from vlmflow.toy.probe import QUESTION_HEADS, TokenProbe
+
+    return TokenProbe(model, processor.tokenizer, cosine=cfg.probe_cosine, heads=QUESTION_HEADS, balanced=True)
+
+
+def question_probe_accuracy(model, question, batcher: Batcher, cfg: TrainConfig) -> dict[str, float]:
+    """``question_probe_acc_<head>``: the share of ``cfg.eval_scenes`` val questions (one per scene, drawn as in
+    training) naming the head's word whose answer position the question probe reads right; ``question`` = (question
+    probe, ``probe.AnswerTap``)."""
+    from dataclasses import replace
+
+    import torch
+
+    probe, tap = question
+    batch = make_batch(0, replace(cfg, batch_size=cfg.eval_scenes), batcher, split="val")
+    asked, labels = batch.pop("question_targets"), batch.pop("labels")
+    batch.pop("token_targets")
+    with torch.no_grad():
+        model(**batch)
+        features = tap.take(labels)
+        out = {}
+        for k, (name, _) in enumerate(probe.heads):
+            named = asked[:, k, 0] > 0
+            right = probe.logits(features[:, 0], k).argmax(-1) == asked[:, k, 0]
+            out[f"question_probe_acc_{name}"] = round(float(right[named].float().mean()), 4)
+    return out
+
+
 def initial_model(cfg: TrainConfig):
     """(model, processor) to train: ``cfg.init``'s folder in float32, or a new model of ``cfg.arch``
     (``toy/architectures.py``, mimetic start). A continued model takes ``cfg.model.rope_theta`` (the CLI's
@@ -694,7 +755,7 @@ def train(cfg: TrainConfig, out: str | os.PathLike, work: str | os.PathLike, res
     from vlmflow.model import wrap
     from vlmflow.plant import sample_rows
     from vlmflow.toy.architectures import get_arch
-    from vlmflow.toy.probe import TokenProbe
+    from vlmflow.toy.probe import AnswerTap, TokenProbe
     from vlmflow.toy.video import EventTap, clip_batch_size, clip_training, is_clip_step, make_clip_batch
 
     arch = get_arch(cfg.arch)
@@ -713,12 +774,14 @@ def train(cfg: TrainConfig, out: str | os.PathLike, work: str | os.PathLike, res
     probe = TokenProbe(model, processor.tokenizer, cosine=cfg.probe_cosine, heads=cfg.probe_heads,
                        scale=cfg.probe_scale)
     event_probe = event_probe_of(cfg, model, processor)
+    question_probe = question_probe_of(cfg, model, processor)
     opt = torch.optim.AdamW([*model.parameters(), *probe.parameters(),
-                             *(event_probe.parameters() if event_probe is not None else [])],
+                             *(event_probe.parameters() if event_probe is not None else []),
+                             *(question_probe.parameters() if question_probe is not None else [])],
                             lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.98))
     state = {"step": 0, "total": cfg.steps, "elapsed": 0.0, "history": [], "vision": None}
     if resume:
-        state = _resume(ckpt_path, cfg, model, probe, opt, log, event_probe)
+        state = _resume(ckpt_path, cfg, model, probe, opt, log, event_probe, question_probe)
         prepared = state.get("prepared")
     step, total, elapsed_before, history, vision = (state[k] for k in ("step", "total", "elapsed", "history", "vision"))
     batcher = Batcher(processor, arch, model, adapter=adapter)
@@ -729,6 +792,8 @@ def train(cfg: TrainConfig, out: str | os.PathLike, work: str | os.PathLike, res
     def checkpoint():
         _atomic_save({"model": model.state_dict(), "probe": probe.state_dict(), "optimizer": opt.state_dict(),
                       "event_probe": None if event_probe is None else event_probe.state_dict(),
+                      "question_probe": None if question_probe is None else question_probe.state_dict(),
+                      "probe_question": cfg.probe_question,
                       "step": step, "total_steps": total, "model_config": cfg.model.to_dict(), "seed": cfg.seed,
                       "arch": cfg.arch, "probe_heads": cfg.probe_head_names, "probe_scale": cfg.probe_scale,
                       "elapsed": elapsed_before + clock() - t0, "history": history,
@@ -743,6 +808,7 @@ def train(cfg: TrainConfig, out: str | os.PathLike, work: str | os.PathLike, res
         checkpoint()  # nor is a recipe's own stage
     tap = arch.tap(model, cfg.model.grid ** 2)
     events = None if event_probe is None else (event_probe, EventTap(model, cfg.probe_events))
+    question = None if question_probe is None else (question_probe, AnswerTap(model, cfg.probe_question))
     t0 = clock()
     deadline = t0 + cfg.minutes * 60
     last_ckpt = last_eval = t0
@@ -774,7 +840,7 @@ def train(cfg: TrainConfig, out: str | os.PathLike, work: str | os.PathLike, res
             knockouts = sample_rows(plant, cfg.batch_size, torch.Generator().manual_seed(cfg.seed * 1_000_033 + step))
         loss = forward_loss(model, batch, share_prefix=cfg.share_prefix and not clips, probe=probe, tap=tap,
                             aux_weight=cfg.aux_weight, knockouts=knockouts, events=events if clips else None,
-                            event_weight=cfg.event_weight)
+                            event_weight=cfg.event_weight, question=question, question_weight=cfg.question_weight)
         ema = optimizer_step(opt, loss, model.parameters(), ema)
         if fixed is not None:
             fixed.restore()
@@ -788,7 +854,7 @@ def train(cfg: TrainConfig, out: str | os.PathLike, work: str | os.PathLike, res
             log(f"{rate:.3f} s/step -> about {total} steps in {cfg.minutes} min (time-based cosine schedule)")
         now = clock()
         if now - last_eval > cfg.eval_minutes * 60:
-            history.append(_held_out(model, processor, cfg, events, step=step, loss=round(ema, 4),
+            history.append(_held_out(model, processor, cfg, events, question, step=step, loss=round(ema, 4),
                                      minutes=round((elapsed_before + now - t0) / 60, 1)))
             log("eval " + json.dumps(history[-1]))
             last_eval = clock()
@@ -799,10 +865,11 @@ def train(cfg: TrainConfig, out: str | os.PathLike, work: str | os.PathLike, res
     bar.close()
     tap.remove()
     checkpoint()
-    history.append(_held_out(model, processor, cfg, events, step=step, loss=round(ema or float("nan"), 4),
+    history.append(_held_out(model, processor, cfg, events, question, step=step, loss=round(ema or float("nan"), 4),
                              minutes=round((elapsed_before + clock() - t0) / 60, 1)))
-    if events is not None:
-        events[1].remove()
+    for held in (events, question):
+        if held is not None:
+            held[1].remove()
     model.eval()
     log("final eval " + json.dumps(history[-1]))
     export(model, processor, out, half=True,

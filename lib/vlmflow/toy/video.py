@@ -38,7 +38,7 @@ from vlmflow.toy.clips import (
     recall_by_family,
     score_clip,
 )
-from vlmflow.toy.probe import HEADS, ForgetfulTap
+from vlmflow.toy.probe import HEADS, IGNORED, LayerTap
 from vlmflow.toy.questions import QA
 from vlmflow.toy.scenes import covered_tokens
 
@@ -61,7 +61,6 @@ EVENT_HEADS = (("event", tuple(EVENT_VERBS[k] for k in EVENT_KINDS)),)
 # With TrainConfig.event_attributes, the changed object's words as the clause names them (``Event.object``: as it
 # was before the change), at the event's tokens only: the token probe's heads (shape, colour, size).
 EVENT_ATTRIBUTE_HEADS = HEADS
-IGNORED = -100  # cross-entropy's ignore index: first-frame tokens (nothing before them), padding, unchanged tokens
 
 
 def event_heads(attributes: bool = False):
@@ -94,18 +93,9 @@ def event_token_targets(clip, grid: int) -> np.ndarray:
     return out.reshape(out.shape[0], -1)
 
 
-class EventTap(ForgetfulTap):
-    """Keeps the output of language-model layer ``layer`` at the video tokens, with gradients, for the event probe:
-    ``take(input_ids, video_token_id)`` -> [B, N, hidden], row ``i`` holding its video tokens in order and zeros
-    after them (their targets are ``IGNORED``). The hook fires on every forward, still scenes too, so an export
-    between steps meets a held tensor: a copy keeps nothing (``ForgetfulTap``)."""
-
-    def __init__(self, model, layer: int):
-        self.hidden = None
-        self._handle = model.model.language_model.layers[layer].register_forward_hook(self._keep)
-
-    def _keep(self, module, inputs, output):
-        self.hidden = output[0] if isinstance(output, tuple) else output
+class EventTap(LayerTap):
+    """The event probe's tap (``LayerTap`` on layer ``layer``): ``take(input_ids, video_token_id)`` -> [B, N, hidden],
+    row ``i`` holding its video tokens in order and zeros after them (their targets are ``IGNORED``)."""
 
     def take(self, input_ids, video_token_id: int):
         hidden, self.hidden = self.hidden, None
@@ -115,9 +105,6 @@ class EventTap(ForgetfulTap):
             rows = hidden[i, is_video[i]]
             out[i, :rows.shape[0]] = rows
         return out
-
-    def remove(self):
-        self._handle.remove()
 
 
 def event_probe_recall(model, events, batcher: "ClipBatcher", n: int = 32, seed: int = 0, split: str = "val",
