@@ -32,6 +32,11 @@ the colour word at 0.57 (layer 1). The shipped toy InternVL (``toy:internvl``, v
 scratch, ``--probe-scale 10``) reads neither (<= 0.08) and its margin is +1.12 with the true shape and +1.12 with a
 swapped one, although its shape word finds the object in layer 0 (0.17 true / 0.07 swapped). The shape word gathers
 the match; no later position reads it.
+
+After the question probe (``--probe-question 1``, fourth session, ``DEVELOPING.md``), the toy InternVL that replaced
+v8 (``toy:internvl``, ``internvl_v13``): margins +3.80 / -3.98 / -4.06, every question answered right; the last
+position reads the shape word with a layer-0 head at 0.84, and its attention on the object depends on the shape in
+layers 1-2 (0.30/0.15, 0.22/0.09).
 """
 from __future__ import annotations
 
