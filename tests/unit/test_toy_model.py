@@ -508,6 +508,27 @@ def test_target_status_applies_targets_and_binomial_chance_bounds():
                    ("knockout", "color_acc"): False}  # bound 1/6 + 2 * sqrt(5/36 / 100) = 0.241
 
 
+def test_training_aids_are_read_from_every_run_of_the_chain(tmp_path):
+    """``training_aids``: the aids of every run a toy model continued (training.json's nested ``base``), oldest
+    first, each once, a non-default rotary base among them; none for the plain recipe; None without a record."""
+    import json
+
+    from vlmflow.toy.evaluate import training_aids
+
+    first = {"train_config": {"fixed_words": ["yes", "no"], "probe_scale": None, "probe_question": None},
+             "model_config": {"rope_theta": 10000.0}}
+    second = {"train_config": {"fixed_words": ["yes", "no"], "probe_scale": 10.0}, "base": first}
+    last = {"train_config": {"fixed_words": ["yes", "no"], "probe_question": 0, "probe_events": None},
+            "model_config": {"rope_theta": 20.0}, "base": second}
+    (tmp_path / "training.json").write_text(json.dumps(last))
+    assert training_aids(str(tmp_path)) == ["fixed readout rows (yes, no)", "token probe at a fixed scale of 10",
+                                            "question probe at layer 0", "rotary base 20"]
+    (tmp_path / "training.json").write_text(json.dumps({"train_config": {"fixed_words": [], "probe_events": None}}))
+    assert training_aids(str(tmp_path)) == []
+    assert training_aids(str(tmp_path / "absent")) is None
+    assert training_aids("toy") == []  # the LLaVA toy is the recipe
+
+
 def test_shared_prefix_forward_equals_plain_forward():
     """Training runs the image-independent prompt prefix once per batch: same loss and gradients as the plain one."""
     import copy

@@ -213,6 +213,45 @@ def model_status(name_or_path: str) -> list[dict] | None:
     return stored_status(folder) if folder.is_dir() else None
 
 
+# What a run may add to the LLaVA toy's recipe (TrainConfig fields recorded in training.json's ``train_config``), each
+# with the phrase its value gives (None: not used). The LLaVA toy needed none of them.
+TRAINING_AIDS = (
+    ("fixed_words", lambda v: f"fixed readout rows ({', '.join(v)})" if v else None),
+    ("probe_scale", lambda v: f"token probe at a fixed scale of {v:g}" if v else None),
+    ("probe_position", lambda v: "token probe naming each object's row and column" if v else None),
+    ("exists_negatives", lambda v: f"yes/no negatives drawn by rule {v}" if v else None),
+    ("probe_question", lambda v: f"question probe at layer {v}" if v is not None else None),
+    ("probe_events", lambda v: f"event probe at layer {v}" if v is not None else None),
+    ("event_attributes", lambda v: "event attribute heads" if v else None),
+)
+
+
+def training_aids(name_or_path: str) -> list[str] | None:
+    """The aids (``TRAINING_AIDS``, and a rotary base other than the default) that any run in a toy model's training
+    chain used, oldest run first, each once: its ``training.json`` and the ``base`` records of the runs it continued.
+    None for a hub id or a folder without a training record."""
+    import json
+
+    from vlmflow.model import is_toy_name, toy_model_folder
+    from vlmflow.toy.model import ToyModelConfig
+
+    folder = toy_model_folder(name_or_path) if is_toy_name(name_or_path) else Path(name_or_path)
+    if not (folder / "training.json").is_file():
+        return None
+    chain, record = [], json.loads((folder / "training.json").read_text())
+    while record:
+        chain.insert(0, record)
+        record = record.get("base")
+    aids = []
+    for record in chain:
+        config = record.get("train_config", {})
+        found = [phrase(config.get(field)) for field, phrase in TRAINING_AIDS]
+        theta = record.get("model_config", {}).get("rope_theta", ToyModelConfig.rope_theta)
+        found.append(f"rotary base {theta:g}" if theta != ToyModelConfig.rope_theta else None)
+        aids += [a for a in found if a is not None and a not in aids]
+    return aids
+
+
 def status_text(status: list[dict] | None) -> str:
     """One line on a model's quality targets (:func:`target_status` rows): never evaluated, all met, or each unmet
     check with its value and bound (and its interval, when recorded)."""
