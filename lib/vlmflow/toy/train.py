@@ -244,9 +244,10 @@ def forward_loss(model, batch, share_prefix: bool = True, probe=None, tap=None,
     """Per-sample loss of a training batch (``labels`` inside ``batch``), plus ``aux_weight`` times the token-probe
     loss when ``probe`` and ``tap`` are given, plus ``event_weight`` times the event probe's loss on a clip batch
     when ``events`` = (event probe, ``video.EventTap``) is given, plus ``question_weight`` times the question probe's
-    loss when ``question`` = (question probe, ``probe.AnswerTap``) is given and the batch has ``question_targets``. ``knockouts`` (per-row lists,
-    ``vlmflow.plant.sample_rows``) apply through the registered attention function over the batch's ``roles``; the
-    model's language model must run the ``"vlmflow"`` attention (``vlmflow.model.wrap`` sets it).
+    loss when ``question`` = (question probe, ``probe.AnswerTap``) is given and the batch has ``question_targets``.
+    ``knockouts`` (per-row lists, ``vlmflow.plant.sample_rows``) apply through the registered attention function over
+    the batch's ``roles``; the model's language model must run the ``"vlmflow"`` attention (``vlmflow.model.wrap``
+    sets it).
 
     With ``share_prefix`` the text before the image (BOS + system prompt + ``USER:``, ~30% of every sequence and
     identical across the batch) runs once, and its keys/values are broadcast to the batch as a DynamicCache
@@ -707,8 +708,9 @@ def question_probe_accuracy(model, question, batcher: Batcher, cfg: TrainConfig)
         out = {}
         for k, (name, _) in enumerate(probe.heads):
             named = asked[:, k, 0] > 0
-            right = probe.logits(features[:, 0], k).argmax(-1) == asked[:, k, 0]
-            out[f"question_probe_acc_{name}"] = round(float(right[named].float().mean()), 4)
+            if named.any():  # a head no val question names gets no number
+                right = probe.logits(features[:, 0], k).argmax(-1) == asked[:, k, 0]
+                out[f"question_probe_acc_{name}"] = round(float(right[named].float().mean()), 4)
     return out
 
 
