@@ -166,9 +166,10 @@ def test_a_few_training_steps_reduce_the_loss(built):
 def test_the_question_probe_reads_the_answer_position_of_the_shared_and_the_plain_forward(built):
     """``probe.AnswerTap`` hands the question probe layer 0's output at each sequence's last prompt token, whether
     the forward shared the prefix or not: the probe's loss through ``forward_loss`` equals the loss on that position
-    of ``output_hidden_states`` (the independent oracle); and the loss trains the path to it."""
+    of ``output_hidden_states`` (the independent oracle); the loss trains the path to it; and the held-out accuracy
+    is the probe's argmax at that oracle position, for the heads the questions name."""
     from vlmflow.toy.probe import QUESTION_HEADS, AnswerTap, TokenProbe
-    from vlmflow.toy.train import Batcher, TrainConfig, forward_loss, make_batch
+    from vlmflow.toy.train import Batcher, TrainConfig, forward_loss, make_batch, question_probe_accuracy
 
     arch, model, processor = built
     model = copy.deepcopy(model).train()
@@ -191,8 +192,24 @@ def test_the_question_probe_reads_the_answer_position_of_the_shared_and_the_plai
                                        atol=1e-5, rtol=1e-4)
     losses = train_losses(model, lambda: (forward_loss(model, batch, question=(probe, tap), question_weight=1.0)
                                           - forward_loss(model, batch).detach()), steps=12)
-    tap.remove()
     assert losses[-1] < 0.5 * losses[0]
+    # held out (question_probe_accuracy): the probe's argmax at the oracle's answer position, per head it names
+    model.eval()
+    held_out = replace(cfg, eval_scenes=6, kind_mix={"exists": 1.0})
+    got = question_probe_accuracy(model, (probe, tap), Batcher(processor, arch, model), held_out)
+    val = make_batch(0, replace(held_out, batch_size=6), Batcher(processor, arch, model), split="val")
+    feed = {k: v for k, v in val.items() if k not in ("labels", "token_targets", "question_targets")}
+    with torch.no_grad():
+        hidden = model(**feed, output_hidden_states=True).hidden_states[1]
+        answer_position = [int((row != -100).nonzero()[0, 0]) - 1 for row in val["labels"]]
+        features = hidden[torch.arange(6), answer_position]
+        expected = {f"question_probe_acc_{name}": round(float((probe.logits(features, k).argmax(-1)
+                                                               == val["question_targets"][:, k, 0]).float().mean()), 4)
+                    for k, (name, _) in enumerate(QUESTION_HEADS)}
+    assert got == expected
+    describe_only = replace(held_out, kind_mix={"describe": 1.0})
+    assert question_probe_accuracy(model, (probe, tap), Batcher(processor, arch, model), describe_only) == {}
+    tap.remove()
 
 
 @pytest.mark.parametrize("name", ARCHES)
@@ -213,7 +230,6 @@ def test_exported_folder_loads_and_prompts_as_training_did(tmp_path, name):
         saved = torch.load(tmp_path / "work" / "checkpoint.pt", weights_only=False)
         assert saved["event_probe"]["bias"].any() and saved["question_probe"]["bias"].any()
         assert {"event_recall_none", "event_recall_appears"} <= set(history[-1])  # the event probe, held out
-        assert {"question_probe_acc_shape", "question_probe_acc_color"} <= set(history[-1])  # the question probe's
         with pytest.raises(TrainingError, match=r"question probe at layer 1, this run's is at 0 \(--probe-question"):
             train(replace(cfg, probe_question=0), tmp_path / "out", tmp_path / "work", resume=True, log=lambda m: None)
         with pytest.raises(TrainingError, match=r"--probe-question 2: no such language-model layer \(0\.\.1\)"):
