@@ -240,6 +240,11 @@ def test_exported_folder_loads_and_prompts_as_training_did(tmp_path, name):
         with pytest.raises(TrainingError, match=r"event probe with 1 heads, this run's has 4 \(--event-attributes"):
             train(replace(cfg, event_attributes=True), tmp_path / "out", tmp_path / "work", resume=True,
                   log=lambda m: None)
+        with pytest.raises(TrainingError, match=r"event probe with 1 heads, this run's has 6 \(--event-attributes"):
+            train(replace(cfg, event_attributes=True, event_places=True), tmp_path / "out", tmp_path / "work",
+                  resume=True, log=lambda m: None)
+        with pytest.raises(TrainingError, match="--event-places .* needs --event-attributes"):
+            train(replace(cfg, event_places=True), tmp_path / "o8", tmp_path / "w8", log=lambda m: None)
         with pytest.raises(TrainingError, match="--event-attributes .* needs --probe-events"):
             train(replace(cfg, probe_events=None, event_attributes=True), tmp_path / "o6", tmp_path / "w6",
                   log=lambda m: None)

@@ -794,6 +794,9 @@ def test_toy_train_vision_steps_fix_stage_one_length(monkeypatch, tmp_path):
     assert seen["cfg"].probe_question is None
     assert main(["toy", "train", "--out", str(tmp_path / "m"), "--probe-question", "2", "--question-weight", "0.5"]) == 0
     assert (seen["cfg"].probe_question, seen["cfg"].question_weight) == (2, 0.5)
+    assert (seen["cfg"].event_attributes, seen["cfg"].event_places) == (False, False)
+    assert main(["toy", "train", "--out", str(tmp_path / "m"), "--event-attributes", "--event-places"]) == 0
+    assert (seen["cfg"].event_attributes, seen["cfg"].event_places) == (True, True)
     train["train_config"]["fixed_words"] = ["yes", "no"]
     assert "the embedding rows of `yes`, `no` keep their random start" in _training_lines(train)[2]
     assert "question probe" not in _training_lines(train)[2]

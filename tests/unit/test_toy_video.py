@@ -97,45 +97,76 @@ def _changed_tokens(before, after, grid: int) -> np.ndarray:
     return diff.reshape(grid, side, grid, side).any(axis=(1, 3)).reshape(-1)
 
 
+def _object_tokens(frame, grid: int) -> np.ndarray:
+    """bool[grid * grid]: the tokens of a rendered frame with a pixel off the background (the frame's commonest
+    colour)."""
+    pixels = np.asarray(frame, dtype=np.int16).reshape(-1, 3)
+    colours, counts = np.unique(pixels, axis=0, return_counts=True)
+    off = (np.asarray(frame, dtype=np.int16) != colours[counts.argmax()]).any(-1)
+    side = off.shape[0] // grid
+    return off.reshape(grid, side, grid, side).any(axis=(1, 3)).reshape(-1)
+
+
 def test_event_targets_are_the_tokens_where_consecutive_frames_differ():
     """Independent oracle: the rendered frames share one background, so the tokens whose pixels change from frame
     k-1 to k are exactly the changed object's tokens; each carries the event's kind, every other token of frame k
     is 0, and frame 0 (nothing before it) is ignored. The attribute rows name the changed object as the event's
-    clause does (its words before the change) on exactly those tokens and ignore every other token."""
+    clause does (its words before the change) on exactly those tokens and ignore every other token. The place rows
+    name the row and column words of the place a move's clause ends with ("moves to the bottom right"), read from
+    the clip's description, on the changed tokens that show an object in frame k (the new cells), and ignore every
+    other token, of every other event too."""
     from vlmflow.toy.clips import EVENT_KINDS
+    from vlmflow.toy.scenes import position_axes
 
     grid = 8
+    heads = event_heads(True, True)
+    assert [name for name, _ in heads] == ["event", "shape", "color", "size", "row", "column"]
     seen = set()
+    moves = 0
     for i in range(40):
         clip = make_clip(0, "train", i)
         all_targets = event_token_targets(clip, grid).reshape(-1, len(clip.frames), grid * grid)
-        targets, attributes = all_targets[0], all_targets[1:]
-        assert [name for name, _ in event_heads(True)] == ["event", "shape", "color", "size"]
+        targets, attributes, places = all_targets[0], all_targets[1:4], all_targets[4:]
         assert (targets[0] == IGNORED).all() and (attributes[:, 0] == IGNORED).all()
-        for event in clip.events:
+        clauses = clip.description.split(" . then ")[1:]
+        assert len(clauses) == len(clip.events)
+        place_asked = np.zeros_like(places[0], dtype=bool)
+        for event, clause in zip(clip.events, clauses):
             changed = _changed_tokens(clip.images[event.frame - 1], clip.images[event.frame], grid)
             assert changed.any()
             np.testing.assert_array_equal(targets[event.frame] > 0, changed)
             assert set(targets[event.frame][changed]) == {EVENT_KINDS.index(event.kind) + 1}
             first_changed = attributes[:, event.frame, changed][:, 0]
-            words = [words[c - 1] for (_, words), c in zip(event_heads(True)[1:], first_changed)]
+            words = [words[c - 1] for (_, words), c in zip(heads[1:4], first_changed)]
             assert words == [event.object.shape, event.object.color, event.object.size]
             assert clip.description.count(f"{' '.join(reversed(words))} {EVENT_VERBS[event.kind]}") >= 1
             assert (attributes[:, event.frame, changed] == attributes[:, event.frame, changed][:, :1]).all()
             assert (attributes[:, event.frame, ~changed] == IGNORED).all()
+            if event.kind == "move":
+                moves += 1
+                new_cells = changed & _object_tokens(clip.images[event.frame], grid)
+                assert new_cells.any() and (changed & ~new_cells).any()  # the object left its old cells
+                place = clause.split(" moves to the ")[1]
+                expected = [words.index(w) + 1 for (_, words), w in zip(heads[4:], position_axes(place))]
+                np.testing.assert_array_equal(places[:, event.frame, new_cells],
+                                              np.repeat(np.array(expected)[:, None], new_cells.sum(), 1))
+                place_asked[event.frame] |= new_cells
             seen.add(event.kind)
-    assert seen == set(EVENT_KINDS)
+        assert (places[:, ~place_asked] == IGNORED).all()
+    assert seen == set(EVENT_KINDS) and moves >= 5
     assert EVENT_HEADS[0][1] == ("appears", "disappears", "moves", "turns")
+    with pytest.raises(ValueError, match="places=True needs attributes=True"):
+        event_heads(False, True)
 
 
-@pytest.mark.parametrize("attributes", [False, True])
-def test_event_tap_keeps_the_layers_output_at_the_video_tokens_and_the_event_probe_learns(attributes):
+@pytest.mark.parametrize(("attributes", "places"), [(False, False), (True, False), (True, True)])
+def test_event_tap_keeps_the_layers_output_at_the_video_tokens_and_the_event_probe_learns(attributes, places):
     from vlmflow.toy.probe import TokenProbe
     from vlmflow.toy.train import forward_loss
 
     model, processor = _toy()
     batch = make_clip_batch(0, 0, 3, ClipBatcher(model, processor), config=CLIPS)
-    assert batch["event_targets"].shape[1:] == (4, int((batch["input_ids"] == model.config.video_token_id).sum(1).max()))
+    assert batch["event_targets"].shape[1:] == (len(event_heads(True, True)), int((batch["input_ids"] == model.config.video_token_id).sum(1).max()))
     tap = EventTap(model, 0)
     feed = {k: v for k, v in batch.items() if k not in ("labels", "event_targets")}
     with torch.no_grad():
@@ -145,7 +176,7 @@ def test_event_tap_keeps_the_layers_output_at_the_video_tokens_and_the_event_pro
         video = batch["input_ids"][row] == model.config.video_token_id
         torch.testing.assert_close(kept[row, :int(video.sum())], hidden[row, video])
         assert (batch["event_targets"][row, :, int(video.sum()):] == IGNORED).all()
-    probe = TokenProbe(model, processor.tokenizer, heads=event_heads(attributes), balanced=True)
+    probe = TokenProbe(model, processor.tokenizer, heads=event_heads(attributes, places), balanced=True)
     model.train()
 
     def event_loss():
@@ -205,30 +236,33 @@ def test_event_probe_recall_per_class_of_a_probe_that_always_names_one_class():
 
 
 def test_event_attribute_accuracy_of_a_probe_that_always_names_one_word():
-    """Known answer: attribute heads whose bias always picks word 1 (``circle``, ``red``, ``small``) are right on
-    exactly the event tokens whose changed object has that word, counted here from the batches' own clips."""
+    """Known answer: attribute and place heads whose bias always picks word 1 (``circle``, ``red``, ``small``,
+    ``top``, ``left``) are right on exactly the tokens each head is asked about (the event tokens; a move's new cells)
+    whose word is that one, counted here from the batches' own clips."""
     from vlmflow.toy.probe import TokenProbe
 
     model, processor = _toy()
     model.eval()
     tap = EventTap(model, 0)
-    probe = TokenProbe(model, processor.tokenizer, heads=event_heads(True))
+    heads = event_heads(True, True)
+    probe = TokenProbe(model, processor.tokenizer, heads=heads)
     batcher = ClipBatcher(model, processor, CLIPS)
     with torch.no_grad():
         probe.bias.zero_()
         probe.bias[1:, 1] = 1e4
-    accuracy = event_probe_recall(model, (probe, tap), batcher, n=6, batch_size=4)
-    hits, total = np.zeros(3), 0
-    for step in range(2):  # the batches event_probe_recall draws: 6 clips rounded up to 2 batches of 4
+    accuracy = event_probe_recall(model, (probe, tap), batcher, n=12, batch_size=4)
+    hits, total = np.zeros(len(heads) - 1), np.zeros(len(heads) - 1)
+    for step in range(3):  # the batches event_probe_recall draws: 12 clips in 3 batches of 4
         targets = make_clip_batch(step, 0, 4, batcher, split="val")["event_targets"].numpy()
         changed = targets[:, 0] > 0
-        total += changed.sum()
-        hits += [(targets[:, k][changed] == 1).sum() for k in (1, 2, 3)]
-    assert total > 0
-    expected = {f"event_attribute_acc_{name}": round(float(h / total), 4)
-                for (name, _), h in zip(event_heads(True)[1:], hits)}
+        for k in range(1, len(heads)):
+            asked = changed if k < 4 else targets[:, k] > 0  # the place heads: a move's new cells only
+            total[k - 1] += asked.sum()
+            hits[k - 1] += (targets[:, k][asked] == 1).sum()
+    assert total.min() > 0 and total[3] < total[0]  # some moves, among other events
+    expected = {f"event_attribute_acc_{name}": round(float(h / t), 4) for (name, _), h, t in zip(heads[1:], hits, total)}
     assert {k: v for k, v in accuracy.items() if k.startswith("event_attribute")} == expected
-    assert 0 < sum(hits) < 3 * total  # not all right or all wrong: the count tells them apart
+    assert 0 < hits.sum() < total.sum()  # not all right or all wrong: the count tells them apart
     tap.remove()
 
 

@@ -119,6 +119,10 @@ def register(subparsers) -> None:
                    help="The event probe also names the changed object (its shape, colour and size before the "
                         "change, the words of the event's clause) at the event's tokens. Needs --probe-events. "
                         "Default: off.")
+    t.add_argument("--event-places", action="store_true",
+                   help="The event probe also names a move's new place (its row and column words, where the "
+                        "clause says \"moves to the bottom right\") at the moved object's tokens in its new cells. "
+                        "Needs --event-attributes. Default: off.")
     t.add_argument("--probe-question", type=common.nonnegative_int, default=None, metavar="LAYER",
                    help="The output of this language-model layer at the answer position (the last prompt token) "
                         "must name the shape and colour words the question asks about (vlmflow.toy.probe."
@@ -340,6 +344,7 @@ def _train(args) -> int:
                       exists_negatives=args.exists_negatives, arch=args.arch, clip_fraction=args.clips,
                       probe_events=args.probe_events,
                       event_weight=args.event_weight, event_attributes=args.event_attributes,
+                      event_places=args.event_places,
                       probe_question=args.probe_question, question_weight=args.question_weight,
                       model=replace(_model_config_of(args.init), **model_overrides))
     if args.cpu_minutes is not None:

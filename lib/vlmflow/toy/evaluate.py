@@ -223,6 +223,7 @@ TRAINING_AIDS = (
     ("probe_question", lambda v: f"question probe at layer {v}" if v is not None else None),
     ("probe_events", lambda v: f"event probe at layer {v}" if v is not None else None),
     ("event_attributes", lambda v: "event attribute heads" if v else None),
+    ("event_places", lambda v: "event place heads" if v else None),
 )
 
 

@@ -101,6 +101,7 @@ class TrainConfig:
     probe_events: int | None = None  # LM layer whose video tokens name each frame's change (video.py; None = off)
     event_weight: float = 1.0  # the event probe's loss weight on clip steps
     event_attributes: bool = False  # the event probe also names the changed object's shape, colour, size (video.py)
+    event_places: bool = False  # ... and a move's new row and column, at its new cells (video.py; needs event_attributes)
     probe_question: int | None = None  # LM layer whose answer position names the asked shape and colour (None = off)
     question_weight: float = 1.0  # the question probe's loss weight on still-scene steps
     model: ToyModelConfig = field(default_factory=ToyModelConfig)
@@ -573,7 +574,7 @@ def _resume(ckpt_path: Path, cfg: TrainConfig, model, probe, opt, log, event_pro
         saved_heads = len(state["event_probe"]["background"])
         if saved_heads != len(event_probe.heads):
             raise TrainingError(f"--resume: {ckpt_path} holds an event probe with {saved_heads} heads, this run's "
-                                f"has {len(event_probe.heads)} (--event-attributes must match the run's)")
+                                f"has {len(event_probe.heads)} (--event-attributes and --event-places must match the run's)")
     if state.get("probe_question") != cfg.probe_question:
         raise TrainingError(f"--resume: {ckpt_path} was trained with the question probe at layer "
                             f"{state.get('probe_question')}, this run's is at {cfg.probe_question} (--probe-question "
@@ -653,26 +654,35 @@ def base_record(init: str | None) -> dict | None:
     return json.loads((Path(init) / "training.json").read_text())
 
 
+def _lm_layer(model, layer: int, flag: str) -> int:
+    """``layer`` if the model's language model has it, else a TrainingError naming ``flag`` and the valid range."""
+    n_layers = len(model.model.language_model.layers)
+    if not 0 <= layer < n_layers:
+        raise TrainingError(f"{flag} {layer}: no such language-model layer (0..{n_layers - 1})")
+    return layer
+
+
 def event_probe_of(cfg: TrainConfig, model, processor):
     """The event probe of a run with ``cfg.probe_events`` (a ``TokenProbe`` with ``video.event_heads``: the verbs'
     own embeddings as class vectors, as the token probe uses the object words; with ``cfg.event_attributes`` also
-    the changed object's words), None otherwise; it reads clips, so it needs clip steps."""
+    the changed object's words, with ``cfg.event_places`` also a move's new row and column), None otherwise; it
+    reads clips, so it needs clip steps."""
+    if cfg.event_places and not cfg.event_attributes:
+        raise TrainingError("--event-places follows the event attribute heads: it needs --event-attributes")
     if cfg.probe_events is None:
         if cfg.event_attributes:
             raise TrainingError("--event-attributes adds heads to the event probe: it needs --probe-events LAYER")
         return None
     if cfg.clip_fraction <= 0:
         raise TrainingError(f"--probe-events {cfg.probe_events} reads clips: it needs --clips above 0")
-    n_layers = len(model.model.language_model.layers)
-    if not 0 <= cfg.probe_events < n_layers:
-        raise TrainingError(f"--probe-events {cfg.probe_events}: no such language-model layer (0..{n_layers - 1})")
+    _lm_layer(model, cfg.probe_events, "--probe-events")
     from vlmflow.toy.probe import TokenProbe
     from vlmflow.toy.video import event_heads
 
     # balanced: a changed object covers a few of a frame's tokens, and a plain mean let the probe answer "nothing
     # changed" everywhere (1.00 / 0.02 on unchanged / changed tokens after 370 steps)
-    return TokenProbe(model, processor.tokenizer, cosine=cfg.probe_cosine, heads=event_heads(cfg.event_attributes),
-                      balanced=True)
+    return TokenProbe(model, processor.tokenizer, cosine=cfg.probe_cosine,
+                      heads=event_heads(cfg.event_attributes, cfg.event_places), balanced=True)
 
 
 def question_probe_of(cfg: TrainConfig, model, processor):
@@ -681,10 +691,7 @@ def question_probe_of(cfg: TrainConfig, model, processor):
     no shape, and a head with nothing to name adds nothing."""
     if cfg.probe_question is None:
         return None
-    n_layers = len(model.model.language_model.layers)
-    if not 0 <= cfg.probe_question < n_layers:
-        raise TrainingError(f"--probe-question {cfg.probe_question}: no such language-model layer "
-                            f"(0..{n_layers - 1})")
+    _lm_layer(model, cfg.probe_question, "--probe-question")
     from vlmflow.toy.probe import QUESTION_HEADS, TokenProbe
 
     return TokenProbe(model, processor.tokenizer, cosine=cfg.probe_cosine, heads=QUESTION_HEADS, balanced=True)

@@ -15,7 +15,9 @@ image's place), so a trained model answers through ``vf.load`` with the prompt i
   -> ``k`` made there (``appears`` ... ``turns``); the vision tower attends within one frame only (Qwen2-VL's
   ``cu_seqlens`` split the video per temporal patch), so frames can be compared only in the language model. With
   ``TrainConfig.event_attributes`` the same tokens must also name the changed object (its shape, colour and size
-  before the change: the words of the event's clause), so a clause can find the changed object by its words;
+  before the change: the words of the event's clause), so a clause can find the changed object by its words; with
+  ``TrainConfig.event_places`` a move's tokens in its new cells must also name the place the clause ends with (its
+  row and column words);
 - :func:`clip_eval`: greedy clip descriptions of held-out clips through ``VLM.generate_batch``, scored with
   ``clips.score_clip`` (fact F1) and ``clips.recall_by_family`` (which facts are missed), plus the count-at-end accuracy.
 """
@@ -38,9 +40,9 @@ from vlmflow.toy.clips import (
     recall_by_family,
     score_clip,
 )
-from vlmflow.toy.probe import HEADS, IGNORED, LayerTap
+from vlmflow.toy.probe import HEADS, IGNORED, POSITION_HEADS, LayerTap
 from vlmflow.toy.questions import QA
-from vlmflow.toy.scenes import covered_tokens
+from vlmflow.toy.scenes import covered_tokens, position_axes
 
 # The question kinds of clip training and how often each is drawn (describing carries most of the facts).
 CLIP_KIND_MIX = {"describe_video": 0.5, "appear": 0.1, "disappear": 0.1, "move": 0.1, "recolor": 0.1,
@@ -61,25 +63,33 @@ EVENT_HEADS = (("event", tuple(EVENT_VERBS[k] for k in EVENT_KINDS)),)
 # With TrainConfig.event_attributes, the changed object's words as the clause names them (``Event.object``: as it
 # was before the change), at the event's tokens only: the token probe's heads (shape, colour, size).
 EVENT_ATTRIBUTE_HEADS = HEADS
+# With TrainConfig.event_places as well, the place a move's clause ends with ("moves to the bottom right": bottom,
+# right), at the moved object's tokens in its new cells only: the token probe's position heads (row, column).
+EVENT_PLACE_HEADS = POSITION_HEADS
 
 
-def event_heads(attributes: bool = False):
-    """The event probe's heads: ``EVENT_HEADS``, then ``EVENT_ATTRIBUTE_HEADS`` with ``attributes``."""
-    return EVENT_HEADS + EVENT_ATTRIBUTE_HEADS if attributes else EVENT_HEADS
+def event_heads(attributes: bool = False, places: bool = False):
+    """The event probe's heads: ``EVENT_HEADS``, then ``EVENT_ATTRIBUTE_HEADS`` with ``attributes``, then
+    ``EVENT_PLACE_HEADS`` with ``places`` (which needs ``attributes``: the heads are the clause's words in order, and
+    a probe takes the first rows of ``event_token_targets``)."""
+    if places and not attributes:
+        raise ValueError("the event place heads follow the attribute heads: places=True needs attributes=True")
+    return EVENT_HEADS + (EVENT_ATTRIBUTE_HEADS if attributes else ()) + (EVENT_PLACE_HEADS if places else ())
 
 
 def event_token_targets(clip, grid: int) -> np.ndarray:
-    """int64[1 + len(EVENT_ATTRIBUTE_HEADS), n_frames * grid * grid], one row per head of ``event_heads(True)``;
+    """int64[len(event_heads(True, True)), n_frames * grid * grid], one row per head of ``event_heads(True, True)``;
     columns are the video tokens (frame-major, row-major within a frame, the order of the video tokens).
     Row 0: the class of the event that made frame ``k`` differ from frame ``k - 1`` at that token (1-based index in
     ``EVENT_KINDS``), 0 where nothing changed, ``IGNORED`` on frame 0. The event's cells are the changed object's
     tokens in frame ``k`` (appear, recolour, move's destination) and in frame ``k - 1`` (disappear, move's origin).
-    The other rows: the class of the changed object's shape / colour / size (1-based word index, as the token
-    probe's) on the event's cells, ``IGNORED`` everywhere else."""
+    Rows 1-3: the class of the changed object's shape / colour / size (1-based word index, as the token probe's) on
+    the event's cells, ``IGNORED`` everywhere else. Rows 4-5: the class of the row / column word of a move's new
+    place (``Event.position``) on the moved object's cells in frame ``k``, ``IGNORED`` everywhere else."""
     n = grid * grid
-    out = np.zeros((1 + len(EVENT_ATTRIBUTE_HEADS), len(clip.frames), n), dtype=np.int64)
-    out[0, 0] = IGNORED
-    out[1:] = IGNORED
+    attributes = len(EVENT_ATTRIBUTE_HEADS)
+    out = np.full((len(event_heads(True, True)), len(clip.frames), n), IGNORED, dtype=np.int64)
+    out[0, 1:] = 0
     for event in clip.events:
         label = EVENT_KINDS.index(event.kind) + 1
         word_classes = [words.index(getattr(event.object, head)) + 1 for head, words in EVENT_ATTRIBUTE_HEADS]
@@ -90,6 +100,10 @@ def event_token_targets(clip, grid: int) -> np.ndarray:
                     out[0, event.frame, cells] = label
                     for k, word_class in enumerate(word_classes, start=1):
                         out[k, event.frame, cells] = word_class
+                    if event.kind == "move" and frame == event.frame:
+                        for k, ((_, words), word) in enumerate(zip(EVENT_PLACE_HEADS, position_axes(event.position)),
+                                                               start=1 + attributes):
+                            out[k, event.frame, cells] = words.index(word) + 1
     return out.reshape(out.shape[0], -1)
 
 
@@ -113,14 +127,15 @@ def event_probe_recall(model, events, batcher: "ClipBatcher", n: int = 32, seed:
     frame-k video tokens of ``n`` held-out clips (rounded up to whole batches; one question each, as in training)
     that the probe names right; ``events`` = (event probe, ``EventTap``). A probe that says "nothing changed"
     everywhere scores 1.0 / 0.0. A probe with attribute heads (``event_heads(True)``) also gets
-    ``event_attribute_acc_<head>``: the share of the event tokens whose changed object it names right."""
+    ``event_attribute_acc_<head>``: the share of the tokens each head is asked about (the event tokens; a move's new
+    cells for the place heads) that it names right."""
     import torch
 
     probe, tap = events
     n_classes = 1 + len(EVENT_HEADS[0][1])
     correct, total = torch.zeros(n_classes), torch.zeros(n_classes)
     attribute_heads = [name for name, _ in probe.heads[1:]]
-    attr_correct, attr_total = torch.zeros(len(attribute_heads)), 0
+    attr_correct, attr_total = torch.zeros(len(attribute_heads)), torch.zeros(len(attribute_heads))
     with torch.no_grad():
         for step in range(-(-n // batch_size)):
             batch = make_clip_batch(step, seed, batch_size, batcher, split=split)
@@ -134,15 +149,14 @@ def event_probe_recall(model, events, batcher: "ClipBatcher", n: int = 32, seed:
                 on = targets[:, 0] == c
                 correct[c] += (predicted[on] == c).sum()
                 total[c] += on.sum()
-            changed = targets[:, 0] > 0
-            attr_total += int(changed.sum())
             for k in range(len(attribute_heads)):
-                attr_correct[k] += (probe.logits(features, k + 1).argmax(-1) == targets[:, k + 1])[changed].sum()
+                asked = targets[:, k + 1] > 0
+                attr_total[k] += asked.sum()
+                attr_correct[k] += (probe.logits(features, k + 1).argmax(-1) == targets[:, k + 1])[asked].sum()
     names = ("none", *EVENT_HEADS[0][1])
     out = {f"event_recall_{name}": round(float(correct[c] / total[c]), 4) for c, name in enumerate(names) if total[c]}
-    if attr_total:
-        out.update({f"event_attribute_acc_{name}": round(float(attr_correct[k] / attr_total), 4)
-                    for k, name in enumerate(attribute_heads)})
+    out.update({f"event_attribute_acc_{name}": round(float(attr_correct[k] / attr_total[k]), 4)
+                for k, name in enumerate(attribute_heads) if attr_total[k]})
     return out
 
 
