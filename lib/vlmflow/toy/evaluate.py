@@ -204,12 +204,18 @@ def stored_status(folder: str | os.PathLike) -> list[dict] | None:
     return target_status(json.loads(path.read_text())) if path.is_file() else None
 
 
+def _model_folder(name_or_path: str) -> Path:
+    """The folder of a toy model by name ("toy", "toy:NAME"), else ``name_or_path`` as a path (a hub id gives a
+    path that is not there)."""
+    from vlmflow.model import is_toy_name, toy_model_folder
+
+    return toy_model_folder(name_or_path) if is_toy_name(name_or_path) else Path(name_or_path)
+
+
 def model_status(name_or_path: str) -> list[dict] | None:
     """:func:`stored_status` of a toy model by name ("toy", "toy:NAME") or of a local folder; None for a hub id or a
     folder never evaluated (the toy world's bars do not apply to a real checkpoint)."""
-    from vlmflow.model import is_toy_name, toy_model_folder
-
-    folder = toy_model_folder(name_or_path) if is_toy_name(name_or_path) else Path(name_or_path)
+    folder = _model_folder(name_or_path)
     return stored_status(folder) if folder.is_dir() else None
 
 
@@ -233,18 +239,14 @@ def training_aids(name_or_path: str) -> list[str] | None:
     None for a hub id or a folder without a training record."""
     import json
 
-    from vlmflow.model import is_toy_name, toy_model_folder
     from vlmflow.toy.model import ToyModelConfig
 
-    folder = toy_model_folder(name_or_path) if is_toy_name(name_or_path) else Path(name_or_path)
-    if not (folder / "training.json").is_file():
+    path = _model_folder(name_or_path) / "training.json"
+    if not path.is_file():
         return None
-    chain, record = [], json.loads((folder / "training.json").read_text())
-    while record:
-        chain.insert(0, record)
-        record = record.get("base")
+    last = json.loads(path.read_text())
     aids = []
-    for record in chain:
+    for record in [*_base_runs(last), last]:
         config = record.get("train_config", {})
         found = [phrase(config.get(field)) for field, phrase in TRAINING_AIDS]
         theta = record.get("model_config", {}).get("rope_theta", ToyModelConfig.rope_theta)

@@ -33,7 +33,7 @@ from vlmflow.toy.scenes import COLORS, COLUMN_WORDS, ROW_WORDS, SHAPES, SIZES, c
 Heads = tuple[tuple[str, tuple[str, ...]], ...]  # (name, class words) per probe head
 HEADS: Heads = (("shape", SHAPES), ("color", tuple(COLORS)), ("size", SIZES))
 POSITION_HEADS: Heads = (("row", ROW_WORDS), ("column", COLUMN_WORDS))
-QUESTION_HEADS: Heads = (("shape", SHAPES), ("color", tuple(COLORS)))
+QUESTION_HEADS: Heads = HEADS[:2]  # the words a question names its object by: shape and colour
 IGNORED = -100  # cross-entropy's ignore index: a target the loss skips
 
 
