@@ -15,12 +15,15 @@ greedy descriptions of held-out clips and sets each reference event beside the c
 
     .venv/bin/python diagnostics/clip_errors.py toy:qwen2-vl --n 96
 
-Measured 2026-12-01 (2-core CPU, 96 val clips, seed 0, 186 events) on the shipped ``toy:qwen2-vl`` (``qwen2vl_e8``):
-the kind is right in 171 of 186 events (10 of 48 moves called recolours). Given the right kind, the object is exact
-in 30 / 14 / 25 / 39 of 40 appears / 37 disappears / 38 moves / 56 recolours (another first-frame object named instead
-in 8 / 13 / 10 / 12); the recolour's new colour is right in 54 of 56, the move's new place in 7 of 38: its row word in
-13 and its column word in 18 of 38, both near chance (about a third). A move comes out whole in 4 of 48. The model
-finds what moved and does not know where it went, not even the row it tells apart on still scenes.
+Measured 2026-12-01 (2-core CPU, 96 val clips, seed 0, 186 events: 41 appears, 38 disappears, 48 moves, 59
+recolours). ``qwen2vl_e8`` (``toy:qwen2-vl`` until that day): the kind is right in 171 of 186 events (10 moves called
+recolours). Given the right kind, the object is exact in 30/40 appears, 14/37 disappears, 25/38 moves and 39/56
+recolours (another first-frame object named instead in 8 / 13 / 10 / 12); the recolour's new colour is right in
+54/56, the move's new place in 7/38: its row word in 13 and its column word in 18, both near chance (about a third).
+A move comes out whole in 4 of 48. The shipped ``toy:qwen2-vl`` (``qwen2vl_e11``, trained with the event place heads):
+kind right in 174; objects exact 35/41, 16/36, 23/44, 36/53; new colour 51/53; the move's place 8/44 (row 15, column
+19); a move whole in 5 of 48. The model finds what moved and does not know where it went, not even the row it tells
+apart on still scenes.
 """
 from __future__ import annotations
 
