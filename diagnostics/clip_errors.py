@@ -31,23 +31,23 @@ import argparse
 from collections import Counter
 
 ATTRIBUTES = ("shape", "color", "size")
+# The parts only some event kinds have: a detail (a recolour's new colour, a move's new place) and the place's axes.
+PART_KINDS = {"detail": ("recolor", "move"), "row": ("move",), "column": ("move",)}
 
 
 def clause_errors(vlm, n: int = 96, seed: int = 0, split: str = "val", batch_size: int = 8) -> Counter:
     """Counts ``(event kind, part)`` over the events of ``n`` clips of ``split``: parts ``events``, ``missing``,
     ``kind`` and, given the right kind, ``object``, ``copied``, ``exact``, each attribute, ``detail`` and (moves)
     ``row`` / ``column``; ``(kind, "called <other kind>")`` for a wrong kind."""
-    from vlmflow.model import Batch
+    from vlmflow.adapters.base import Video
     from vlmflow.toy.clips import DESCRIBE_VIDEO_PROMPT, clip_facts, make_clip, parse_clip
     from vlmflow.toy.scenes import POSITIONS, position_axes
 
     counts = Counter()
     for start in range(0, n, batch_size):
         clips = [make_clip(seed, split, i) for i in range(start, min(n, start + batch_size))]
-        prompts = [DESCRIBE_VIDEO_PROMPT] * len(clips)
-        inputs, roles = vlm.adapter.prepare_video([c.images for c in clips], prompts)
-        gens = vlm.generate_batch(Batch(inputs.to(vlm.device), roles, [c.images[0].size for c in clips], prompts),
-                                  max_new_tokens=64)
+        batch = vlm.prepare([Video(c.images) for c in clips], DESCRIBE_VIDEO_PROMPT)
+        gens = vlm.generate_batch(batch, max_new_tokens=64)
         for clip, gen in zip(clips, gens, strict=True):
             first_objects, reference = clip_facts(clip)
             _, candidate = parse_clip(gen.text)
@@ -66,9 +66,9 @@ def clause_errors(vlm, n: int = 96, seed: int = 0, split: str = "val", batch_siz
                 counts[kind, "exact"] += (said_obj, said_detail) == (obj, detail)
                 for attribute in ATTRIBUTES:
                     counts[kind, attribute] += getattr(said_obj, attribute) == getattr(obj, attribute)
-                if kind in ("recolor", "move"):
+                if kind in PART_KINDS["detail"]:
                     counts[kind, "detail"] += said_detail == detail
-                if kind == "move" and said_detail in POSITIONS:
+                if kind in PART_KINDS["row"] and said_detail in POSITIONS:
                     for axis, said, true in zip(("row", "column"), position_axes(said_detail), position_axes(detail)):
                         counts[kind, axis] += said == true
     return counts
@@ -86,8 +86,7 @@ def table(counts: Counter) -> str:
         n, right = counts[kind, "events"], counts[kind, "kind"]
         if not n:
             continue
-        cells = [f"{counts[kind, p]}/{right}" if (p not in ("detail", "row", "column") or kind in ("recolor", "move"))
-                 and (p not in ("row", "column") or kind == "move") else "-" for p in parts]
+        cells = [f"{counts[kind, p]}/{right}" if kind in PART_KINDS.get(p, EVENT_KINDS) else "-" for p in parts]
         rows.append(f"| {kind} | {n} | {counts[kind, 'missing']} | {right} | " + " | ".join(cells) + " |")
     wrong = sorted((k, p, c) for (k, p), c in counts.items() if p.startswith("called "))
     return "\n".join(rows) + "\n\nwrong kind: " + (", ".join(f"{k} {p} x{c}" for k, p, c in wrong) or "none")
