@@ -87,23 +87,22 @@ def event_token_targets(clip, grid: int) -> np.ndarray:
     the event's cells, ``IGNORED`` everywhere else. Rows 4-5: the class of the row / column word of a move's new
     place (``Event.position``) on the moved object's cells in frame ``k``, ``IGNORED`` everywhere else."""
     n = grid * grid
-    attributes = len(EVENT_ATTRIBUTE_HEADS)
     out = np.full((len(event_heads(True, True)), len(clip.frames), n), IGNORED, dtype=np.int64)
     out[0, 1:] = 0
     for event in clip.events:
         label = EVENT_KINDS.index(event.kind) + 1
         word_classes = [words.index(getattr(event.object, head)) + 1 for head, words in EVENT_ATTRIBUTE_HEADS]
+        place_classes = ([words.index(word) + 1 for (_, words), word in zip(EVENT_PLACE_HEADS,
+                                                                           position_axes(event.position))]
+                         if event.kind == "move" else [])
         for frame in (event.frame - 1, event.frame):
             for t in clip.frames[frame]:
                 if t.track == event.track:
                     cells = covered_tokens(t.placed.mask, grid)
                     out[0, event.frame, cells] = label
-                    for k, word_class in enumerate(word_classes, start=1):
+                    named = word_classes + (place_classes if frame == event.frame else [])  # the new cells only
+                    for k, word_class in enumerate(named, start=1):
                         out[k, event.frame, cells] = word_class
-                    if event.kind == "move" and frame == event.frame:
-                        for k, ((_, words), word) in enumerate(zip(EVENT_PLACE_HEADS, position_axes(event.position)),
-                                                               start=1 + attributes):
-                            out[k, event.frame, cells] = words.index(word) + 1
     return out.reshape(out.shape[0], -1)
 
 
